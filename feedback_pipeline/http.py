@@ -1,0 +1,290 @@
+"""The one HTTP layer every provider uses: timeouts, retries, Retry-After, redaction.
+
+Why it exists: rate limits and flaky pages are the real constraint of this job, and a secret in
+a log line is the worst bug it can have. So:
+
+* one ``httpx.Client`` per run (keep-alive), explicit connect/read timeouts;
+* 429, 500, 502, 503, 504, dropped connections, read timeouts and *bad pages* (not JSON, HTML
+  with 200, wrong envelope) are retried with exponential backoff and full jitter; ``Retry-After``
+  is honoured in both forms (delta-seconds and HTTP-date) with a floor of 1 s when it is 0 or
+  absent; attempts and total waiting are capped;
+* 400, 401, 403, 404 (and other 4xx) fail at once with a message saying what to check;
+* URLs are redacted before they reach any log line, exception or metadata (the Mapbox token
+  travels in the query string), headers are never logged, and the ``httpx``/``httpcore`` loggers
+  are silenced because httpx logs every request URL at INFO.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import httpx
+
+from .normalize import loads_json
+
+# httpx logs "HTTP Request: GET <full url>" at INFO: that URL can carry the Mapbox token.
+for _name in ("httpx", "httpcore"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+
+log = logging.getLogger(__name__)
+
+RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+SECRET_QUERY_PARAMS = frozenset({"access_token", "token", "api_key", "apikey", "key", "secret", "jwt", "password"})
+REDACTED = "***"
+
+
+class ProviderError(RuntimeError):
+    """A provider request failed. The message is safe to log: URLs and secrets are redacted."""
+
+    def __init__(self, message: str, *, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+class ProviderRequestError(ProviderError):
+    """The provider refused the request (4xx other than 429): retrying cannot help."""
+
+
+class ProviderUnavailable(ProviderError):
+    """Retries were exhausted (rate limit, 5xx, network, bad pages)."""
+
+
+class BadPage(ValueError):
+    """A 2xx response whose body is not what the API documents; retried like a 5xx."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard to try. Defaults suit hourly production runs; tests shrink the delays."""
+
+    max_attempts: int = 6
+    base_delay: float = 1.0
+    max_delay: float = 60.0
+    max_total_wait: float = 600.0
+    retry_after_floor: float = 1.0
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+
+
+@dataclass
+class RequestStats:
+    """Counters reported in each materialization's metadata."""
+
+    requests: int = 0
+    retries: int = 0
+    wait_seconds: float = 0.0
+    by_status: dict[str, int] = field(default_factory=dict)
+
+    def count(self, outcome: str) -> None:
+        self.by_status[outcome] = self.by_status.get(outcome, 0) + 1
+
+
+def redact_url(url: str | httpx.URL) -> str:
+    """The URL with the values of secret-looking query parameters replaced by ``***``."""
+    parts = urlsplit(str(url))
+    if not parts.query:
+        return str(url)
+    pairs = [
+        (k, REDACTED if k.lower() in SECRET_QUERY_PARAMS else v)
+        for k, v in parse_qsl(parts.query, keep_blank_values=True)
+    ]
+    return urlunsplit(parts._replace(query=urlencode(pairs, safe="*:,")))
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date); None if absent
+    or unreadable."""
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        return None
+    if re.fullmatch(r"\d+(\.\d+)?", value):
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    current = now if now is not None else time.time()
+    return max(0.0, when.timestamp() - current)
+
+
+class HttpClient:
+    """A retrying JSON client for one provider.
+
+    ``secrets`` are strings that must never appear in an error message (they are scrubbed from
+    response excerpts too). ``hints`` maps a status code to what the operator should check.
+    """
+
+    def __init__(
+        self,
+        provider: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        auth: httpx.Auth | None = None,
+        policy: RetryPolicy | None = None,
+        secrets: Iterable[str] = (),
+        hints: Mapping[int, str] | None = None,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.provider = provider
+        self.policy = policy or RetryPolicy()
+        self.stats = RequestStats()
+        self.hints = dict(hints or {})
+        self._secrets = [s for s in secrets if s]
+        self._sleep = sleep
+        self._client = httpx.Client(
+            headers=dict(headers or {}),
+            auth=auth,
+            timeout=httpx.Timeout(
+                self.policy.read_timeout,
+                connect=self.policy.connect_timeout,
+            ),
+            transport=transport,
+            follow_redirects=False,
+        )
+
+    def __enter__(self) -> HttpClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._client.close()
+
+    # -- public ------------------------------------------------------------------------------
+
+    def get_json(self, url: str, *, endpoint: str, params: Any = None, validate: Callable[[Any], None] | None = None, headers: Mapping[str, str] | None = None) -> Any:
+        """GET and parse JSON, retrying transient failures. ``validate`` raises :class:`BadPage`
+        when the body is not the documented envelope."""
+        return self.request_json("GET", url, endpoint=endpoint, params=params, validate=validate, headers=headers)
+
+    def request_json(
+        self,
+        method: str,
+        url: str,
+        *,
+        endpoint: str,
+        params: Any = None,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+        validate: Callable[[Any], None] | None = None,
+    ) -> Any:
+        """Send a request and return its parsed JSON body (see the module docstring for the rules)."""
+        policy = self.policy
+        attempt = 0
+        waited = 0.0
+        while True:
+            attempt += 1
+            failure: str
+            retry_after: float | None = None
+            status: int | None = None
+            self.stats.requests += 1
+            try:
+                response = self._client.request(method, url, params=params, json=json, headers=headers)
+            except (httpx.TransportError, httpx.DecodingError) as exc:
+                failure = f"network error ({type(exc).__name__})"
+                self.stats.count("network")
+            else:
+                status = response.status_code
+                self.stats.count(str(status))
+                if 200 <= status < 300:
+                    try:
+                        body = self._parse(response)
+                        if validate is not None:
+                            validate(body)
+                        return body
+                    except BadPage as bad:
+                        failure = f"unexpected response body: {bad}"
+                elif status in RETRYABLE_STATUS:
+                    failure = f"HTTP {status}"
+                    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                else:
+                    raise ProviderRequestError(self._refusal_message(method, endpoint, response), status=status)
+                excerpt = self._excerpt(response)
+                if excerpt:
+                    failure = f"{failure}; body: {excerpt}"
+
+            delay = self._delay(attempt, status, retry_after)
+            if attempt >= policy.max_attempts or waited + delay > policy.max_total_wait:
+                raise ProviderUnavailable(
+                    f"{self.provider}: {method} {endpoint} failed after {attempt} attempt(s) "
+                    f"and {waited:.1f}s of waiting: {failure}"
+                    + (f" (server asked to wait {retry_after:.0f}s)" if retry_after else "")
+                    + ". Rows and cursors committed so far are kept; the next run resumes from them.",
+                    status=status,
+                )
+            log.warning(
+                "%s: %s %s attempt %d/%d: %s; retrying in %.1fs",
+                self.provider, method, endpoint, attempt, policy.max_attempts, failure, delay,
+            )
+            self.stats.retries += 1
+            self.stats.wait_seconds += delay
+            waited += delay
+            self._sleep(delay)
+
+    def redact(self, text: str) -> str:
+        """Remove every known secret and secret query value from ``text``."""
+        for secret in self._secrets:
+            text = text.replace(secret, REDACTED)
+        return re.sub(r"https?://\S+", lambda m: redact_url(m.group(0)), text)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _delay(self, attempt: int, status: int | None, retry_after: float | None) -> float:
+        policy = self.policy
+        if status == 429 or retry_after is not None:
+            # Retry-After rules when given; 0 or absent gets the floor (never hammer a limiter).
+            base = retry_after if retry_after is not None else policy.base_delay * 2 ** (attempt - 1)
+            return max(policy.retry_after_floor, min(base, policy.max_total_wait))
+        backoff = min(policy.max_delay, policy.base_delay * 2 ** (attempt - 1))
+        return random.uniform(backoff / 2, backoff)  # jitter, never zero
+
+    @staticmethod
+    def _parse(response: httpx.Response) -> Any:
+        content_type = response.headers.get("content-type", "")
+        if "html" in content_type:
+            raise BadPage(f"HTML instead of JSON (content-type {content_type.split(';')[0]})")
+        try:
+            return loads_json(response.content)
+        except ValueError:
+            raise BadPage("not JSON") from None
+
+    def _excerpt(self, response: httpx.Response, limit: int = 200) -> str:
+        try:
+            text = response.text
+        except Exception:  # noqa: BLE001 - undecodable body: say nothing rather than fail
+            return ""
+        text = " ".join(text.split())
+        return self.redact(text[:limit] + ("..." if len(text) > limit else ""))
+
+    def _refusal_message(self, method: str, endpoint: str, response: httpx.Response) -> str:
+        status = response.status_code
+        hint = self.hints.get(status) or {
+            400: "the request was rejected as invalid; check the provider's settings and the date range",
+            401: "the credentials were rejected; check the provider's key variables",
+            403: "the credentials lack permission for this endpoint",
+            404: "the resource was not found; check the project/account id and base URL",
+        }.get(status, "the provider refused the request")
+        return (
+            f"{self.provider}: {method} {endpoint} returned HTTP {status}: {hint}. "
+            f"Response: {self._excerpt(response)}"
+        )
+
+
+def utc_http_date(when: datetime) -> str:
+    """Format an HTTP-date (for Retry-After) - used by the sandbox and tests."""
+    return email.utils.format_datetime(when.astimezone(timezone.utc), usegmt=True)

@@ -1,0 +1,260 @@
+"""Shared normalization: the contract's input rules, applied once for every provider.
+
+A provider module only says *where* each unified field lives in its records; this module decides
+*how* a value becomes a column (ids, timestamps, ratings, text cleaning, status mapping, rejects)
+so the rules of ``CONTRACT.md`` ("Input rules") hold identically for all five APIs.
+
+Rows are collected column by column and handed to DuckDB as one Arrow table per batch: no
+per-row inserts anywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections.abc import Mapping
+from datetime import date, datetime, timezone
+from typing import Any
+
+import orjson
+import pyarrow as pa
+
+from .schema import REJECT_SCHEMA, ROW_COLUMNS, ROW_SCHEMA, STATUS_MAP, RejectReason
+
+UTC = timezone.utc
+_MIN_COLLECTED = datetime(1970, 1, 1, tzinfo=UTC)
+_MAX_COLLECTED = datetime(2100, 1, 1, tzinfo=UTC)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH_DATE = date(1970, 1, 1)
+
+# NUL and lone surrogates cannot be stored faithfully (DuckDB strings are UTF-8 without NUL);
+# the contract says they become U+FFFD and the record is kept.
+_BAD_CHARS = re.compile("[\x00\ud800-\udfff]")
+
+
+class BadTimestamp(ValueError):
+    """A collected time that cannot be used; ``reason`` is the reject reason."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def clean_text(value: Any) -> str | None:
+    """Return ``value`` as verbatim text (no trimming), with NUL and lone surrogates replaced."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, (int, float)):
+        text = repr(value) if isinstance(value, float) else str(value)
+    else:  # dict / list where a string belongs: keep it, as JSON text
+        text = dumps_json(value)
+    if _BAD_CHARS.search(text):
+        text = _BAD_CHARS.sub("\ufffd", text)
+    return text
+
+
+def coerce_id(value: Any) -> str | None:
+    """An id as text: numbers become their decimal string; missing, empty or odd types give None."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isfinite(value) and value.is_integer():
+            return str(int(value))
+        return None
+    if isinstance(value, str):
+        return clean_text(value) if value != "" else None
+    return None
+
+
+def coerce_rating(value: Any) -> float | None:
+    """A number or numeric string becomes a float; anything else (including NaN) is None."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float)):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            return None
+    else:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def parse_timestamp(value: Any) -> datetime:
+    """Parse an ISO 8601 / RFC 3339 timestamp to an aware UTC datetime.
+
+    Offsets are converted, a value without a zone is read as UTC, fractions beyond microseconds
+    are truncated (Hub sends nanoseconds). Raises :class:`BadTimestamp` with the reject reason.
+    """
+    if value is None or value == "":
+        raise BadTimestamp(RejectReason.MISSING_COLLECTED_AT)
+    if not isinstance(value, str):
+        raise BadTimestamp(RejectReason.UNPARSEABLE_COLLECTED_AT)
+    try:
+        parsed = datetime.fromisoformat(_trim_fraction(value.strip()))
+    except ValueError:
+        raise BadTimestamp(RejectReason.UNPARSEABLE_COLLECTED_AT) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    try:
+        parsed = parsed.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise BadTimestamp(RejectReason.COLLECTED_AT_OUT_OF_RANGE) from None
+    return parsed
+
+
+_FRACTION = re.compile(r"(\.\d{6})\d+")
+
+
+def _trim_fraction(text: str) -> str:
+    # fromisoformat accepts at most 6 fractional digits on some Python builds; RFC 3339 nano has 9.
+    return _FRACTION.sub(r"\1", text, count=1) if "." in text else text
+
+
+def parse_optional_timestamp(value: Any) -> datetime | None:
+    """Like :func:`parse_timestamp` for fields that may be absent or broken (e.g. updated_at)."""
+    try:
+        return parse_timestamp(value)
+    except BadTimestamp:
+        return None
+
+
+def dumps_json(value: Any) -> str:
+    """Deterministic JSON text (sorted keys), so unchanged records compare equal byte for byte."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        # orjson refuses lone surrogates; clean them out and try again.
+        return orjson.dumps(_scrub(value), option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS).decode()
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        return _BAD_CHARS.sub("\ufffd", value)
+    if isinstance(value, Mapping):
+        return {(_scrub(k) if isinstance(k, str) else k): _scrub(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_scrub(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def loads_json(content: bytes | str) -> Any:
+    """Parse a response body. Fast path orjson; the stdlib parser accepts lone surrogates
+    (``"\\ud800"``) that orjson refuses, so one bad character never loses a whole page."""
+    try:
+        return orjson.loads(content)
+    except orjson.JSONDecodeError:
+        import json
+
+        return json.loads(content)
+
+
+def payload_key(payload: Any) -> str:
+    """Identity of a record that has no id: a hash of its canonical JSON."""
+    return "sha256:" + hashlib.sha256(dumps_json(payload).encode()).hexdigest()
+
+
+class FeedbackBatch:
+    """Normalized rows and rejects of one provider account, built column by column.
+
+    Provider modules call :meth:`add` once per record with the raw values they located; the
+    batch applies the contract's input rules and routes bad records to :meth:`reject`.
+    """
+
+    def __init__(self, provider: str, account_id: str):
+        self.provider = provider
+        self.account_id = account_id
+        self._status_map = STATUS_MAP[provider]
+        self._cols: dict[str, list[Any]] = {name: [] for name in ROW_COLUMNS}
+        self._rejects: dict[str, list[Any]] = {name: [] for name in REJECT_SCHEMA.names}
+
+    def __len__(self) -> int:
+        return len(self._cols["feedback_id"])
+
+    @property
+    def reject_count(self) -> int:
+        return len(self._rejects["reason"])
+
+    def add(
+        self,
+        record: Any,
+        *,
+        feedback_id: Any,
+        collected_at: Any,
+        updated_at: Any = None,
+        provider_status: Any = None,
+        category: Any = None,
+        title: Any = None,
+        body: Any = None,
+        rating: Any = None,
+        user_id: Any = None,
+        user_email: Any = None,
+        page_url: Any = None,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Add one record; returns False when it was rejected instead."""
+        fid = coerce_id(feedback_id)
+        if fid is None:
+            self.reject(record, RejectReason.MISSING_ID, feedback_id=None)
+            return False
+        try:
+            collected = parse_timestamp(collected_at)
+        except BadTimestamp as bad:
+            self.reject(record, bad.reason, feedback_id=fid)
+            return False
+        if not (_MIN_COLLECTED <= collected < _MAX_COLLECTED):
+            self.reject(record, RejectReason.COLLECTED_AT_OUT_OF_RANGE, feedback_id=fid)
+            return False
+        status_text = clean_text(provider_status)
+        cols = self._cols
+        cols["provider"].append(self.provider)
+        cols["account_id"].append(self.account_id)
+        cols["feedback_id"].append(fid)
+        cols["collected_at"].append(collected)
+        cols["collected_date"].append(collected.date())
+        cols["updated_at"].append(parse_optional_timestamp(updated_at))
+        cols["status"].append(self._status_map.get(status_text) if status_text is not None else None)
+        cols["provider_status"].append(status_text)
+        cols["category"].append(clean_text(category))
+        cols["title"].append(clean_text(title))
+        cols["body"].append(clean_text(body))
+        cols["rating"].append(coerce_rating(rating))
+        cols["user_id"].append(clean_text(user_id))
+        cols["user_email"].append(clean_text(user_email))
+        cols["page_url"].append(clean_text(page_url))
+        cols["attributes"].append(dumps_json(attributes) if attributes else "{}")
+        return True
+
+    def reject(self, record: Any, reason: str, *, feedback_id: Any = None, keep_payload: bool = True) -> None:
+        """Route a record to ``feedback_rejects``. ``keep_payload=False`` for content that must not
+        be stored (another tenant's record)."""
+        fid = coerce_id(feedback_id)
+        rej = self._rejects
+        rej["provider"].append(self.provider)
+        rej["account_id"].append(self.account_id)
+        rej["feedback_id"].append(fid)
+        rej["record_key"].append(fid if fid is not None else payload_key(record))
+        rej["reason"].append(reason)
+        rej["payload"].append(dumps_json(record) if keep_payload else None)
+
+    def rows(self) -> pa.Table:
+        """The normalized rows as an Arrow table with :data:`ROW_SCHEMA`."""
+        return pa.table({name: pa.array(values, type=ROW_SCHEMA.field(name).type) for name, values in self._cols.items()}, schema=ROW_SCHEMA)
+
+    def rejects(self) -> pa.Table:
+        """The rejects as an Arrow table with :data:`REJECT_SCHEMA`."""
+        return pa.table(
+            {name: pa.array(values, type=REJECT_SCHEMA.field(name).type) for name, values in self._rejects.items()},
+            schema=REJECT_SCHEMA,
+        )

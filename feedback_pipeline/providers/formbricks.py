@@ -1,0 +1,169 @@
+"""Formbricks Hub connector: ``GET {FORMBRICKS_HUB_URL}/v1/feedback-records``.
+
+API facts this module is built on (``shared/providers/formbricks-hub.md``):
+
+* Keyset paging, order ``collected_at DESC, id ASC``; ``next_cursor`` is present only when
+  another row exists, and every other parameter must stay identical across pages. The cursor
+  encodes ``(collected_at, id)``, so records inserted while we page cannot shift a page edge.
+* ``since`` and ``until`` are both *inclusive* bounds on ``collected_at``: the window end is sent
+  as the last nanosecond before it, so a record collected exactly at the next midnight belongs
+  to the next partition only.
+* ``limit`` is at most 1000: we always ask for 1000 (fewest requests).
+* ``tenant_id`` is asserted by the client and required on every request; a record of any other
+  tenant is rejected without keeping its content.
+* Newer Hub releases accept ``sort=updated_at&order=asc&updated_since=``. Unknown parameters are
+  silently ignored, so a 200 proves nothing: the response is trusted as a change feed only if it
+  really comes back in ``updated_at`` order with nothing older than ``updated_since``; otherwise
+  it is the first page of a plain window read and paging simply continues.
+* The end user's id is ``user_id`` on current servers and ``user_identifier`` on older ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from datetime import datetime, timedelta, timezone
+from typing import Any, ClassVar
+
+from ..http import BadPage, HttpClient
+from ..normalize import FeedbackBatch, parse_optional_timestamp
+from ..schema import RejectReason
+from .base import EnvSetting, Page, Provider, ProviderResource, Query
+
+UTC = timezone.utc
+PAGE_SIZE = 1000
+MAPPED = frozenset({"id", "collected_at", "updated_at", "field_type", "field_label", "value_text", "value_number", "user_id", "user_identifier"})
+
+
+class FormbricksResource(ProviderResource):
+    """Formbricks Hub settings (self-hosted: the base URL is the operator's own)."""
+
+    ENV: ClassVar[Mapping[str, EnvSetting]] = {
+        "hub_url": EnvSetting("FORMBRICKS_HUB_URL", url=True),
+        "api_key": EnvSetting("FORMBRICKS_HUB_API_KEY", secret=True),
+        "tenant_id": EnvSetting("FORMBRICKS_TENANT_ID"),
+    }
+    hub_url: str | None = None
+    api_key: str | None = None
+    tenant_id: str | None = None
+
+
+def rfc3339_nano(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "000Z"
+
+
+def window_until(end: datetime) -> str:
+    """The inclusive ``until`` for an exclusive window end: the last nanosecond before it."""
+    last = end - timedelta(microseconds=1)
+    return last.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "999Z"
+
+
+def _check_envelope(body: Any) -> None:
+    if not isinstance(body, dict) or not isinstance(body.get("data"), list):
+        raise BadPage("expected an object with a 'data' array")
+    cursor = body.get("next_cursor")
+    if cursor is not None and not isinstance(cursor, str):
+        raise BadPage("'next_cursor' is not a string")
+
+
+class FormbricksProvider(Provider):
+    name = "formbricks"
+    resource_class = FormbricksResource
+    supports_changes = True
+    config: FormbricksResource
+    hints = {
+        401: "the Hub rejected the key; check FORMBRICKS_HUB_API_KEY",
+        403: "the key may not read this tenant; check FORMBRICKS_HUB_API_KEY and FORMBRICKS_TENANT_ID",
+        404: "no feedback-records endpoint there; check FORMBRICKS_HUB_URL (the Hub's base URL, without /v1)",
+        400: "the Hub rejected the parameters; check FORMBRICKS_TENANT_ID",
+    }
+
+    @property
+    def account_id(self) -> str:
+        return self.config.tenant_id or ""
+
+    @property
+    def url(self) -> str:
+        return self.config.hub_url.rstrip("/") + "/v1/feedback-records"
+
+    def open(self) -> HttpClient:
+        return self.http_client(headers={"Authorization": f"Bearer {self.config.api_key}"})
+
+    def fetch(self, query: Query, http: HttpClient) -> Iterator[Page]:
+        base = {
+            "tenant_id": self.config.tenant_id,
+            "limit": PAGE_SIZE,
+            "since": rfc3339_nano(query.window.start),
+            "until": window_until(query.window.end),
+        }
+        resume = dict(query.resume or {})
+        by_updated = resume.get("mode") == "updated"
+        if query.changes_since is not None and (not resume or by_updated):
+            params = {**base, "sort": "updated_at", "order": "asc", "updated_since": rfc3339_nano(query.changes_since)}
+            if resume.get("cursor"):
+                params["cursor"] = resume["cursor"]
+                by_updated = True
+            else:
+                body = http.get_json(self.url, endpoint="list feedback-records", params=params, validate=_check_envelope)
+                by_updated = _is_change_feed(body["data"], query.changes_since)
+                if not by_updated:
+                    # An older Hub ignored sort/updated_since: this is page 1 of a window read.
+                    params = base
+                yield self._page(body, "updated" if by_updated else "window")
+                if not body.get("next_cursor"):
+                    return
+                params = {**params, "cursor": body["next_cursor"]}
+        else:
+            params = dict(base)
+            if resume.get("cursor"):
+                params["cursor"] = resume["cursor"]
+        mode = "updated" if by_updated else "window"
+        while True:
+            body = http.get_json(self.url, endpoint="list feedback-records", params=params, validate=_check_envelope)
+            yield self._page(body, mode)
+            if not body.get("next_cursor"):
+                return
+            params["cursor"] = body["next_cursor"]
+
+    @staticmethod
+    def _page(body: dict[str, Any], mode: str) -> Page:
+        cursor = body.get("next_cursor")
+        return Page(records=body["data"], resume={"mode": mode, "cursor": cursor} if cursor else None)
+
+    def normalize(self, records: list[Any], batch: FeedbackBatch) -> None:
+        tenant = self.config.tenant_id
+        for record in records:
+            if not isinstance(record, dict):
+                batch.reject(record, RejectReason.NOT_AN_OBJECT)
+                continue
+            if record.get("tenant_id") != tenant:
+                # Another tenant's content must not be kept anywhere: no payload.
+                batch.reject(record, RejectReason.FOREIGN_TENANT, feedback_id=record.get("id"), keep_payload=False)
+                continue
+            user = record.get("user_id")
+            if user is None:
+                user = record.get("user_identifier")
+            batch.add(
+                record,
+                feedback_id=record.get("id"),
+                collected_at=record.get("collected_at"),
+                updated_at=record.get("updated_at"),
+                category=record.get("field_type"),
+                title=record.get("field_label"),
+                body=record.get("value_text"),
+                rating=record.get("value_number"),
+                user_id=user,
+                attributes={k: v for k, v in record.items() if k not in MAPPED},
+            )
+
+
+def _is_change_feed(records: list[Any], since: datetime) -> bool:
+    """True when the page is ordered by updated_at ascending with nothing older than ``since``."""
+    previous: datetime | None = None
+    for record in records:
+        if not isinstance(record, dict):
+            return False
+        updated = parse_optional_timestamp(record.get("updated_at"))
+        if updated is None or updated < since or (previous is not None and updated < previous):
+            return False
+        previous = updated
+    return True

@@ -1,0 +1,209 @@
+"""The sandbox ASGI app: five provider emulators and a control API on one loopback port.
+
+Control API (for tests and demos; JSON in and out):
+
+=========================================  ====================================================
+``GET  /_control/health``                  liveness
+``POST /_control/reset``                   regenerate data ``{seed, days, per_day, end}``;
+                                           clears faults and the request log
+``POST /_control/settings``                ``{mintlify_rate_limit, feedbackkit_snake_case,
+                                           hub_supports_updated_sort}``
+``GET  /_control/env?base_url=``           the environment variables that point the pipeline here
+``GET  /_control/{provider}/records``      every stored record (native format)
+``POST /_control/{provider}/records``      add one record or a list of records
+``PATCH /_control/{provider}/records/{id}`` merge fields into a record and bump its update time
+``DELETE /_control/{provider}/records/{id}`` delete a record
+``POST /_control/{provider}/faults``       inject a fault (see :class:`core.Fault`)
+``DELETE /_control/faults``                clear every fault
+``GET|DELETE /_control/requests``          read / reset the request log (secrets masked)
+=========================================  ====================================================
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from datetime import date, datetime, timezone
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from .core import Emulator, Fault, SandboxState, json_response
+from .data import dataset_days
+
+UTC = timezone.utc
+
+EMULATORS: dict[str, str] = {
+    "mintlify": "feedback_pipeline.sandbox.mintlify:MintlifyEmulator",
+    "usersnap": "feedback_pipeline.sandbox.usersnap:UsersnapEmulator",
+    "formbricks": "feedback_pipeline.sandbox.formbricks:FormbricksEmulator",
+    "mapbox": "feedback_pipeline.sandbox.mapbox:MapboxEmulator",
+    "feedbackkit": "feedback_pipeline.sandbox.feedbackkit:FeedbackKitEmulator",
+}
+
+
+def load_emulators(state: SandboxState, providers: tuple[str, ...] | None = None) -> dict[str, Emulator]:
+    """Instantiate the emulators of ``providers`` (default: all five)."""
+    emulators: dict[str, Emulator] = {}
+    for name in providers or tuple(EMULATORS):
+        target = EMULATORS[name]
+        module_name, _, class_name = target.partition(":")
+        module = importlib.import_module(module_name)
+        emulators[name] = getattr(module, class_name)(state)
+    return emulators
+
+
+class Sandbox:
+    """A sandbox instance: state, emulators, and the ASGI app serving them."""
+
+    def __init__(self, state: SandboxState | None = None, *, providers: tuple[str, ...] | None = None):
+        self.state = state or SandboxState()
+        self.emulators = load_emulators(self.state, providers)
+        self.generate()
+        routes: list[Route] = []
+        for emulator in self.emulators.values():
+            routes.extend(emulator.routes())
+        routes.extend(self._control_routes())
+        self.app = Starlette(routes=routes)
+
+    # -- data -----------------------------------------------------------------------------
+
+    def generate(self, now: datetime | None = None) -> None:
+        """(Re)build every provider's records from the state's seed, days and per_day."""
+        now = now or datetime.now(UTC)
+        days = dataset_days(self.state.days, self.state.end, now)
+        for name, emulator in self.emulators.items():
+            rng = self.state.rng(name)
+            records: list[dict[str, Any]] = []
+            for day in days:
+                records.extend(emulator.generate_day(rng, day, self.state.per_day, now))
+            emulator.store.replace_all(records)
+
+    def env(self, base_url: str) -> dict[str, str]:
+        """Environment variables (CONTRACT.md names) that point the pipeline at this sandbox."""
+        out: dict[str, str] = {}
+        for emulator in self.emulators.values():
+            out.update(emulator.env(base_url))
+        return out
+
+    def add(self, provider: str, record: dict[str, Any]) -> dict[str, Any]:
+        emulator = self.emulators[provider]
+        emulator.store.put(record)
+        return record
+
+    def update(self, provider: str, record_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+        emulator = self.emulators[provider]
+        with emulator.store.lock:
+            current = emulator.store.get(record_id)
+            if current is None:
+                raise KeyError(record_id)
+            updated = {**current, **changes}
+            emulator.touch(updated, datetime.now(UTC))
+            emulator.store.put(updated)
+            return updated
+
+    def delete(self, provider: str, record_id: str) -> bool:
+        return self.emulators[provider].store.delete(record_id)
+
+    # -- control API ----------------------------------------------------------------------
+
+    def _control_routes(self) -> list[Route]:
+        return [
+            Route("/_control/health", self._health, methods=["GET"]),
+            Route("/_control/reset", self._reset, methods=["POST"]),
+            Route("/_control/settings", self._settings, methods=["POST"]),
+            Route("/_control/env", self._env, methods=["GET"]),
+            Route("/_control/faults", self._clear_faults, methods=["DELETE"]),
+            Route("/_control/requests", self._requests, methods=["GET", "DELETE"]),
+            Route("/_control/{provider}/records", self._records, methods=["GET", "POST"]),
+            Route("/_control/{provider}/records/{record_id}", self._record, methods=["PATCH", "DELETE"]),
+            Route("/_control/{provider}/faults", self._add_fault, methods=["POST"]),
+        ]
+
+    async def _health(self, request: Request) -> Response:
+        return json_response({"ok": True, "providers": list(self.emulators)})
+
+    async def _reset(self, request: Request) -> Response:
+        body = await _json_body(request)
+        state = self.state
+        state.seed = int(body.get("seed", state.seed))
+        state.days = int(body.get("days", state.days))
+        state.per_day = int(body.get("per_day", state.per_day))
+        state.end = date.fromisoformat(body["end"]) if body.get("end") else None
+        state.clear_faults()
+        state.clear_log()
+        state.extra.clear()
+        self.generate()
+        return json_response({"ok": True, "records": {n: len(e.store.records) for n, e in self.emulators.items()}})
+
+    async def _settings(self, request: Request) -> Response:
+        body = await _json_body(request)
+        for key in ("mintlify_rate_limit", "feedbackkit_snake_case", "hub_supports_updated_sort"):
+            if key in body:
+                setattr(self.state, key, body[key])
+        self.state.extra.clear()
+        return json_response({"ok": True})
+
+    async def _env(self, request: Request) -> Response:
+        base = request.query_params.get("base_url") or str(request.base_url).rstrip("/")
+        return json_response(self.env(base))
+
+    async def _clear_faults(self, request: Request) -> Response:
+        self.state.clear_faults()
+        return json_response({"ok": True})
+
+    async def _requests(self, request: Request) -> Response:
+        if request.method == "DELETE":
+            self.state.clear_log()
+            return json_response({"ok": True})
+        return json_response([dataclasses.asdict(e) for e in self.state.log])
+
+    async def _records(self, request: Request) -> Response:
+        provider = request.path_params["provider"]
+        if provider not in self.emulators:
+            return json_response({"error": f"unknown provider {provider}"}, 404)
+        if request.method == "GET":
+            return json_response(list(self.emulators[provider].store.records.values()))
+        body = await _json_body(request)
+        records = body if isinstance(body, list) else [body]
+        for record in records:
+            self.add(provider, record)
+        return json_response({"ok": True, "added": len(records)})
+
+    async def _record(self, request: Request) -> Response:
+        provider = request.path_params["provider"]
+        record_id = request.path_params["record_id"]
+        if provider not in self.emulators:
+            return json_response({"error": f"unknown provider {provider}"}, 404)
+        if request.method == "DELETE":
+            return json_response({"ok": self.delete(provider, record_id)})
+        try:
+            return json_response(self.update(provider, record_id, await _json_body(request)))
+        except KeyError:
+            return json_response({"error": "no such record"}, 404)
+
+    async def _add_fault(self, request: Request) -> Response:
+        provider = request.path_params["provider"]
+        if provider not in self.emulators:
+            return json_response({"error": f"unknown provider {provider}"}, 404)
+        body = await _json_body(request)
+        fields = {f.name for f in dataclasses.fields(Fault)}
+        self.state.add_fault(provider, Fault(**{k: v for k, v in body.items() if k in fields}))
+        return json_response({"ok": True})
+
+
+async def _json_body(request: Request) -> Any:
+    raw = await request.body()
+    if not raw:
+        return {}
+    import orjson
+
+    return orjson.loads(raw)
+
+
+def create_app(**state_kwargs: Any) -> Starlette:
+    """ASGI factory (``uvicorn --factory feedback_pipeline.sandbox.app:create_app``)."""
+    return Sandbox(SandboxState(**state_kwargs)).app

@@ -1,0 +1,284 @@
+"""Sandbox machinery shared by the five emulators: record stores, faults, request log.
+
+An emulator (one module per provider) owns its routes, auth, validation, paging and record
+generation; this module gives it a fast in-memory store, fault injection and a request log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import random
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+UTC = timezone.utc
+MASK = "***"
+# Query parameters and headers whose values never reach the request log.
+SECRET_PARAMS = frozenset({"access_token", "token", "api_key", "key"})
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None, media_type: str = "application/json") -> Response:
+    """A JSON response serialised with orjson (the sandbox must never be the bottleneck)."""
+    return Response(orjson.dumps(body), status_code=status, headers=headers, media_type=media_type)
+
+
+class ProviderStore:
+    """The records of one emulated provider, keyed by id, with lazily rebuilt sorted indexes.
+
+    Indexes are lists of ``(sort_key, id)`` kept sorted, so keyset pages are a ``bisect`` plus a
+    slice instead of a scan and sort per request.
+    """
+
+    def __init__(self, id_field: str):
+        self.id_field = id_field
+        self.records: dict[str, dict[str, Any]] = {}
+        self.version = 0
+        self._indexes: dict[str, tuple[int, list[tuple[Any, str]]]] = {}
+        self.lock = threading.RLock()
+
+    def replace_all(self, records: Iterable[dict[str, Any]]) -> None:
+        with self.lock:
+            self.records = {str(r[self.id_field]): r for r in records}
+            self._touch()
+
+    def put(self, record: dict[str, Any]) -> None:
+        with self.lock:
+            self.records[str(record[self.id_field])] = record
+            self._touch()
+
+    def delete(self, record_id: str) -> bool:
+        with self.lock:
+            found = self.records.pop(record_id, None) is not None
+            self._touch()
+            return found
+
+    def get(self, record_id: str) -> dict[str, Any] | None:
+        return self.records.get(record_id)
+
+    def _touch(self) -> None:
+        self.version += 1
+
+    def index(self, name: str, key: Callable[[dict[str, Any]], Any]) -> list[tuple[Any, str]]:
+        """Records sorted ascending by ``(key(record), id)``; rebuilt only after a mutation."""
+        with self.lock:
+            cached = self._indexes.get(name)
+            if cached and cached[0] == self.version:
+                return cached[1]
+            entries = sorted((key(r), rid) for rid, r in self.records.items())
+            self._indexes[name] = (self.version, entries)
+            return entries
+
+
+def seek(index: list[tuple[Any, str]], key: tuple[Any, str], *, inclusive: bool) -> int:
+    """Position of the first entry ``>= key`` (``inclusive``) or ``> key``."""
+    return bisect.bisect_left(index, key) if inclusive else bisect.bisect_right(index, key)
+
+
+@dataclass
+class Fault:
+    """One injected misbehaviour. ``count`` None means until cleared; ``after`` delays the start
+    by that many requests to the provider (an outage after N requests)."""
+
+    kind: str  # rate_limit | server_error | drop | slow | html_200 | not_json | bad_envelope
+    count: int | None = 1
+    after: int = 0
+    status: int = 503
+    retry_after: str | None = None
+    delay: float = 0.0
+
+
+class DropConnection(Response):
+    """Start a response, send part of the body, then break the connection (client sees a reset)."""
+
+    def __init__(self) -> None:
+        super().__init__(b"", status_code=200)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json"), (b"content-length", b"100000")]})
+        await send({"type": "http.response.body", "body": b'{"partial": ', "more_body": True})
+        raise ConnectionResetError("sandbox: dropped connection (injected fault)")
+
+
+HTML_ERROR = b"<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head><body><h1>Bad Gateway</h1><p>upstream error</p></body></html>"
+
+
+@dataclass
+class RequestLogEntry:
+    provider: str
+    method: str
+    path: str
+    query: list[tuple[str, str]]
+    status: int
+    at: str
+    body: Any = None
+
+
+class SandboxState:
+    """Everything the running sandbox knows; shared by the emulators and the control API."""
+
+    def __init__(self, *, seed: int = 7, days: int = 30, per_day: int = 20, end: date | None = None, mintlify_rate_limit: int | None = 100):
+        self.seed = seed
+        self.days = days
+        self.per_day = per_day
+        self.end = end
+        self.mintlify_rate_limit = mintlify_rate_limit
+        self.feedbackkit_snake_case = False
+        self.hub_supports_updated_sort = True
+        self.stores: dict[str, ProviderStore] = {}
+        self.faults: dict[str, list[Fault]] = {}
+        self.request_counts: dict[str, int] = {}
+        self.log: list[RequestLogEntry] = []
+        self.lock = threading.RLock()
+        self.extra: dict[str, Any] = {}  # per-emulator scratch (e.g. rate-limit buckets)
+
+    def store(self, provider: str, id_field: str = "id") -> ProviderStore:
+        with self.lock:
+            if provider not in self.stores:
+                self.stores[provider] = ProviderStore(id_field)
+            return self.stores[provider]
+
+    def rng(self, provider: str) -> random.Random:
+        """A generator seeded per provider so adding one provider's data never shifts another's."""
+        return random.Random(f"{self.seed}:{provider}")
+
+    def add_fault(self, provider: str, fault: Fault) -> None:
+        with self.lock:
+            self.faults.setdefault(provider, []).append(fault)
+
+    def clear_faults(self, provider: str | None = None) -> None:
+        with self.lock:
+            if provider is None:
+                self.faults.clear()
+            else:
+                self.faults.pop(provider, None)
+
+    def next_fault(self, provider: str) -> Fault | None:
+        """Consume the fault that applies to this request, if any."""
+        with self.lock:
+            self.request_counts[provider] = self.request_counts.get(provider, 0) + 1
+            queue = self.faults.get(provider, [])
+            for fault in queue:
+                if fault.after > 0:
+                    fault.after -= 1
+                    continue
+                if fault.count is not None:
+                    fault.count -= 1
+                    if fault.count <= 0:
+                        queue.remove(fault)
+                return fault
+            return None
+
+    def record(self, entry: RequestLogEntry) -> None:
+        with self.lock:
+            self.log.append(entry)
+
+    def requests_for(self, provider: str) -> list[RequestLogEntry]:
+        with self.lock:
+            return [e for e in self.log if e.provider == provider]
+
+    def clear_log(self) -> None:
+        with self.lock:
+            self.log.clear()
+            self.request_counts.clear()
+
+
+def masked_query(request: Request) -> list[tuple[str, str]]:
+    return [(k, MASK if k.lower() in SECRET_PARAMS else v) for k, v in request.query_params.multi_items()]
+
+
+async def apply_fault(fault: Fault, envelope_break: Callable[[], Any] | None = None) -> Response | None:
+    """The response a fault produces, or None to serve normally (``slow`` sleeps first)."""
+    if fault.kind == "slow":
+        await asyncio.sleep(fault.delay)
+        return None
+    if fault.kind == "rate_limit":
+        headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
+        return json_response({"error": "Too Many Requests", "message": "rate limit exceeded"}, 429, headers)
+    if fault.kind == "server_error":
+        return Response(HTML_ERROR, status_code=fault.status, media_type="text/html")
+    if fault.kind == "drop":
+        return DropConnection()
+    if fault.kind == "html_200":
+        return Response(b"<html><body>Maintenance</body></html>", status_code=200, media_type="text/html")
+    if fault.kind == "not_json":
+        return Response(b"{not json", status_code=200, media_type="application/json")
+    if fault.kind == "bad_envelope":
+        return json_response(envelope_break() if envelope_break else {"unexpected": True})
+    raise ValueError(f"unknown fault kind {fault.kind!r}")
+
+
+class Emulator:
+    """Base class of one emulated API. Subclasses set ``name``/``id_field`` and implement
+    :meth:`generate_day`, :meth:`touch` and :meth:`routes`."""
+
+    name: str = ""
+    id_field: str = "id"
+
+    def __init__(self, state: SandboxState):
+        self.state = state
+
+    @property
+    def store(self) -> ProviderStore:
+        return self.state.store(self.name, self.id_field)
+
+    def generate_day(self, rng: random.Random, day: date, count: int, now: datetime) -> list[dict[str, Any]]:
+        """``count`` realistic native records collected on ``day`` (deterministic for ``rng``)."""
+        raise NotImplementedError
+
+    def touch(self, record: dict[str, Any], now: datetime) -> None:
+        """Mark ``record`` as changed now (bump its update timestamp where the API has one)."""
+
+    def env(self, base_url: str) -> dict[str, str]:
+        """The pipeline's environment variables (CONTRACT.md names) for this emulator at
+        ``base_url`` (e.g. ``http://127.0.0.1:8765``), with the sandbox's fixed credentials."""
+        raise NotImplementedError
+
+    def bad_envelope(self) -> Any:
+        """A 200 body of the wrong shape for this API (for the ``bad_envelope`` fault)."""
+        return {"unexpected": True}
+
+    def routes(self) -> list[Route]:
+        raise NotImplementedError
+
+    def endpoint(self, handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
+        """Wrap a route handler: injected faults first, then the handler, then the request log.
+        A handler may set ``request.state.log_body`` to log a (secret-free) request body."""
+
+        async def wrapped(request: Request) -> Response:
+            response = await self.guard(request)
+            if response is None:
+                response = await handler(request)
+            self.log(request, response.status_code, getattr(request.state, "log_body", None))
+            return response
+
+        return wrapped
+
+    async def guard(self, request: Request) -> Response | None:
+        """Run injected faults for this provider; emulators call it first in each handler."""
+        fault = self.state.next_fault(self.name)
+        if fault is None:
+            return None
+        return await apply_fault(fault, self.bad_envelope)
+
+    def log(self, request: Request, status: int, body: Any = None) -> None:
+        self.state.record(
+            RequestLogEntry(
+                provider=self.name,
+                method=request.method,
+                path=request.url.path,
+                query=masked_query(request),
+                status=status,
+                at=datetime.now(UTC).isoformat(),
+                body=body,
+            )
+        )

@@ -1,0 +1,92 @@
+"""The unified feedback schema: column names, DuckDB and Arrow types, and the status table.
+
+Everything here is fixed by the public contract (``CONTRACT.md`` section 4); analysts, dashboards
+and checks depend on these names.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+PROVIDERS: tuple[str, ...] = ("mintlify", "usersnap", "formbricks", "mapbox", "feedbackkit")
+
+# (column, DuckDB type, Arrow type) in table order. ``ingested_at`` is set by the warehouse.
+FEEDBACK_COLUMNS: tuple[tuple[str, str, pa.DataType], ...] = (
+    ("provider", "VARCHAR NOT NULL", pa.string()),
+    ("account_id", "VARCHAR NOT NULL", pa.string()),
+    ("feedback_id", "VARCHAR NOT NULL", pa.string()),
+    ("collected_at", "TIMESTAMPTZ NOT NULL", pa.timestamp("us", tz="UTC")),
+    ("collected_date", "DATE NOT NULL", pa.date32()),
+    ("updated_at", "TIMESTAMPTZ", pa.timestamp("us", tz="UTC")),
+    ("status", "VARCHAR", pa.string()),
+    ("provider_status", "VARCHAR", pa.string()),
+    ("category", "VARCHAR", pa.string()),
+    ("title", "VARCHAR", pa.string()),
+    ("body", "VARCHAR", pa.string()),
+    ("rating", "DOUBLE", pa.float64()),
+    ("user_id", "VARCHAR", pa.string()),
+    ("user_email", "VARCHAR", pa.string()),
+    ("page_url", "VARCHAR", pa.string()),
+    ("attributes", "JSON", pa.string()),
+    ("ingested_at", "TIMESTAMPTZ NOT NULL", pa.timestamp("us", tz="UTC")),
+)
+
+KEY_COLUMNS: tuple[str, ...] = ("provider", "account_id", "feedback_id")
+
+# Columns a normalizer produces (everything but ingested_at), as an Arrow schema.
+ROW_COLUMNS: tuple[str, ...] = tuple(name for name, _, _ in FEEDBACK_COLUMNS if name != "ingested_at")
+ROW_SCHEMA = pa.schema([(name, typ) for name, _, typ in FEEDBACK_COLUMNS if name != "ingested_at"])
+
+# Columns whose change means the record changed (everything except the keys and ingested_at).
+CONTENT_COLUMNS: tuple[str, ...] = tuple(c for c in ROW_COLUMNS if c not in KEY_COLUMNS)
+
+REJECT_COLUMNS: tuple[tuple[str, str, pa.DataType], ...] = (
+    ("provider", "VARCHAR NOT NULL", pa.string()),
+    ("account_id", "VARCHAR NOT NULL", pa.string()),
+    ("feedback_id", "VARCHAR", pa.string()),
+    # feedback_id, or "sha256:<hash of payload>" for a record without an id: the reject's identity.
+    ("record_key", "VARCHAR NOT NULL", pa.string()),
+    ("reason", "VARCHAR NOT NULL", pa.string()),
+    ("payload", "JSON", pa.string()),
+    ("rejected_at", "TIMESTAMPTZ NOT NULL", pa.timestamp("us", tz="UTC")),
+)
+REJECT_SCHEMA = pa.schema([(name, typ) for name, _, typ in REJECT_COLUMNS if name != "rejected_at"])
+
+UNIFIED_STATUSES: tuple[str, ...] = ("open", "in_progress", "resolved", "dismissed")
+
+# provider -> provider status -> unified status. A value not listed maps to NULL (never an error).
+STATUS_MAP: dict[str, dict[str, str]] = {
+    "mintlify": {
+        "pending": "open",
+        "in_progress": "in_progress",
+        "resolved": "resolved",
+        "dismissed": "dismissed",
+    },
+    "usersnap": {"open": "open", "in_progress": "in_progress", "done": "resolved"},
+    "mapbox": {
+        "received": "open",
+        "fixed": "resolved",
+        "reviewed": "resolved",
+        "out_of_scope": "dismissed",
+    },
+    "feedbackkit": {
+        "pending": "open",
+        "approved": "open",
+        "in_progress": "in_progress",
+        "testflight": "in_progress",
+        "completed": "resolved",
+        "rejected": "dismissed",
+    },
+    "formbricks": {},  # Formbricks Hub records have no status.
+}
+
+
+class RejectReason:
+    """Reasons written to ``feedback_rejects.reason``: short, stable, greppable."""
+
+    NOT_AN_OBJECT = "record_not_an_object"
+    MISSING_ID = "missing_id"
+    MISSING_COLLECTED_AT = "missing_collected_at"
+    UNPARSEABLE_COLLECTED_AT = "unparseable_collected_at"
+    COLLECTED_AT_OUT_OF_RANGE = "collected_at_out_of_range"
+    FOREIGN_TENANT = "foreign_tenant"
