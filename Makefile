@@ -1,0 +1,47 @@
+# Two commands for users: `make demo` and `make test`. Everything installs into .venv.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
+
+.PHONY: install demo test ui bench e2e sandbox clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "Installing the pipeline and its test dependencies into $(VENV) ..."
+	$(PIP) install --upgrade pip
+	$(PIP) install -e ".[test,bench]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+## make demo: sandbox + 30-day backfill + incremental run for all five providers, then a summary
+demo: install
+	$(BIN)/feedback-pipeline demo
+
+## make test: the whole test suite (CI runs exactly this)
+test: install
+	$(BIN)/python -m pytest
+
+## make ui: sandbox + dagster dev on http://127.0.0.1:3000
+ui: install
+	$(BIN)/feedback-pipeline ui
+
+## make sandbox: only the provider sandbox, printing the variables that point at it
+sandbox: install
+	$(BIN)/feedback-pipeline sandbox
+
+## make bench: throughput, incremental cost and memory (prints a table, writes bench/results/)
+bench: install
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+## make e2e: drives the real web UI in headless Chromium (installs Debian chromium packages)
+e2e: install
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		(apt-get update -qq && apt-get install -y -qq chromium chromium-driver)
+	$(PIP) install -e ".[e2e]"
+	$(BIN)/python -m pytest -m e2e -p no:cacheprovider e2e
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,0 +1,257 @@
+"""The sync engine: what materializing a partition range of one provider means.
+
+For a window ``[first day, last day]`` it
+
+1. plans queries from the stored state: days never read whole get a window read; days read
+   before get a *change query* since their watermark (where the API can filter on update time);
+   a full refresh re-reads everything and deletes what the provider no longer has;
+2. resumes any query an earlier run left unfinished from its committed cursor;
+3. streams pages (fetched in a background thread, so the network overlaps normalization and
+   writing), normalizes them column-wise and commits bounded batches together with the cursor
+   that covers them, in one transaction each;
+4. publishes a fresh snapshot for analysts when anything changed.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
+
+from .normalize import FeedbackBatch
+from .providers.base import Page, Provider, Query, StaleCursor, Window
+from .warehouse import Scope, Warehouse, WriteCounts
+
+UTC = timezone.utc
+log = logging.getLogger(__name__)
+
+# Change queries look back this far before the stored watermark: provider clocks drift and
+# listings lag writes. Overlap is harmless: unchanged rows are recognised and not rewritten.
+CHANGE_OVERLAP = timedelta(minutes=10)
+# A batch is committed when it reaches this many rows or this age, whichever comes first, so
+# memory stays flat and a slow, rate-limited API still checkpoints its progress.
+COMMIT_ROWS = 20_000
+COMMIT_SECONDS = 5.0
+PREFETCH_PAGES = 2
+
+
+@dataclass(frozen=True)
+class PlannedQuery:
+    """One query of a run. ``key`` names it in ``pipeline_cursors`` (same query, same key)."""
+
+    key: str
+    window: Window
+    changes_since: datetime | None
+    sweep: bool = False
+
+
+@dataclass
+class SyncReport:
+    """What a sync did; becomes the materialization's metadata."""
+
+    provider: str
+    account_id: str
+    window: Window
+    full_refresh: bool
+    counts: WriteCounts = field(default_factory=WriteCounts)
+    requests: int = 0
+    retries: int = 0
+    pages: int = 0
+    records: int = 0
+    queries: list[str] = field(default_factory=list)
+    resumed: list[str] = field(default_factory=list)
+    watermark: datetime | None = None
+    published: bool = False
+    seconds: dict[str, float] = field(default_factory=lambda: {"fetch_wait": 0.0, "normalize": 0.0, "commit": 0.0, "publish": 0.0})
+    duration: float = 0.0
+
+
+def plan_queries(provider: Provider, warehouse: Warehouse, window: Window, *, full_refresh: bool) -> list[PlannedQuery]:
+    """Decide the queries for ``window`` from what is stored (see the module docstring)."""
+    if full_refresh:
+        return [PlannedQuery(f"refresh:{window}", window, None, sweep=True)]
+    if not provider.supports_changes:
+        return [PlannedQuery(f"window:{window}", window, None)]
+    synced = warehouse.sync_days(provider.name, provider.account_id, window.first_day, window.last_day)
+    groups: list[tuple[bool, list[date]]] = []
+    for day in window.days():
+        known = day in synced
+        if groups and groups[-1][0] == known:
+            groups[-1][1].append(day)
+        else:
+            groups.append((known, [day]))
+    if len(groups) > 2:
+        # A patchwork of synced and unsynced days: one window read costs fewer requests.
+        return [PlannedQuery(f"window:{window}", window, None)]
+    planned = []
+    for known, days in groups:
+        sub = Window.for_days(days[0], days[-1])
+        if known:
+            since = min(synced[d][1] for d in days) - CHANGE_OVERLAP
+            planned.append(PlannedQuery(f"changes:{sub}", sub, since))
+        else:
+            planned.append(PlannedQuery(f"window:{sub}", sub, None))
+    return planned
+
+
+def sync(provider: Provider, warehouse: Warehouse, window: Window, *, full_refresh: bool = False, logger: Any = None) -> SyncReport:
+    """Bring ``provider``'s rows of ``window`` up to date; see the module docstring."""
+    logger = logger or log
+    started = time.monotonic()
+    report = SyncReport(provider.name, provider.account_id, window, full_refresh)
+    scope = Scope(provider.name, provider.account_id, window.first_day, window.last_day)
+    warehouse.initialize()
+    with provider.open() as http:
+        try:
+            for planned in plan_queries(provider, warehouse, window, full_refresh=full_refresh):
+                report.queries.append(planned.key)
+                try:
+                    _run_query(provider, http, warehouse, scope, planned, report, logger, resume=True)
+                except StaleCursor:
+                    logger.warning(f"{provider.name}: stored cursor of {planned.key} is no longer accepted; restarting that query")
+                    warehouse.drop_cursor(provider.name, provider.account_id, planned.key)
+                    _run_query(provider, http, warehouse, scope, planned, report, logger, resume=False)
+        finally:
+            report.requests = http.stats.requests
+            report.retries = http.stats.retries
+            # Whatever was committed before a failure is published too: it is consistent.
+            if report.counts.changed:
+                _publish(warehouse, report)
+    if not warehouse.path.exists():
+        _publish(warehouse, report)
+    synced = warehouse.sync_days(provider.name, provider.account_id, window.first_day, window.last_day)
+    report.watermark = min((w for _, w in synced.values()), default=None) if len(synced) == len(window.days()) else None
+    report.duration = time.monotonic() - started
+    return report
+
+
+def _publish(warehouse: Warehouse, report: SyncReport) -> None:
+    t0 = time.monotonic()
+    warehouse.publish()
+    report.published = True
+    report.seconds["publish"] += time.monotonic() - t0
+
+
+def _run_query(provider: Provider, http: Any, warehouse: Warehouse, scope: Scope, planned: PlannedQuery, report: SyncReport, logger: Any, *, resume: bool) -> None:
+    stored = warehouse.cursor(provider.name, provider.account_id, planned.key) if resume else None
+    if stored is not None:
+        # Same query as the unfinished one: keep its lower bound and start time, continue after
+        # its last committed page.
+        query = Query(planned.window, stored.changes_since, stored.resume)
+        started_at, pages = stored.started_at, stored.pages
+        report.resumed.append(planned.key)
+        logger.info(f"{provider.name}: resuming {planned.key} after {pages} committed page(s)")
+    else:
+        query = Query(planned.window, planned.changes_since, None)
+        started_at, pages = datetime.now(UTC), 0
+
+    batch = FeedbackBatch(provider.name, provider.account_id)
+    snapshot = False
+    last_commit = time.monotonic()
+    last_resume: Any = None
+
+    def commit(resume: Any) -> None:
+        nonlocal batch, last_commit
+        t0 = time.monotonic()
+        counts = warehouse.commit(
+            scope,
+            batch.rows(),
+            batch.rejects(),
+            query_key=planned.key,
+            query_days=(planned.window.first_day, planned.window.last_day),
+            changes_since=query.changes_since,
+            started_at=started_at,
+            resume=resume,
+            pages=pages,
+            track_keys=planned.sweep or snapshot,
+            sweep=planned.sweep or snapshot,
+        )
+        report.counts.add(counts)
+        report.seconds["commit"] += time.monotonic() - t0
+        batch = FeedbackBatch(provider.name, provider.account_id)
+        last_commit = time.monotonic()
+        logger.info(
+            f"{provider.name}: {planned.key}: {report.pages} page(s), {report.records} record(s) so far; "
+            f"+{counts.inserted} new, {counts.updated} updated, {counts.rejected} rejected, "
+            f"{http.stats.retries} retries"
+        )
+
+    stream = _prefetch(provider.fetch(query, http))
+    while True:
+        try:
+            page, waited = next(stream)
+        except StopIteration:
+            break
+        except Exception:
+            # The provider failed (outage, rate limit, bad pages): keep what was fetched, with
+            # the cursor after it, so the next run starts exactly there.
+            if last_resume is not None and (len(batch) or batch.reject_count):
+                commit(last_resume)
+            raise
+        report.seconds["fetch_wait"] += waited
+        pages += 1
+        report.pages += 1
+        report.records += len(page.records)
+        snapshot = snapshot or page.complete_snapshot
+        t0 = time.monotonic()
+        provider.normalize(page.records, batch)
+        report.seconds["normalize"] += time.monotonic() - t0
+        last_resume = page.resume
+        due = len(batch) + batch.reject_count >= COMMIT_ROWS or time.monotonic() - last_commit >= COMMIT_SECONDS
+        if page.resume is not None and due:
+            commit(page.resume)
+    # The generator ended: the query is complete. The final commit marks its days synced.
+    if last_resume is not None:
+        logger.warning(f"{provider.name}: {planned.key} ended with a resume value; treating it as complete")
+    commit(None)
+
+
+def _prefetch(pages: Iterator[Page], depth: int = PREFETCH_PAGES) -> Iterator[tuple[Page, float]]:
+    """Iterate ``pages`` in a background thread, ``depth`` pages ahead; yields (page, seconds
+    the consumer waited). Exceptions of the producer are re-raised in the consumer."""
+    slots: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for page in pages:
+                while not stop.is_set():
+                    try:
+                        slots.put(("page", page), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            slots.put(("end", None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            slots.put(("error", exc))
+        finally:
+            close = getattr(pages, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:  # noqa: BLE001
+                    pass
+
+    thread = threading.Thread(target=produce, name="fetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            t0 = time.monotonic()
+            kind, value = slots.get()
+            waited = time.monotonic() - t0
+            if kind == "page":
+                yield value, waited
+            elif kind == "end":
+                return
+            else:
+                raise value
+    finally:
+        stop.set()
+        thread.join(timeout=30)

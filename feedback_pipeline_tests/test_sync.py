@@ -1,0 +1,158 @@
+"""The sync engine against the Formbricks Hub sandbox: incremental runs, resume, refresh."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from feedback_pipeline.http import ProviderUnavailable
+from feedback_pipeline.providers.base import Window
+from feedback_pipeline.providers.formbricks import FormbricksProvider, FormbricksResource
+from feedback_pipeline.sandbox.core import Fault
+from feedback_pipeline.sync import plan_queries, sync
+from feedback_pipeline.warehouse import Warehouse
+
+from .conftest import FAST_RETRIES, make_sandbox, recent_window
+
+UTC = timezone.utc
+
+
+@pytest.fixture(scope="module")
+def hub():
+    server = make_sandbox(("formbricks",), per_day=100)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def sandbox(hub):
+    state = hub.sandbox.state
+    state.clear_faults()
+    state.clear_log()
+    state.hub_supports_updated_sort = True
+    hub.sandbox.generate()
+    return hub
+
+
+def provider_for(server) -> FormbricksProvider:
+    env = server.env()
+    resource = FormbricksResource(hub_url=env["FORMBRICKS_HUB_URL"], api_key=env["FORMBRICKS_HUB_API_KEY"], tenant_id=env["FORMBRICKS_TENANT_ID"])
+    return FormbricksProvider(resource, policy=FAST_RETRIES)
+
+
+def table(wh: Warehouse) -> list[tuple]:
+    with wh.connect() as con:
+        return con.execute("SELECT * EXCLUDE (ingested_at) FROM feedback ORDER BY feedback_id").fetchall()
+
+
+def expected_ids(server, window: Window) -> set[str]:
+    out = set()
+    for r in server.sandbox.emulators["formbricks"].store.records.values():
+        collected = datetime.fromisoformat(r["collected_at"].replace("Z", "+00:00"))
+        if window.contains(collected) and r["tenant_id"] == "tenant-sandbox":
+            out.add(r["id"])
+    return out
+
+
+def requests(server) -> int:
+    return len(server.sandbox.state.requests_for("formbricks"))
+
+
+def test_first_run_reads_the_window_and_a_rerun_with_nothing_new_costs_one_request(sandbox, tmp_path: Path):
+    wh, provider, window = Warehouse(tmp_path / "f.duckdb"), provider_for(sandbox), recent_window(30)
+    first = sync(provider, wh, window)
+    assert {r[2] for r in table(wh)} == expected_ids(sandbox, window)
+    assert first.requests == 3  # 3,000 records at 1,000 per page
+    before = table(wh)
+    sandbox.sandbox.state.clear_log()
+    second = sync(provider, wh, window)
+    assert requests(sandbox) == 1
+    assert second.counts.changed == 0 and not second.published
+    assert table(wh) == before
+
+
+def test_an_incremental_run_fetches_only_changes_and_updates_those_rows(sandbox, tmp_path: Path):
+    wh, provider, window = Warehouse(tmp_path / "f.duckdb"), provider_for(sandbox), recent_window(30)
+    sync(provider, wh, window)
+    store = sandbox.sandbox.emulators["formbricks"].store
+    changed_id = sorted(expected_ids(sandbox, window))[5]
+    sandbox.sandbox.update("formbricks", changed_id, {"value_text": "edited later"})
+    new = dict(store.get(changed_id), id="019a0000-0000-7000-8000-000000000001", value_text="brand new")
+    new["collected_at"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    new["updated_at"] = datetime.now(UTC).isoformat()
+    sandbox.sandbox.add("formbricks", new)
+    report = sync(provider, wh, window)
+    assert report.requests == 1
+    assert (report.counts.inserted, report.counts.updated) == (1, 1)
+    bodies = dict((r[2], r[10]) for r in table(wh))
+    assert bodies[changed_id] == "edited later" and bodies[new["id"]] == "brand new"
+
+
+def test_a_run_that_fails_part_way_resumes_without_refetching_committed_pages(sandbox, tmp_path: Path):
+    window = recent_window(30)
+    reference = Warehouse(tmp_path / "ref.duckdb")
+    sync(provider_for(sandbox), reference, window)
+
+    wh = Warehouse(tmp_path / "f.duckdb")
+    sandbox.sandbox.state.add_fault("formbricks", Fault(kind="server_error", after=2, count=None, status=503))
+    with pytest.raises(ProviderUnavailable, match="HTTP 503"):
+        sync(provider_for(sandbox), wh, window)
+    with wh.connect() as con:
+        kept = con.execute("SELECT (SELECT count(*) FROM feedback) + (SELECT count(*) FROM feedback_rejects)").fetchone()[0]
+    assert kept == 2000  # both fetched pages were kept (rows and rejects), with their cursor
+    sandbox.sandbox.state.clear_faults()
+    sandbox.sandbox.state.clear_log()
+    report = sync(provider_for(sandbox), wh, window)
+    assert report.resumed == [f"window:{window}"]
+    assert requests(sandbox) == 1  # only the page after the cursor
+    assert table(wh) == table(reference)
+
+
+def test_full_refresh_removes_records_deleted_at_the_provider(sandbox, tmp_path: Path):
+    wh, provider, window = Warehouse(tmp_path / "f.duckdb"), provider_for(sandbox), recent_window(30)
+    sync(provider, wh, window)
+    victim = sorted(expected_ids(sandbox, window))[0]
+    sandbox.sandbox.delete("formbricks", victim)
+    sync(provider, wh, window)
+    assert victim in {r[2] for r in table(wh)}  # a plain run may keep it
+    report = sync(provider, wh, window, full_refresh=True)
+    assert report.counts.deleted == 1
+    assert {r[2] for r in table(wh)} == expected_ids(sandbox, window)
+
+
+def test_a_backfill_of_old_days_leaves_other_days_state_alone(sandbox, tmp_path: Path):
+    wh, provider = Warehouse(tmp_path / "f.duckdb"), provider_for(sandbox)
+    recent = recent_window(3)
+    sync(provider, wh, recent)
+    before = wh.sync_days("formbricks", "tenant-sandbox", recent.first_day, recent.last_day)
+    old = Window.for_days(recent.first_day - timedelta(days=20), recent.first_day - timedelta(days=10))
+    sync(provider, wh, old)
+    assert wh.sync_days("formbricks", "tenant-sandbox", recent.first_day, recent.last_day) == before
+    dates = {r[4] for r in table(wh)}
+    assert min(dates) >= old.first_day and all(d <= old.last_day or d >= recent.first_day for d in dates)
+
+
+def test_a_new_day_gets_a_window_read_and_synced_days_a_change_query(sandbox, tmp_path: Path):
+    wh, provider = Warehouse(tmp_path / "f.duckdb"), provider_for(sandbox)
+    window = recent_window(8)
+    yesterday_and_before = Window(window.start, window.end - timedelta(days=1))
+    sync(provider, wh, yesterday_and_before)
+    plan = plan_queries(provider, wh, window, full_refresh=False)
+    assert [(q.key.split(":")[0], q.window.first_day, q.window.last_day) for q in plan] == [
+        ("changes", window.first_day, window.last_day - timedelta(days=1)),
+        ("window", window.last_day, window.last_day),
+    ]
+    assert plan[0].changes_since is not None
+
+
+def test_an_old_hub_without_the_change_feed_is_reread_and_stays_correct(sandbox, tmp_path: Path):
+    wh, provider, window = Warehouse(tmp_path / "f.duckdb"), provider_for(sandbox), recent_window(30)
+    sync(provider, wh, window)
+    sandbox.sandbox.state.hub_supports_updated_sort = False
+    changed_id = sorted(expected_ids(sandbox, window))[3]
+    sandbox.sandbox.update("formbricks", changed_id, {"value_number": 42})
+    report = sync(provider, wh, window)
+    assert report.counts.updated == 1 and report.requests == 3
+    assert {r[2]: r[11] for r in table(wh)}[changed_id] == 42.0

@@ -1,0 +1,202 @@
+"""The warehouse: migrations, one-transaction commits with cursors, upsert rules, publishing."""
+
+from __future__ import annotations
+
+import multiprocessing
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from feedback_pipeline.normalize import FeedbackBatch
+from feedback_pipeline.warehouse import MIGRATIONS, STORAGE_VERSION, Scope, Warehouse
+
+UTC = timezone.utc
+D1 = date(2026, 3, 1)
+SCOPE = Scope("mapbox", "acct", D1, D1 + timedelta(days=2))
+
+
+def batch_of(*records: dict) -> FeedbackBatch:
+    batch = FeedbackBatch("mapbox", "acct")
+    for r in records:
+        batch.add(
+            r,
+            feedback_id=r["id"],
+            collected_at=r.get("created_at", "2026-03-01T10:00:00Z"),
+            updated_at=r.get("updated_at"),
+            provider_status=r.get("status"),
+            body=r.get("body"),
+            attributes=r.get("attributes"),
+        )
+    return batch
+
+
+def commit(wh: Warehouse, batch: FeedbackBatch, *, resume=None, key="window:q", scope=SCOPE, **kw):
+    return wh.commit(
+        scope,
+        batch.rows(),
+        batch.rejects(),
+        query_key=key,
+        query_days=(scope.first_day, scope.last_day),
+        changes_since=None,
+        started_at=datetime(2026, 3, 4, tzinfo=UTC),
+        resume=resume,
+        pages=1,
+        **kw,
+    )
+
+
+def rows(wh: Warehouse, sql: str = "SELECT feedback_id, body, ingested_at FROM feedback ORDER BY feedback_id"):
+    with wh.connect() as con:
+        return con.execute(sql).fetchall()
+
+
+@pytest.fixture
+def wh(tmp_path: Path) -> Warehouse:
+    return Warehouse(tmp_path / "feedback.duckdb")
+
+
+def test_migrations_create_the_contract_tables_once(wh: Warehouse):
+    wh.initialize()
+    wh.initialize()
+    with wh.connect() as con:
+        tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        versions = con.execute("SELECT version FROM pipeline_schema_version").fetchall()
+    assert {"feedback", "feedback_rejects", "pipeline_sync_days", "pipeline_cursors"} <= tables
+    assert versions == [(len(MIGRATIONS),)]
+
+
+def test_rows_and_cursor_commit_together(wh: Warehouse):
+    commit(wh, batch_of({"id": "a", "body": "x"}), resume={"after": "c1"})
+    assert [r[:2] for r in rows(wh)] == [("a", "x")]
+    assert wh.cursor("mapbox", "acct", "window:q").resume == {"after": "c1"}
+
+
+def test_failure_before_commit_keeps_previous_rows_and_cursor(wh: Warehouse):
+    commit(wh, batch_of({"id": "a", "body": "old"}), resume={"after": "c1"})
+    with pytest.raises(RuntimeError, match="injected"):
+        commit(wh, batch_of({"id": "a", "body": "new"}, {"id": "b", "body": "b"}), resume={"after": "c2"}, fail_before_commit=True)
+    assert [r[:2] for r in rows(wh)] == [("a", "old")]
+    assert wh.cursor("mapbox", "acct", "window:q").resume == {"after": "c1"}
+
+
+def test_unchanged_rows_are_not_rewritten_and_keep_ingested_at(wh: Warehouse):
+    record = {"id": "a", "body": "same", "updated_at": "2026-03-01T11:00:00Z", "attributes": {"k": [1, 2]}}
+    first = commit(wh, batch_of(record))
+    before = rows(wh)
+    second = commit(wh, batch_of(record))
+    assert (first.inserted, second.inserted, second.updated, second.unchanged) == (1, 0, 0, 1)
+    assert rows(wh) == before
+    assert second.changed == 0
+
+
+def test_changed_rows_are_replaced_once(wh: Warehouse):
+    commit(wh, batch_of({"id": "a", "body": "v1", "updated_at": "2026-03-01T11:00:00Z"}))
+    counts = commit(wh, batch_of({"id": "a", "body": "v2", "updated_at": "2026-03-02T11:00:00Z"}))
+    assert counts.updated == 1
+    assert [r[:2] for r in rows(wh)] == [("a", "v2")]
+
+
+def test_same_id_twice_keeps_latest_updated_at_else_last_received(wh: Warehouse):
+    commit(
+        wh,
+        batch_of(
+            {"id": "a", "body": "newest", "updated_at": "2026-03-02T00:00:00Z"},
+            {"id": "a", "body": "older", "updated_at": "2026-03-01T00:00:00Z"},
+            {"id": "b", "body": "first"},
+            {"id": "b", "body": "last"},
+        ),
+    )
+    assert [r[:2] for r in rows(wh)] == [("a", "newest"), ("b", "last")]
+
+
+def test_an_older_copy_never_overwrites_a_newer_row(wh: Warehouse):
+    commit(wh, batch_of({"id": "a", "body": "new", "updated_at": "2026-03-02T00:00:00Z"}))
+    counts = commit(wh, batch_of({"id": "a", "body": "stale", "updated_at": "2026-03-01T00:00:00Z"}))
+    assert counts.updated == 0
+    assert [r[:2] for r in rows(wh)] == [("a", "new")]
+
+
+def test_rows_outside_the_run_range_are_not_written(wh: Warehouse):
+    counts = commit(wh, batch_of({"id": "in", "created_at": "2026-03-03T23:59:59.999999Z"}, {"id": "out", "created_at": "2026-03-04T00:00:00Z"}))
+    assert counts.out_of_window == 1
+    assert [r[0] for r in rows(wh)] == ["in"]
+
+
+def test_rejects_are_upserted_and_cleared_when_the_record_is_stored(wh: Warehouse):
+    bad = {"id": "a", "created_at": "not a date"}
+    noid = {"body": "no id"}
+    batch = batch_of(bad)
+    batch.reject(noid, "missing_id")
+    first = commit(wh, batch)
+    again = batch_of(bad)
+    again.reject(noid, "missing_id")
+    second = commit(wh, again)
+    stored = rows(wh, "SELECT feedback_id, record_key, reason, rejected_at FROM feedback_rejects ORDER BY reason")
+    assert (first.rejects_written, second.rejects_written) == (2, 0)
+    assert [(r[0], r[2]) for r in stored] == [(None, "missing_id"), ("a", "unparseable_collected_at")]
+    assert stored[0][1].startswith("sha256:")
+    commit(wh, batch_of({"id": "a"}))
+    assert rows(wh, "SELECT reason FROM feedback_rejects") == [("missing_id",)]
+
+
+def test_finishing_a_query_marks_its_days_synced_and_drops_its_cursor(wh: Warehouse):
+    commit(wh, batch_of({"id": "a"}), resume={"after": "x"})
+    commit(wh, batch_of(), resume=None)
+    assert wh.cursor("mapbox", "acct", "window:q") is None
+    assert sorted(wh.sync_days("mapbox", "acct", D1, D1 + timedelta(days=5))) == [D1, D1 + timedelta(days=1), D1 + timedelta(days=2)]
+
+
+def test_sweep_deletes_only_unseen_rows_of_the_query_days(wh: Warehouse):
+    commit(wh, batch_of({"id": "keep"}, {"id": "gone"}, {"id": "other-day", "created_at": "2026-03-05T00:00:00Z"}), scope=Scope("mapbox", "acct", D1, D1 + timedelta(days=9)))
+    commit(wh, batch_of({"id": "keep"}), key="refresh:q", resume={"c": 1}, track_keys=True)
+    counts = commit(wh, batch_of(), key="refresh:q", resume=None, sweep=True)
+    assert counts.deleted == 1
+    assert sorted(r[0] for r in rows(wh)) == ["keep", "other-day"]
+
+
+def test_sql_looking_text_and_ids_are_stored_verbatim(wh: Warehouse):
+    nasty = "Robert'); DROP TABLE feedback;--"
+    commit(wh, batch_of({"id": "x' OR '1'='1", "body": nasty}))
+    assert [r[:2] for r in rows(wh)] == [("x' OR '1'='1", nasty)]
+
+
+def test_publish_writes_a_v1_4_snapshot_readable_read_only(wh: Warehouse):
+    commit(wh, batch_of({"id": "a"}))
+    wh.publish()
+    con = duckdb.connect(str(wh.path), read_only=True)
+    assert con.execute("SELECT count(*) FROM feedback").fetchone()[0] == 1
+    tags = con.execute("SELECT tags FROM duckdb_databases() WHERE NOT internal AND database_name = current_database()").fetchone()[0]
+    assert tags["storage_version"].startswith(STORAGE_VERSION)
+    con.close()
+
+
+def _hold_reader(path: str, ready, release, result) -> None:
+    con = duckdb.connect(path, read_only=True)
+    before = con.execute("SELECT count(*) FROM feedback").fetchone()[0]
+    ready.set()
+    release.wait(60)
+    after = con.execute("SELECT count(*) FROM feedback").fetchone()[0]
+    result.put((before, after))
+    con.close()
+
+
+def test_an_analyst_holding_the_database_open_never_blocks_a_write_or_publish(wh: Warehouse):
+    commit(wh, batch_of({"id": "a"}))
+    wh.publish()
+    ctx = multiprocessing.get_context("spawn")
+    ready, release, result = ctx.Event(), ctx.Event(), ctx.Queue()
+    reader = ctx.Process(target=_hold_reader, args=(str(wh.path), ready, release, result))
+    reader.start()
+    try:
+        assert ready.wait(60)
+        commit(wh, batch_of({"id": "b"}))
+        wh.publish()  # must neither fail nor wait for the reader
+        fresh = duckdb.connect(str(wh.path), read_only=True)
+        assert fresh.execute("SELECT count(*) FROM feedback").fetchone()[0] == 2
+        fresh.close()
+    finally:
+        release.set()
+        reader.join(60)
+    assert result.get(timeout=5) == (1, 1)  # the analyst's session kept its consistent view
