@@ -1,0 +1,146 @@
+"""Mintlify connector: ``GET {MINTLIFY_BASE_URL}/api/external/v1/analytics/{projectId}/feedback``.
+
+API facts this module is built on (``shared/providers/mintlify.md``, "Get user feedback", and
+the vendored ``mintlify-analytics.openapi.json``):
+
+* Bearer admin key (prefixed ``mint_``). The rate limit is **100 requests per organization per
+  hour**, shared by all analytics endpoints, and no ``Retry-After`` is documented: so one run asks
+  for the whole window in ONE paginated range query (never one query per day), always at the
+  maximum page size (``limit=100``), and leaves 429 handling to the shared client (backoff with
+  the Retry-After floor, attempts and total wait capped; the next run resumes from the cursor).
+* ``dateFrom`` is inclusive and ``dateTo`` exclusive ("results include dates before, but not on,
+  the specified date"), both accept ``YYYY-MM-DD``: the window ``[start, end)`` maps to
+  ``dateFrom=<first day>&dateTo=<day after the last>`` exactly. The engine drops anything that
+  still falls outside the window.
+* Paging: follow ``nextCursor`` while ``hasMore`` is true. The order is not documented, so
+  nothing here depends on it. A stored cursor the API no longer accepts comes back as 400
+  ("Invalid query parameters"): :class:`StaleCursor`, the engine restarts the query.
+* There is no update timestamp (status can change silently), so change queries are impossible:
+  ``supports_changes = False`` and a window is re-read whole.
+* Items come in four sources (``contextual``, ``code_snippet`` and the later ``agent``,
+  ``thumbs_only``); ``createdAt`` and ``comment`` are nullable. A record without ``createdAt``
+  cannot be placed in a partition: the shared batch rejects it.
+* The docs declare no 404 for this operation; an unknown project id is refused with 400.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any, ClassVar
+from urllib.parse import quote
+
+from ..http import BadPage, HttpClient, ProviderError, ProviderRequestError
+from ..normalize import FeedbackBatch
+from ..schema import RejectReason
+from .base import ConfigurationError, EnvSetting, Page, Provider, ProviderResource, Query, StaleCursor
+
+DEFAULT_BASE_URL = "https://api.mintlify.com"
+PAGE_SIZE = 100  # documented maximum ("Required range: 1 <= x <= 100")
+KEY_PREFIX = "mint_"
+# Fields carried by a column; everything else (helpful, code, filename, lang, ...) -> attributes.
+MAPPED = frozenset({"id", "createdAt", "source", "comment", "contact", "path", "status"})
+
+
+class MintlifyResource(ProviderResource):
+    """Mintlify settings: an admin API key and the documentation project's id."""
+
+    ENV: ClassVar[Mapping[str, EnvSetting]] = {
+        "api_key": EnvSetting("MINTLIFY_API_KEY", secret=True),
+        "project_id": EnvSetting("MINTLIFY_PROJECT_ID"),
+        "base_url": EnvSetting("MINTLIFY_BASE_URL", required=False, default=DEFAULT_BASE_URL, url=True),
+    }
+    api_key: str | None = None
+    project_id: str | None = None
+    base_url: str | None = DEFAULT_BASE_URL
+
+    def validate_settings(self, provider: str) -> None:
+        super().validate_settings(provider)
+        # "Use an admin API key (prefixed with mint_)": anything else is refused with 401 anyway.
+        if not self.api_key.startswith(KEY_PREFIX):
+            raise ConfigurationError(
+                f"MINTLIFY_API_KEY must be a Mintlify admin API key (it starts with {KEY_PREFIX}); "
+                "create one on the dashboard's API keys page."
+            )
+
+
+def _check_envelope(body: Any) -> None:
+    if not isinstance(body, dict) or not isinstance(body.get("feedback"), list):
+        raise BadPage("expected an object with a 'feedback' array")
+    if not isinstance(body.get("hasMore"), bool):
+        raise BadPage("'hasMore' is missing or not a boolean")
+    cursor = body.get("nextCursor")
+    if cursor is not None and not isinstance(cursor, str):
+        raise BadPage("'nextCursor' is not a string")
+    if body["hasMore"] and not cursor:
+        raise BadPage("'hasMore' is true but 'nextCursor' is empty")
+
+
+class MintlifyProvider(Provider):
+    name = "mintlify"
+    resource_class = MintlifyResource
+    # No update timestamp in the API: a window is always re-read whole.
+    supports_changes = False
+    config: MintlifyResource
+    hints = {
+        400: "Mintlify rejected the request; check MINTLIFY_PROJECT_ID (an unknown project is answered with 400) and the partition range",
+        401: "Mintlify rejected the key; check MINTLIFY_API_KEY (an admin API key starting with mint_)",
+        403: "the key may not read this project; check MINTLIFY_API_KEY and MINTLIFY_PROJECT_ID",
+        404: "no feedback endpoint there; check MINTLIFY_BASE_URL (default https://api.mintlify.com, without a path) and MINTLIFY_PROJECT_ID",
+    }
+
+    @property
+    def account_id(self) -> str:
+        return self.config.project_id or ""
+
+    @property
+    def url(self) -> str:
+        base = (self.config.base_url or DEFAULT_BASE_URL).rstrip("/")
+        return f"{base}/api/external/v1/analytics/{quote(self.config.project_id, safe='')}/feedback"
+
+    def open(self, **client_kwargs: Any) -> HttpClient:
+        return self.http_client(headers={"Authorization": f"Bearer {self.config.api_key}"}, **client_kwargs)
+
+    def fetch(self, query: Query, http: HttpClient) -> Iterator[Page]:
+        # One range query for the whole window (100 requests/hour per organization); changes_since
+        # cannot be honoured (no update timestamp), so it is ignored.
+        params: dict[str, Any] = {
+            "dateFrom": query.window.start.date().isoformat(),
+            "dateTo": query.window.end.date().isoformat(),  # exclusive, per the docs
+            "limit": PAGE_SIZE,
+        }
+        cursor = (query.resume or {}).get("cursor")
+        resumed = bool(cursor)
+        while True:
+            if cursor:
+                params["cursor"] = cursor
+            try:
+                body = http.get_json(self.url, endpoint="get feedback", params=params, validate=_check_envelope)
+            except ProviderRequestError as exc:
+                if resumed and exc.status == 400:
+                    raise StaleCursor(f"mintlify: the stored cursor was refused ({exc})") from exc
+                raise
+            resumed = False
+            next_cursor = body.get("nextCursor") if body["hasMore"] else None
+            yield Page(records=body["feedback"], resume={"cursor": next_cursor} if next_cursor else None)
+            if not next_cursor:
+                return
+            if next_cursor == cursor:
+                raise ProviderError("mintlify: the API returned the same nextCursor twice; stopping to avoid a loop")
+            cursor = next_cursor
+
+    def normalize(self, records: list[Any], batch: FeedbackBatch) -> None:
+        for record in records:
+            if not isinstance(record, dict):
+                batch.reject(record, RejectReason.NOT_AN_OBJECT)
+                continue
+            batch.add(
+                record,
+                feedback_id=record.get("id"),
+                collected_at=record.get("createdAt"),  # nullable: a null is rejected by the batch
+                provider_status=record.get("status"),
+                category=record.get("source"),
+                body=record.get("comment"),
+                user_email=record.get("contact"),
+                page_url=record.get("path"),
+                attributes={k: v for k, v in record.items() if k not in MAPPED},
+            )
