@@ -247,9 +247,11 @@ class HttpClient:
     def _delay(self, attempt: int, status: int | None, retry_after: float | None) -> float:
         policy = self.policy
         if status == 429 or retry_after is not None:
-            # Retry-After rules when given; 0 or absent gets the floor (never hammer a limiter).
-            base = retry_after if retry_after is not None else policy.base_delay * 2 ** (attempt - 1)
-            return max(policy.retry_after_floor, min(base, policy.max_total_wait))
+            # Retry-After rules when given (a wait beyond the budget then fails at once instead
+            # of sleeping in vain); 0 or absent gets the floor: never hammer a limiter.
+            if retry_after is not None:
+                return max(policy.retry_after_floor, retry_after)
+            return max(policy.retry_after_floor, min(policy.max_delay, policy.base_delay * 2 ** (attempt - 1)))
         backoff = min(policy.max_delay, policy.base_delay * 2 ** (attempt - 1))
         return random.uniform(backoff / 2, backoff)  # jitter, never zero
 

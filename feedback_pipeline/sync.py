@@ -130,6 +130,14 @@ def sync(provider: Provider, warehouse: Warehouse, window: Window, *, full_refre
     return report
 
 
+def _progress(logger: Any, message: str) -> None:
+    """Progress goes to the run's log and to the ``feedback_pipeline.sync`` Python logger (which
+    ``feedback-pipeline demo`` prints)."""
+    logger.info(message)
+    if logger is not log:
+        log.info(message)
+
+
 def _publish(warehouse: Warehouse, report: SyncReport) -> None:
     t0 = time.monotonic()
     warehouse.publish()
@@ -175,10 +183,11 @@ def _run_query(provider: Provider, http: Any, warehouse: Warehouse, scope: Scope
         report.seconds["commit"] += time.monotonic() - t0
         batch = FeedbackBatch(provider.name, provider.account_id)
         last_commit = time.monotonic()
-        logger.info(
+        _progress(
+            logger,
             f"{provider.name}: {planned.key}: {report.pages} page(s), {report.records} record(s) so far; "
             f"+{counts.inserted} new, {counts.updated} updated, {counts.rejected} rejected, "
-            f"{http.stats.retries} retries"
+            f"{http.stats.retries} retries",
         )
 
     stream = _prefetch(provider.fetch(query, http))

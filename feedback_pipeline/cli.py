@@ -1,0 +1,127 @@
+"""``feedback-pipeline``: the sandbox server, the demo, and the web UI wired to the sandbox.
+
+    feedback-pipeline sandbox [--port 8765]   serve the five emulators, print the variables
+    feedback-pipeline demo                    what ``make demo`` runs
+    feedback-pipeline ui                      what ``make ui`` runs (sandbox + dagster dev)
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+UTC = timezone.utc
+DEFAULT_SANDBOX_PORT = 8765
+
+
+def _sandbox_server(args: argparse.Namespace, port: int):
+    from .sandbox.app import Sandbox
+    from .sandbox.core import SandboxState
+    from .sandbox.server import SandboxServer
+
+    state = SandboxState(
+        seed=args.seed,
+        days=args.days,
+        per_day=args.per_day,
+        mintlify_rate_limit=None if args.no_rate_limit else 100,
+    )
+    return SandboxServer(Sandbox(state), port=port)
+
+
+def _add_sandbox_options(parser: argparse.ArgumentParser, *, days: int = 30, per_day: int = 20) -> None:
+    parser.add_argument("--seed", type=int, default=7, help="data generator seed (default 7)")
+    parser.add_argument("--days", type=int, default=days, help=f"days of generated feedback ending today (default {days})")
+    parser.add_argument("--per-day", type=int, default=per_day, help=f"records per provider and day (default {per_day})")
+    parser.add_argument("--no-rate-limit", action="store_true", help="switch off the emulated Mintlify limit of 100 requests/hour")
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    """Serve the sandbox in the foreground and print the environment that points at it."""
+    server = _sandbox_server(args, args.port).start()
+    print(f"Provider sandbox listening on {server.url} (Ctrl-C to stop). Point the pipeline at it with:\n")
+    for name, value in sorted(server.env().items()):
+        print(f"export {name}={value}")
+    print(f"\nControl API: {server.url}/_control/health, /_control/requests, /_control/<provider>/faults ...", flush=True)
+    stop = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        while not stop:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    server.stop()
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    """Sandbox on a fixed port plus ``dagster dev`` with a persistent DAGSTER_HOME."""
+    root = Path.cwd()
+    home = root / ".dagster_home"
+    home.mkdir(exist_ok=True)
+    shutil.copyfile(root / "dagster.yaml", home / "dagster.yaml")
+    server = _sandbox_server(args, args.sandbox_port).start()
+    env = {**os.environ, **server.env(), "DAGSTER_HOME": str(home)}
+    env.setdefault("FEEDBACK_START_DATE", (datetime.now(UTC).date() - timedelta(days=args.days - 1)).isoformat())
+    print(f"Sandbox on {server.url}; Dagster UI on http://{args.host}:{args.port} (DAGSTER_HOME={home})", flush=True)
+    command = [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-h", args.host, "-p", str(args.port)]
+    process = subprocess.Popen(command, env=env)
+    try:
+        return process.wait()
+    except KeyboardInterrupt:
+        process.send_signal(signal.SIGINT)
+        return process.wait()
+    finally:
+        server.stop()
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    server = _sandbox_server(args, 0).start()
+    try:
+        return run_demo(server, db_path=args.db, days=args.days)
+    finally:
+        server.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="feedback-pipeline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("sandbox", help="serve the provider sandbox on loopback")
+    p.add_argument("--port", type=int, default=DEFAULT_SANDBOX_PORT)
+    _add_sandbox_options(p)
+    p.set_defaults(func=cmd_sandbox)
+
+    p = sub.add_parser("demo", help="sandbox + 30-day backfill + incremental run + summary")
+    p.add_argument("--db", default="data/feedback.duckdb", help="where the demo writes (rebuilt on every demo run; FEEDBACK_DB is not used)")
+    _add_sandbox_options(p)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("ui", help="sandbox + dagster dev")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=3000)
+    p.add_argument("--sandbox-port", type=int, default=DEFAULT_SANDBOX_PORT)
+    _add_sandbox_options(p, days=90)
+    p.set_defaults(func=cmd_ui)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,153 @@
+"""The shared HTTP layer: retries, Retry-After, fail-fast 4xx, bad pages, redaction."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta, timezone
+
+import httpx
+import pytest
+
+from feedback_pipeline.http import (
+    BadPage,
+    HttpClient,
+    ProviderRequestError,
+    ProviderUnavailable,
+    RetryPolicy,
+    parse_retry_after,
+    redact_url,
+    utc_http_date,
+)
+
+UTC = timezone.utc
+TOKEN = "pk.eyJ1IjoidGVzdC10b2tlbi1zZWNyZXQifQ.c2VjcmV0LXNpZ25hdHVyZQ"
+
+
+def scripted(*responses: httpx.Response | Exception):
+    """A transport answering with ``responses`` in order; records the requests it saw."""
+    seen: list[httpx.Request] = []
+    queue = list(responses)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        item = queue.pop(0) if len(queue) > 1 else queue[0]
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    return httpx.MockTransport(handler), seen
+
+
+def client(transport, *, sleeps=None, policy=None, **kw) -> HttpClient:
+    recorded = sleeps if sleeps is not None else []
+    return HttpClient("mapbox", transport=transport, sleep=recorded.append, policy=policy or RetryPolicy(max_attempts=4), secrets=[TOKEN], **kw)
+
+
+def ok(body=b'{"items": []}') -> httpx.Response:
+    return httpx.Response(200, content=body, headers={"content-type": "application/json"})
+
+
+def test_retry_after_in_seconds_is_honoured():
+    transport, seen = scripted(httpx.Response(429, headers={"Retry-After": "7"}), ok())
+    sleeps: list[float] = []
+    assert client(transport, sleeps=sleeps).get_json("http://api/x", endpoint="list") == {"items": []}
+    assert sleeps == [7.0] and len(seen) == 2
+
+
+def test_retry_after_as_an_http_date_is_honoured():
+    when = utc_http_date(datetime.now(UTC) + timedelta(seconds=30))
+    transport, _ = scripted(httpx.Response(429, headers={"Retry-After": when}), ok())
+    sleeps: list[float] = []
+    client(transport, sleeps=sleeps).get_json("http://api/x", endpoint="list")
+    assert 25 <= sleeps[0] <= 31
+
+
+@pytest.mark.parametrize("header", [None, "0", "garbage"])
+def test_a_429_with_zero_or_missing_retry_after_waits_at_least_the_floor(header):
+    headers = {"Retry-After": header} if header is not None else {}
+    transport, _ = scripted(httpx.Response(429, headers=headers), ok())
+    sleeps: list[float] = []
+    client(transport, sleeps=sleeps).get_json("http://api/x", endpoint="list")
+    assert sleeps and sleeps[0] >= 1.0
+
+
+def test_parse_retry_after_forms():
+    assert parse_retry_after("120") == 120.0
+    assert parse_retry_after(None) is None
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=datetime(2015, 10, 21, 7, 27, tzinfo=UTC).timestamp()) == 60.0
+
+
+def test_a_5xx_storm_backs_off_then_fails_naming_provider_endpoint_status_and_body():
+    html = httpx.Response(502, content=b"<html><body>Bad Gateway</body></html>", headers={"content-type": "text/html"})
+    transport, seen = scripted(html)
+    sleeps: list[float] = []
+    with pytest.raises(ProviderUnavailable) as info:
+        client(transport, sleeps=sleeps).get_json("http://api/x", endpoint="list feedback")
+    message = str(info.value)
+    assert "mapbox" in message and "list feedback" in message and "HTTP 502" in message and "Bad Gateway" in message
+    assert len(seen) == 4 and len(sleeps) == 3
+    assert all(0 < s for s in sleeps) and sleeps[2] > sleeps[0] / 2  # exponential with jitter
+
+
+def test_dropped_connections_and_timeouts_are_retried():
+    transport, seen = scripted(httpx.RemoteProtocolError("peer closed"), httpx.ReadTimeout("slow"), ok())
+    assert client(transport).get_json("http://api/x", endpoint="list") == {"items": []}
+    assert len(seen) == 3
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 422])
+def test_client_errors_fail_at_once_with_a_hint(status):
+    transport, seen = scripted(httpx.Response(status, json={"message": "nope"}))
+    with pytest.raises(ProviderRequestError) as info:
+        client(transport, hints={403: "the token lacks the user-feedback:read scope; check MAPBOX_ACCESS_TOKEN"}).get_json("http://api/x", endpoint="list")
+    assert len(seen) == 1 and info.value.status == status
+    if status == 403:
+        assert "user-feedback:read" in str(info.value) and "MAPBOX_ACCESS_TOKEN" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        httpx.Response(200, content=b"<html>maintenance</html>", headers={"content-type": "text/html"}),
+        httpx.Response(200, content=b"{not json", headers={"content-type": "application/json"}),
+    ],
+)
+def test_bad_pages_are_retried_then_fail_clearly(bad):
+    transport, seen = scripted(bad)
+    with pytest.raises(ProviderUnavailable, match="unexpected response body"):
+        client(transport).get_json("http://api/x", endpoint="list")
+    assert len(seen) == 4
+
+
+def test_a_wrong_envelope_is_a_bad_page():
+    def validate(body):
+        if "items" not in body:
+            raise BadPage("no items")
+
+    transport, seen = scripted(ok(b'{"data": []}'), ok())
+    assert client(transport).get_json("http://api/x", endpoint="list", validate=validate) == {"items": []}
+    assert len(seen) == 2
+
+
+def test_a_retry_after_beyond_the_wait_budget_fails_without_sleeping():
+    transport, _ = scripted(httpx.Response(429, headers={"Retry-After": "3600"}))
+    sleeps: list[float] = []
+    with pytest.raises(ProviderUnavailable, match="asked to wait 3600s"):
+        client(transport, sleeps=sleeps, policy=RetryPolicy(max_total_wait=300)).get_json("http://api/x", endpoint="list")
+    assert sleeps == []
+
+
+def test_tokens_in_urls_never_reach_logs_or_errors(caplog):
+    caplog.set_level(logging.DEBUG)
+    failing = httpx.Response(500, content=f"error for access_token={TOKEN}".encode(), headers={"content-type": "text/plain"})
+    transport, _ = scripted(failing)
+    with pytest.raises(ProviderUnavailable) as info:
+        client(transport).get_json("http://api/x", endpoint="list", params={"access_token": TOKEN})
+    assert TOKEN not in str(info.value)
+    assert TOKEN not in caplog.text
+    assert "HTTP Request" not in caplog.text  # httpx's own URL logging is silenced
+
+
+def test_redact_url_masks_secret_parameters_only():
+    url = redact_url(f"https://api.mapbox.com/user-feedback/v1/feedback?limit=1000&access_token={TOKEN}&after=abc")
+    assert TOKEN not in url and "access_token=***" in url and "limit=1000" in url and "after=abc" in url
