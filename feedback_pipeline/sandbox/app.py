@@ -13,6 +13,8 @@ Control API (for tests and demos; JSON in and out):
 ``POST /_control/{provider}/records``      add one record or a list of records
 ``PATCH /_control/{provider}/records/{id}`` merge fields into a record and bump its update time
 ``DELETE /_control/{provider}/records/{id}`` delete a record
+``POST /_control/{provider}/touch``        update a random ``fraction`` of records (``{fraction, seed,
+                                           changes}``): merges ``changes``, bumps their update time
 ``POST /_control/{provider}/faults``       inject a fault (see :class:`core.Fault`)
 ``DELETE /_control/faults``                clear every fault
 ``GET|DELETE /_control/requests``          read / reset the request log (secrets masked)
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import random
 from datetime import date, datetime, timezone
 from typing import Any
 
@@ -108,6 +111,21 @@ class Sandbox:
     def delete(self, provider: str, record_id: str) -> bool:
         return self.emulators[provider].store.delete(record_id)
 
+    def touch(self, provider: str, fraction: float, seed: int = 0, changes: dict[str, Any] | None = None) -> list[str]:
+        """Mark a random ``fraction`` of the provider's records as updated now, merging ``changes``
+        (native field names, e.g. a new status) into each; returns their ids."""
+        emulator = self.emulators[provider]
+        with emulator.store.lock:
+            ids = sorted(emulator.store.records)
+            chosen = random.Random(seed).sample(ids, k=round(len(ids) * fraction))
+            now = datetime.now(UTC)
+            for record_id in chosen:
+                record = {**emulator.store.records[record_id], **(changes or {})}
+                emulator.touch(record, now)
+                emulator.store.records[record_id] = record
+            emulator.store._touch()
+        return chosen
+
     # -- control API ----------------------------------------------------------------------
 
     def _control_routes(self) -> list[Route]:
@@ -121,6 +139,7 @@ class Sandbox:
             Route("/_control/{provider}/records", self._records, methods=["GET", "POST"]),
             Route("/_control/{provider}/records/{record_id}", self._record, methods=["PATCH", "DELETE"]),
             Route("/_control/{provider}/faults", self._add_fault, methods=["POST"]),
+            Route("/_control/{provider}/touch", self._touch, methods=["POST"]),
         ]
 
     async def _health(self, request: Request) -> Response:
@@ -184,6 +203,14 @@ class Sandbox:
             return json_response(self.update(provider, record_id, await _json_body(request)))
         except KeyError:
             return json_response({"error": "no such record"}, 404)
+
+    async def _touch(self, request: Request) -> Response:
+        provider = request.path_params["provider"]
+        if provider not in self.emulators:
+            return json_response({"error": f"unknown provider {provider}"}, 404)
+        body = await _json_body(request)
+        chosen = self.touch(provider, float(body.get("fraction", 0.01)), int(body.get("seed", 0)), body.get("changes"))
+        return json_response({"ok": True, "touched": len(chosen)})
 
     async def _add_fault(self, request: Request) -> Response:
         provider = request.path_params["provider"]
