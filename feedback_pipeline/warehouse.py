@@ -68,6 +68,55 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             provider VARCHAR NOT NULL, account_id VARCHAR NOT NULL, query_key VARCHAR NOT NULL,
             feedback_id VARCHAR NOT NULL)""",
     ),
+    # 2: analyst views (README "Querying"); views, so they are always as fresh as the table.
+    (
+        """CREATE OR REPLACE VIEW feedback_daily_counts AS
+        SELECT collected_date, provider, coalesce(status, 'none') AS status, count(*) AS feedback
+        FROM feedback GROUP BY ALL""",
+        # Of the feedback that has a unified status: how much got triaged, worked on, resolved.
+        """CREATE OR REPLACE VIEW feedback_status_funnel AS
+        WITH s AS (SELECT provider, status FROM feedback WHERE status IS NOT NULL),
+        stages AS (
+            SELECT provider, 1 AS stage_order, 'received' AS stage, count(*) AS feedback FROM s GROUP BY provider
+            UNION ALL SELECT provider, 2, 'triaged', count(*) FILTER (WHERE status <> 'open') FROM s GROUP BY provider
+            UNION ALL SELECT provider, 3, 'in_progress_or_resolved', count(*) FILTER (WHERE status IN ('in_progress', 'resolved')) FROM s GROUP BY provider
+            UNION ALL SELECT provider, 4, 'resolved', count(*) FILTER (WHERE status = 'resolved') FROM s GROUP BY provider
+        )
+        SELECT provider, stage_order, stage, feedback,
+               round(feedback / first_value(feedback) OVER (PARTITION BY provider ORDER BY stage_order), 4) AS share_of_received
+        FROM stages""",
+        # NPS per collected day: Formbricks records of field type nps, and Usersnap answers whose
+        # label mentions NPS (the first such ordered_inputs entry by `order`). Promoters 9-10,
+        # detractors 0-6; scores outside 0..10 are ignored.
+        """CREATE OR REPLACE VIEW nps_daily AS
+        WITH usersnap AS (
+            SELECT f.collected_date, try_cast(e ->> 'value' AS DOUBLE) AS score
+            FROM feedback f, unnest(CAST(f.attributes -> '$.ordered_inputs' AS JSON[])) AS t(e)
+            WHERE f.provider = 'usersnap' AND lower(e ->> 'label') LIKE '%nps%'
+            QUALIFY row_number() OVER (PARTITION BY f.account_id, f.feedback_id ORDER BY try_cast(e ->> 'order' AS INTEGER)) = 1
+        ),
+        answers AS (
+            SELECT collected_date, rating AS score FROM feedback WHERE provider = 'formbricks' AND category = 'nps'
+            UNION ALL SELECT collected_date, score FROM usersnap
+        )
+        SELECT collected_date,
+               count(*) AS responses,
+               count(*) FILTER (WHERE score >= 9) AS promoters,
+               count(*) FILTER (WHERE score >= 7 AND score < 9) AS passives,
+               count(*) FILTER (WHERE score <= 6) AS detractors,
+               round(100.0 * (count(*) FILTER (WHERE score >= 9) - count(*) FILTER (WHERE score <= 6)) / count(*), 1) AS nps
+        FROM answers WHERE score BETWEEN 0 AND 10
+        GROUP BY collected_date""",
+        """CREATE OR REPLACE VIEW mintlify_page_helpfulness AS
+        SELECT page_url,
+               count(*) AS votes,
+               count(*) FILTER (WHERE try_cast(attributes ->> '$.helpful' AS BOOLEAN)) AS helpful,
+               count(*) FILTER (WHERE NOT try_cast(attributes ->> '$.helpful' AS BOOLEAN)) AS not_helpful,
+               round(count(*) FILTER (WHERE try_cast(attributes ->> '$.helpful' AS BOOLEAN)) / count(*), 4) AS helpful_share
+        FROM feedback
+        WHERE provider = 'mintlify' AND try_cast(attributes ->> '$.helpful' AS BOOLEAN) IS NOT NULL
+        GROUP BY page_url""",
+    ),
 )
 
 

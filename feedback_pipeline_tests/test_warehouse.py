@@ -64,7 +64,18 @@ def test_migrations_create_the_contract_tables_once(wh: Warehouse):
         tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
         versions = con.execute("SELECT version FROM pipeline_schema_version").fetchall()
     assert {"feedback", "feedback_rejects", "pipeline_sync_days", "pipeline_cursors"} <= tables
-    assert versions == [(len(MIGRATIONS),)]
+    assert versions == [(v,) for v in range(1, len(MIGRATIONS) + 1)]
+
+
+def test_an_older_database_is_migrated_forward_keeping_its_rows(wh: Warehouse, monkeypatch):
+    import feedback_pipeline.warehouse as module
+
+    monkeypatch.setattr(module, "MIGRATIONS", MIGRATIONS[:1])
+    commit(wh, batch_of({"id": "a", "body": "kept"}))
+    monkeypatch.setattr(module, "MIGRATIONS", MIGRATIONS)
+    assert [r[:2] for r in rows(wh)] == [("a", "kept")]
+    assert rows(wh, "SELECT max(version) FROM pipeline_schema_version") == [(len(MIGRATIONS),)]
+    assert rows(wh, "SELECT count(*) FROM feedback_daily_counts") == [(1,)]
 
 
 def test_rows_and_cursor_commit_together(wh: Warehouse):
