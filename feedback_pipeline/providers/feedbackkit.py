@@ -1,0 +1,126 @@
+"""FeedbackKit connector: ``GET {FEEDBACKKIT_BASE_URL}/api/v1/feedbacks``.
+
+API facts this module is built on (``shared/providers/feedbackkit.md``):
+
+* ``GET /feedbacks`` returns *every* item of the project in one JSON array sorted by vote count:
+  there is no paging and no date or update filter. So one request answers any window, and the
+  page is a complete snapshot: the engine keeps the records collected in its window and treats
+  the window's stored rows missing from the snapshot as deleted at the provider.
+* Merged items are excluded by default; the contract ingests them as their own rows (with
+  ``mergedIntoId`` in ``attributes``), so we always ask for ``includeMerged=true``.
+* Auth is the project key in ``X-API-Key``. ``X-User-Id`` is not sent: it only personalises
+  ``hasVoted``, which is then always false (a stable value, not a per-caller one).
+* The page documents camelCase keys but the server encodes snake_case ("Facts beyond this page");
+  keys are normalised to the documented camelCase names, so the rows are identical either way.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any, ClassVar
+
+from ..http import BadPage, HttpClient
+from ..normalize import FeedbackBatch
+from ..schema import RejectReason
+from .base import EnvSetting, Page, Provider, ProviderResource, Query
+
+DEFAULT_BASE_URL = "https://api.feedbackkit.app"
+# Fields carried by a unified column (documented camelCase names); everything else goes to attributes.
+MAPPED = frozenset({"id", "createdAt", "updatedAt", "title", "description", "category", "status", "userId", "userEmail"})
+
+_SNAKE = re.compile(r"_([a-z0-9])")
+_camel_cache: dict[str, str] = {}
+
+
+def camel(key: str) -> str:
+    """``vote_count`` -> ``voteCount``; camelCase keys come back unchanged."""
+    out = _camel_cache.get(key)
+    if out is None:
+        out = key if "_" not in key or not key.islower() else _SNAKE.sub(lambda m: m.group(1).upper(), key)
+        if len(_camel_cache) < 10_000:
+            _camel_cache[key] = out
+    return out
+
+
+def camel_keys(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The record with top-level keys in the documented camelCase. When a record somehow has both
+    spellings of one field, the documented camelCase one wins."""
+    out: dict[str, Any] = {}
+    for key, value in record.items():
+        name = camel(key) if isinstance(key, str) else key
+        if name in out and name != key:
+            continue
+        out[name] = value
+    return out
+
+
+class FeedbackKitResource(ProviderResource):
+    """FeedbackKit settings: one project API key; the project name is only our account label."""
+
+    ENV: ClassVar[Mapping[str, EnvSetting]] = {
+        "api_key": EnvSetting("FEEDBACKKIT_API_KEY", secret=True),
+        "base_url": EnvSetting("FEEDBACKKIT_BASE_URL", required=False, default=DEFAULT_BASE_URL, url=True),
+        "project": EnvSetting("FEEDBACKKIT_PROJECT", required=False, default="default"),
+    }
+    api_key: str | None = None
+    base_url: str | None = DEFAULT_BASE_URL
+    project: str | None = "default"
+
+
+def _check_envelope(body: Any) -> None:
+    # The documented response is a plain array; an object (an error or paged envelope) is not it.
+    if not isinstance(body, list):
+        raise BadPage(f"expected a JSON array of feedback items, got {type(body).__name__}")
+
+
+class FeedbackKitProvider(Provider):
+    name = "feedbackkit"
+    resource_class = FeedbackKitResource
+    # No update-time filter exists: every run reads the whole project (one request).
+    supports_changes = False
+    config: FeedbackKitResource
+    hints = {
+        400: "FeedbackKit rejected the request parameters; check FEEDBACKKIT_BASE_URL",
+        401: "FeedbackKit rejected the key; check FEEDBACKKIT_API_KEY (the project API key, sf_...)",
+        402: "the FeedbackKit subscription tier limit was exceeded; check the plan of the project behind FEEDBACKKIT_API_KEY",
+        403: "the project refused the request (archived?); check FEEDBACKKIT_API_KEY",
+        404: "no feedbacks endpoint there; check FEEDBACKKIT_BASE_URL (the API's base URL, without /api/v1)",
+    }
+
+    @property
+    def account_id(self) -> str:
+        return self.config.project or "default"
+
+    @property
+    def url(self) -> str:
+        return (self.config.base_url or DEFAULT_BASE_URL).rstrip("/") + "/api/v1/feedbacks"
+
+    def open(self) -> HttpClient:
+        return self.http_client(headers={"X-API-Key": self.config.api_key or "", "Accept": "application/json"})
+
+    def fetch(self, query: Query, http: HttpClient) -> Iterator[Page]:
+        # One request returns everything (no paging, no date filter), so the window, changes_since
+        # and resume do not change what is asked; the engine splits the snapshot by collected date.
+        body = http.get_json(self.url, endpoint="list feedbacks", params={"includeMerged": "true"}, validate=_check_envelope)
+        yield Page(records=body, resume=None, complete_snapshot=True, notes={"snapshot_size": len(body)})
+
+    def normalize(self, records: list[Any], batch: FeedbackBatch) -> None:
+        for record in records:
+            if not isinstance(record, dict):
+                batch.reject(record, RejectReason.NOT_AN_OBJECT)
+                continue
+            item = camel_keys(record)
+            batch.add(
+                record,
+                feedback_id=item.get("id"),
+                collected_at=item.get("createdAt"),
+                updated_at=item.get("updatedAt"),
+                provider_status=item.get("status"),
+                category=item.get("category"),
+                title=item.get("title"),
+                body=item.get("description"),
+                user_id=item.get("userId"),
+                user_email=item.get("userEmail"),
+                attributes={k: v for k, v in item.items() if k not in MAPPED},
+            )
