@@ -214,7 +214,6 @@ def test_resume_from_a_page_resume_value_fetches_only_the_rest(server):
         reset(server)
 
 
-@pytest.mark.xfail(strict=True, reason="connector bug: a refused resume cursor (HTTP 400) must raise base.StaleCursor (see report)")
 def test_a_resume_cursor_the_hub_refuses_raises_stale_cursor(hub):
     with pytest.raises(StaleCursor):
         fetch_all(provider_for(hub), Query(FULL, resume={"mode": "window", "cursor": "not-a-cursor!"}))
@@ -469,3 +468,17 @@ def test_settings_name_the_contract_variables():
         FormbricksProvider(FormbricksResource(hub_url="h:8080", api_key="k", tenant_id="t"))
     provider = FormbricksProvider(FormbricksResource(hub_url="http://h:8080/hub/", api_key="k", tenant_id="t"))
     assert provider.url == "http://h:8080/hub/v1/feedback-records" and provider.account_id == "t"
+
+
+def test_a_probe_page_cursor_is_reused_only_when_it_encodes_collected_order():
+    from feedback_pipeline.providers.formbricks import _is_collected_cursor
+    from feedback_pipeline.sandbox.formbricks import encode_cursor
+
+    last = {"id": "r2", "collected_at": "2026-03-01T10:00:00Z", "updated_at": "2026-03-05T09:00:00Z"}
+    at = lambda text: datetime.fromisoformat(text.replace("Z", "+00:00"))
+    collected = {"data": [last], "next_cursor": encode_cursor(at(last["collected_at"]), "r2")}
+    updated = {"data": [last], "next_cursor": encode_cursor(at(last["updated_at"]), "r2")}
+    assert _is_collected_cursor(collected)
+    assert not _is_collected_cursor(updated)
+    assert not _is_collected_cursor({"data": [last], "next_cursor": "not-base64-json"})
+    assert _is_collected_cursor({"data": [last]})

@@ -35,7 +35,7 @@ except ImportError:  # collected without the package __init__
     from conftest import make_sandbox  # type: ignore[no-redef]
 
 UTC = timezone.utc
-SPEC_PATH = Path(__file__).resolve().parents[2] / "shared" / "providers" / "specs" / "mintlify-analytics.openapi.json"
+SPEC_PATH = Path(__file__).resolve().parent / "specs" / "mintlify-analytics.openapi.json"
 FEEDBACK = f"/api/external/v1/analytics/{mint.PROJECT_ID}/feedback"
 SPEC_PATH_TEMPLATE = "/api/external/v1/analytics/{projectId}/feedback"
 # The operation's own server in the spec; the adapter presents loopback requests as sent there.

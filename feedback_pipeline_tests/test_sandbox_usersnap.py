@@ -30,7 +30,7 @@ from feedback_pipeline.sandbox.usersnap import JWT_KID, JWT_SECRET, PROJECT_ID, 
 from .conftest import make_sandbox
 
 UTC = timezone.utc
-SPEC_PATH = Path(__file__).resolve().parents[2] / "shared" / "providers" / "specs" / "usersnap-v0.1.openapi.json"
+SPEC_PATH = Path(__file__).resolve().parent / "specs" / "usersnap-v0.1.openapi.json"
 FEEDBACK = "/components/responses/ProjectFeedbackList/content/application~1json/schema/properties/data/properties/feedbacks/items/properties"
 
 # Where the emulator (like the real API and its own published example) departs from the spec.

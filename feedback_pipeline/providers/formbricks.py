@@ -20,14 +20,17 @@ API facts this module is built on (``shared/providers/formbricks-hub.md``):
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any, ClassVar
 
-from ..http import BadPage, HttpClient
+import orjson
+
+from ..http import BadPage, HttpClient, ProviderRequestError
 from ..normalize import FeedbackBatch, parse_optional_timestamp
 from ..schema import RejectReason
-from .base import EnvSetting, Page, Provider, ProviderResource, Query
+from .base import EnvSetting, Page, Provider, ProviderResource, Query, StaleCursor
 
 UTC = timezone.utc
 PAGE_SIZE = 1000
@@ -106,8 +109,13 @@ class FormbricksProvider(Provider):
                 body = http.get_json(self.url, endpoint="list feedback-records", params=params, validate=_check_envelope)
                 by_updated = _is_change_feed(body["data"], query.changes_since)
                 if not by_updated:
-                    # An older Hub ignored sort/updated_since: this is page 1 of a window read.
-                    params = base
+                    # An older Hub ignored sort/updated_since: this is page 1 of a window read,
+                    # and its cursor continues that read - provided it really encodes the last
+                    # record's collected_at (the documented cursor format); else start over.
+                    params = dict(base)
+                    if not _is_collected_cursor(body):
+                        yield from self._pages(http, params, "window", resumed=None)
+                        return
                 yield self._page(body, "updated" if by_updated else "window")
                 if not body.get("next_cursor"):
                     return
@@ -116,9 +124,17 @@ class FormbricksProvider(Provider):
             params = dict(base)
             if resume.get("cursor"):
                 params["cursor"] = resume["cursor"]
-        mode = "updated" if by_updated else "window"
+        yield from self._pages(http, params, "updated" if by_updated else "window", resumed=resume.get("cursor"))
+
+    def _pages(self, http: HttpClient, params: dict[str, Any], mode: str, *, resumed: str | None) -> Iterator[Page]:
+        """Follow ``next_cursor`` from ``params`` to the end."""
         while True:
-            body = http.get_json(self.url, endpoint="list feedback-records", params=params, validate=_check_envelope)
+            try:
+                body = http.get_json(self.url, endpoint="list feedback-records", params=params, validate=_check_envelope)
+            except ProviderRequestError as refused:
+                if refused.status == 400 and resumed and params.get("cursor") == resumed:
+                    raise StaleCursor(f"{self.name}: the Hub refused the stored cursor") from refused
+                raise
             yield self._page(body, mode)
             if not body.get("next_cursor"):
                 return
@@ -154,6 +170,19 @@ class FormbricksProvider(Provider):
                 user_id=user,
                 attributes={k: v for k, v in record.items() if k not in MAPPED},
             )
+
+
+def _is_collected_cursor(body: dict[str, Any]) -> bool:
+    """True when ``next_cursor`` decodes to the last record's ``collected_at`` (or is absent)."""
+    cursor = body.get("next_cursor")
+    if not cursor:
+        return True
+    try:
+        decoded = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        last = body["data"][-1]
+        return parse_optional_timestamp(decoded["t"]) == parse_optional_timestamp(last.get("collected_at")) and decoded["i"] == last.get("id")
+    except Exception:  # noqa: BLE001 - an undecodable cursor proves nothing
+        return False
 
 
 def _is_change_feed(records: list[Any], since: datetime) -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import random
+import re
 import uuid
 from datetime import date, datetime, timezone
 from typing import Any
@@ -32,11 +33,24 @@ FOREIGN_TENANT = "tenant-other"
 PATH = "/v1/feedback-records"
 _MIN = datetime(1970, 1, 1, tzinfo=UTC)
 _MAX = datetime(2080, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
-STRING_FILTERS = ("submission_id", "source_type", "source_id", "field_id", "field_group_id", "field_type", "user_identifier")
+STRING_FILTERS = ("submission_id", "source_type", "source_id", "field_id", "field_group_id", "field_type", "user_identifier", "user_id")
+# The Hub parses RFC 3339 date-times strictly: a date alone or a missing zone is a 400.
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})", re.IGNORECASE)
 FIELD_TYPES = ("text", "categorical", "nps", "csat", "ces", "rating", "number", "boolean", "date")
 
 
 def _ts(value: str) -> datetime:
+    return _parse(value)
+
+
+def _strict_ts(value: str) -> datetime:
+    if not _RFC3339.fullmatch(value):
+        raise ValueError(f"not an RFC 3339 date-time: {value!r}")
+    return _parse(value)
+
+
+def _parse(value: str) -> datetime:
+    value = re.sub(r"(\.\d{6})\d+", r"\1", value)
     parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
@@ -151,16 +165,20 @@ class FormbricksEmulator(Emulator):
         limit = 100
         if "limit" in params:
             try:
+                if not re.fullmatch(r"[+-]?\d+", params["limit"]):
+                    raise ValueError(params["limit"])
                 limit = int(params["limit"])
                 if not 1 <= limit <= 1000:
                     invalid.append(("limit", "must be between 1 and 1000"))
             except ValueError:
                 invalid.append(("limit", "must be an integer"))
         bounds: dict[str, datetime] = {}
-        for name in ("since", "until", "updated_since"):
+        # An older Hub does not know updated_since and ignores it like any unknown parameter.
+        bound_names = ("since", "until", "updated_since") if self.state.hub_supports_updated_sort else ("since", "until")
+        for name in bound_names:
             if name in params:
                 try:
-                    value = _ts(params[name])
+                    value = _strict_ts(params[name])
                 except ValueError:
                     invalid.append((name, "must be an RFC 3339 date-time"))
                     continue
@@ -198,7 +216,7 @@ class FormbricksEmulator(Emulator):
         for name in STRING_FILTERS:
             wanted = params.get(name)
             if wanted is not None:
-                actual = record.get("user_id", record.get("user_identifier")) if name == "user_identifier" else record.get(name)
+                actual = record.get("user_id", record.get("user_identifier")) if name in ("user_identifier", "user_id") else record.get(name)
                 if actual != wanted:
                     return False
         return True
