@@ -3,6 +3,7 @@
     feedback-pipeline sandbox [--port 8765]   serve the five emulators, print the variables
     feedback-pipeline demo                    what ``make demo`` runs
     feedback-pipeline ui                      what ``make ui`` runs (sandbox + dagster dev)
+    feedback-pipeline reset PROVIDER          forget a provider's rows and cursors (re-sync from scratch)
 """
 
 from __future__ import annotations
@@ -66,8 +67,28 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     return 0
 
 
+UI_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+UI_STRAGGLER_SECONDS = 15.0
+
+
+def _signal_group(pgid: int, signum: int) -> bool:
+    """Send ``signum`` to a process group; False when the group is gone."""
+    try:
+        os.killpg(pgid, signum)
+        return True
+    except ProcessLookupError:
+        return False
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
-    """Sandbox on a fixed port plus ``dagster dev`` with a persistent DAGSTER_HOME."""
+    """Sandbox on a fixed port plus ``dagster dev`` with a persistent DAGSTER_HOME.
+
+    ``dagster dev`` (webserver, daemon, code server, run workers) runs in its own process group
+    so that a stop request reaches it exactly once: Ctrl-C, SIGTERM or SIGHUP to this process is
+    forwarded as one SIGINT to the whole group (dagster's own graceful shutdown; a second SIGINT
+    would abort it half-way), a second request kills the group, and whatever is left of the group
+    shortly after ``dagster dev`` exits is killed before the sandbox stops.
+    """
     root = Path.cwd()
     home = root / ".dagster_home"
     home.mkdir(exist_ok=True)
@@ -77,14 +98,34 @@ def cmd_ui(args: argparse.Namespace) -> int:
     env.setdefault("FEEDBACK_START_DATE", (datetime.now(UTC).date() - timedelta(days=args.days - 1)).isoformat())
     print(f"Sandbox on {server.url}; Dagster UI on http://{args.host}:{args.port} (DAGSTER_HOME={home})", flush=True)
     command = [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-h", args.host, "-p", str(args.port)]
-    process = subprocess.Popen(command, env=env)
+    stops: list[int] = []
+
+    def _stop(signum: int, _frame: object) -> None:
+        stops.append(signum)
+        if process is not None:
+            _signal_group(process.pid, signal.SIGINT if len(stops) == 1 else signal.SIGKILL)
+
+    process: subprocess.Popen | None = None
+    previous = {signum: signal.signal(signum, _stop) for signum in UI_STOP_SIGNALS}
     try:
-        return process.wait()
-    except KeyboardInterrupt:
-        process.send_signal(signal.SIGINT)
-        return process.wait()
+        process = subprocess.Popen(command, env=env, start_new_session=True)
+        if stops:  # a stop request arrived while starting
+            _signal_group(process.pid, signal.SIGINT)
+        code = process.wait()
+        deadline = time.monotonic() + UI_STRAGGLER_SECONDS
+        while _signal_group(process.pid, 0) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        _signal_group(process.pid, signal.SIGKILL)
+        return 0 if stops else code
     finally:
+        if process is not None and process.poll() is None:  # an unexpected error in this process
+            _signal_group(process.pid, signal.SIGKILL)
+            process.wait()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         server.stop()
+        if stops:
+            print("Stopped the Dagster UI and the sandbox.", flush=True)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -95,6 +136,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return run_demo(server, db_path=args.db, days=args.days)
     finally:
         server.stop()
+
+
+def cmd_reset(args: argparse.Namespace) -> int:
+    """Forget a provider's rows and cursors (see Warehouse.reset)."""
+    from .settings import PipelineSettings
+    from .warehouse import Warehouse
+
+    path = PipelineSettings.from_env().db_path
+    removed = Warehouse(path).reset(args.provider, args.account)
+    print(f"{path}: removed " + ", ".join(f"{n} from {t}" for t, n in removed.items()))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,6 +169,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sandbox-port", type=int, default=DEFAULT_SANDBOX_PORT)
     _add_sandbox_options(p, days=90)
     p.set_defaults(func=cmd_ui)
+
+    from .schema import PROVIDERS
+
+    p = sub.add_parser("reset", help="forget one provider's rows, rejects and cursors in FEEDBACK_DB")
+    p.add_argument("provider", choices=PROVIDERS)
+    p.add_argument("--account", help="only this account_id (default: every account of the provider)")
+    p.set_defaults(func=cmd_reset)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")

@@ -422,6 +422,18 @@ class Warehouse:
             {**span, "now": now, "started": started_at},
         )
 
+    def reset(self, provider: str, account_id: str | None = None) -> dict[str, int]:
+        """Forget a provider (or one of its accounts): rows, rejects, sync state and cursors, in one
+        transaction, then publish. The next run reads its windows from scratch."""
+        where = "provider = $p" + (" AND account_id = $a" if account_id is not None else "")
+        args = {"p": provider, **({"a": account_id} if account_id is not None else {})}
+        removed = {}
+        with self.transaction() as con:
+            for table in ("feedback", "feedback_rejects", "pipeline_sync_days", "pipeline_cursors", "pipeline_refresh_keys"):
+                removed[table] = con.execute(f"DELETE FROM {table} WHERE {where}", args).fetchone()[0]
+        self.publish()
+        return removed
+
     # -- reads for checks and metadata ---------------------------------------------------------
 
     def checks(self, provider: str, account_id: str, first_day: date, last_day: date) -> dict[str, Any]:

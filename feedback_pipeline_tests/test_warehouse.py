@@ -211,3 +211,27 @@ def test_an_analyst_holding_the_database_open_never_blocks_a_write_or_publish(wh
         release.set()
         reader.join(60)
     assert result.get(timeout=5) == (1, 1)  # the analyst's session kept its consistent view
+
+
+def test_reset_forgets_one_provider_only_and_publishes(wh: Warehouse):
+    commit(wh, batch_of({"id": "a"}), resume={"after": "x"})
+    other = FeedbackBatch("mintlify", "acct")
+    other.add({}, feedback_id="m", collected_at="2026-03-01T00:00:00Z")
+    commit(wh, other, scope=Scope("mintlify", "acct", D1, D1))
+    removed = wh.reset("mapbox")
+    assert removed["feedback"] == 1 and removed["pipeline_cursors"] == 1
+    assert rows(wh, "SELECT provider FROM feedback") == [("mintlify",)]
+    con = duckdb.connect(str(wh.path), read_only=True)
+    assert con.execute("SELECT provider FROM feedback").fetchall() == [("mintlify",)]
+    con.close()
+
+
+def test_the_reset_command_uses_feedback_db(tmp_path: Path, monkeypatch, capsys):
+    from feedback_pipeline.cli import main
+
+    wh = Warehouse(tmp_path / "x.duckdb")
+    commit(wh, batch_of({"id": "a"}))
+    monkeypatch.setenv("FEEDBACK_DB", str(wh.path))
+    assert main(["reset", "mapbox"]) == 0
+    assert "removed 1 from feedback" in capsys.readouterr().out
+    assert rows(wh, "SELECT count(*) FROM feedback") == [(0,)]
