@@ -36,12 +36,13 @@ sandbox: install
 bench: install
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
-## make e2e: drives the real web UI in headless Chromium (installs Debian chromium packages)
+## make e2e: drives the real web UI in headless Chromium (installs Debian chromium packages);
+## screenshots land in screenshots/. Not part of make test (testpaths only has feedback_pipeline_tests).
 e2e: install
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 		(apt-get update -qq && apt-get install -y -qq chromium chromium-driver)
 	$(PIP) install -e ".[e2e]"
-	$(BIN)/python -m pytest -m e2e -p no:cacheprovider e2e
+	$(BIN)/python -m pytest -p no:cacheprovider e2e
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

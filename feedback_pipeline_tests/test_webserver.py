@@ -1,0 +1,397 @@
+"""The web UI's side of the pipeline: ``dagster dev`` with the repo's dagster.yaml, driven through
+the same GraphQL API (and the same mutations) the UI uses.
+
+One ``dagster dev`` (webserver + daemon + code server) is started for the module against the
+sandbox, with a temporary DAGSTER_HOME holding the repo's ``dagster.yaml`` verbatim, so the
+queued run coordinator, the run-granularity writer pool limit of one and the daemons are in force.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import httpx
+import pytest
+
+from feedback_pipeline.assets import DESCRIPTIONS
+from feedback_pipeline.sandbox.server import SandboxServer, free_port
+from feedback_pipeline.schema import PROVIDERS
+
+from .conftest import make_sandbox
+
+pytestmark = pytest.mark.slow
+
+UTC = timezone.utc
+ROOT = Path(__file__).resolve().parents[1]
+ASSETS = sorted(f"{p}_feedback" for p in PROVIDERS)
+LOCATION = "feedback_pipeline"
+REPOSITORY = "__repository__"
+PARTITIONS = 70  # FEEDBACK_START_DATE is 69 days ago: 70 daily partitions, today included
+BACKFILL = 60  # the backfill covers the 60 days before today
+STARTUP_TIMEOUT = 90
+BACKFILL_TIMEOUT = 240  # ~120 s seen on 2 CPUs: 30 s backfill-daemon ticks around a ~50 s run
+
+
+@dataclass
+class Webserver:
+    url: str
+    process: subprocess.Popen
+    log_path: Path
+    db_path: Path
+    home: Path
+    first_partition: date
+    client: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=30))
+
+    def graphql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+        response = self.client.post(f"{self.url}/graphql", json={"query": query, "variables": variables or {}})
+        response.raise_for_status()
+        body = response.json()
+        assert not body.get("errors"), body["errors"]
+        return body["data"]
+
+    def log_tail(self, chars: int = 6000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:]
+
+
+def _stop_process_group(process: subprocess.Popen) -> None:
+    """dagster dev spawns the webserver, the daemon, a code server and run workers: stop them all."""
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            pass
+        except ProcessLookupError:
+            return
+    try:
+        os.killpg(process.pid, signal.SIGKILL)  # stragglers (children outlive a clean exit too)
+    except ProcessLookupError:
+        pass
+    process.wait(timeout=10)
+
+
+def _wait_until_ready(server: Webserver) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    query = "{ repositoriesOrError { ... on RepositoryConnection { nodes { name location { name } } } } }"
+    while True:
+        if server.process.poll() is not None:
+            pytest.fail(f"dagster dev exited with {server.process.returncode}:\n{server.log_tail()}")
+        try:
+            data = server.graphql(query)
+            names = [(n["location"]["name"], n["name"]) for n in data["repositoriesOrError"].get("nodes", [])]
+            if (LOCATION, REPOSITORY) in names:
+                return
+        except (httpx.HTTPError, AssertionError, ValueError):
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"dagster dev did not answer GraphQL within {STARTUP_TIMEOUT}s:\n{server.log_tail()}")
+        time.sleep(0.5)
+
+
+@contextmanager
+def dagster_dev(sandbox: SandboxServer, tmp: Path, *, partitions: int = PARTITIONS) -> Iterator[Webserver]:
+    """``dagster dev -w workspace.yaml`` on a free port against ``sandbox``, DAGSTER_HOME in ``tmp``
+    holding the repo's dagster.yaml, FEEDBACK_DB in ``tmp``; ready when GraphQL lists the location.
+    The whole process group is stopped on exit. (Also used by the browser test in e2e/.)"""
+    home = tmp / "dagster_home"
+    home.mkdir()
+    shutil.copyfile(ROOT / "dagster.yaml", home / "dagster.yaml")
+    first = datetime.now(UTC).date() - timedelta(days=partitions - 1)
+    db_path = tmp / "feedback.duckdb"
+    env = {
+        **os.environ,
+        **sandbox.env(),
+        "DAGSTER_HOME": str(home),
+        "FEEDBACK_DB": str(db_path),
+        "FEEDBACK_START_DATE": first.isoformat(),
+        "PYTHONUNBUFFERED": "1",
+    }
+    port = free_port()
+    log_path = tmp / "dagster-dev.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = Webserver(f"http://127.0.0.1:{port}", process, log_path, db_path, home, first)
+    try:
+        _wait_until_ready(server)
+        yield server
+    finally:
+        server.client.close()
+        _stop_process_group(process)
+
+
+@pytest.fixture(scope="module")
+def sandbox_70_days() -> Iterator[SandboxServer]:
+    server = make_sandbox(days=PARTITIONS, per_day=10)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def webserver(sandbox_70_days: SandboxServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Webserver]:
+    with dagster_dev(sandbox_70_days, tmp_path_factory.mktemp("webserver")) as server:
+        yield server
+
+
+# -- queries and mutations (shaped like the UI's own) ---------------------------------------------
+
+ASSET_NODES = """
+query AssetNodes {
+  assetNodes {
+    assetKey { path }
+    groupName
+    kinds
+    description
+    isPartitioned
+    pools
+    backfillPolicy { policyType maxPartitionsPerRun }
+    partitionKeys
+    jobNames
+  }
+}
+"""
+
+INSTANCE = """
+query Instance {
+  instance {
+    runQueuingSupported
+    runQueueConfig { maxConcurrentRuns }
+    poolConfig { poolGranularity defaultPoolLimit }
+    concurrencyLimit(concurrencyKey: "feedback_duckdb_writer") { limit usingDefaultLimit }
+    daemonHealth { allDaemonStatuses { daemonType required healthy } }
+  }
+}
+"""
+
+LAUNCH_BACKFILL = """
+mutation LaunchPartitionBackfill($backfillParams: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $backfillParams) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PartitionSetNotFoundError { message }
+    ... on PartitionKeysNotFoundError { message }
+    ... on UnauthorizedError { message }
+    ... on PythonError { message stack }
+  }
+}
+"""
+
+BACKFILL_STATUS = """
+query BackfillStatus($backfillId: String!) {
+  partitionBackfillOrError(backfillId: $backfillId) {
+    __typename
+    ... on PartitionBackfill {
+      id
+      status
+      isAssetBackfill
+      numPartitions
+      error { message }
+      runs { runId status jobName tags { key value } }
+      assetBackfillData {
+        assetBackfillStatuses {
+          ... on AssetPartitionsStatusCounts {
+            assetKey { path }
+            numPartitionsTargeted
+            numPartitionsInProgress
+            numPartitionsMaterialized
+            numPartitionsFailed
+          }
+        }
+      }
+    }
+    ... on PythonError { message }
+  }
+}
+"""
+
+PARTITION_STATUS = """
+query PartitionStatus($assetKeys: [AssetKeyInput!]) {
+  assetNodes(assetKeys: $assetKeys) {
+    assetKey { path }
+    partitionStats { numMaterialized numPartitions numFailed numMaterializing }
+    assetPartitionStatuses {
+      __typename
+      ... on TimePartitionStatuses { ranges { startKey endKey status } }
+    }
+  }
+}
+"""
+
+SCHEDULE = """
+query Schedule($scheduleSelector: ScheduleSelector!) {
+  scheduleOrError(scheduleSelector: $scheduleSelector) {
+    __typename
+    ... on Schedule {
+      name
+      cronSchedule
+      executionTimezone
+      pipelineName
+      description
+      defaultStatus
+      scheduleState { id status }
+    }
+  }
+}
+"""
+
+START_SCHEDULE = """
+mutation StartThisSchedule($scheduleSelector: ScheduleSelector!) {
+  startSchedule(scheduleSelector: $scheduleSelector) {
+    __typename
+    ... on ScheduleStateResult { scheduleState { id status } }
+    ... on UnauthorizedError { message }
+    ... on PythonError { message }
+  }
+}
+"""
+
+STOP_SCHEDULE = """
+mutation StopSchedule($id: String!) {
+  stopRunningSchedule(id: $id) {
+    __typename
+    ... on ScheduleStateResult { scheduleState { id status } }
+    ... on UnauthorizedError { message }
+    ... on PythonError { message }
+  }
+}
+"""
+
+
+def _days(first: date, last: date) -> list[str]:
+    return [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
+
+
+def _materialized_keys(node: dict[str, Any]) -> set[str]:
+    statuses = node["assetPartitionStatuses"]
+    assert statuses["__typename"] == "TimePartitionStatuses", statuses
+    keys: set[str] = set()
+    for status_range in statuses["ranges"]:
+        if status_range["status"] == "MATERIALIZED":
+            keys.update(_days(date.fromisoformat(status_range["startKey"]), date.fromisoformat(status_range["endKey"])))
+    return keys
+
+
+# -- tests ------------------------------------------------------------------------------------------
+
+
+def test_the_instance_runs_with_the_repos_dagster_yaml(webserver: Webserver):
+    instance = webserver.graphql(INSTANCE)["instance"]
+    assert instance["runQueuingSupported"] is True  # QueuedRunCoordinator
+    assert instance["runQueueConfig"]["maxConcurrentRuns"] == 4
+    assert instance["poolConfig"] == {"poolGranularity": "run", "defaultPoolLimit": 1}
+    assert instance["concurrencyLimit"]["limit"] == 1
+    daemons = {d["daemonType"]: d for d in instance["daemonHealth"]["allDaemonStatuses"] if d["required"]}
+    assert {"SCHEDULER", "BACKFILL", "QUEUED_RUN_COORDINATOR"} <= set(daemons)
+
+
+def test_the_five_assets_are_in_group_feedback_with_kinds_descriptions_and_daily_partitions(webserver: Webserver):
+    nodes = {"/".join(n["assetKey"]["path"]): n for n in webserver.graphql(ASSET_NODES)["assetNodes"]}
+    assert sorted(nodes) == ASSETS
+    expected_keys = _days(webserver.first_partition, datetime.now(UTC).date())
+    for name, node in nodes.items():
+        provider = name.removesuffix("_feedback")
+        assert node["groupName"] == "feedback"
+        assert set(node["kinds"]) == {"duckdb", "api"}
+        assert node["description"].startswith(DESCRIPTIONS[provider])
+        assert "`feedback` table" in node["description"]
+        assert node["isPartitioned"] and node["pools"] == ["feedback_duckdb_writer"]
+        assert node["backfillPolicy"]["policyType"] == "SINGLE_RUN"
+        assert node["partitionKeys"][0] == expected_keys[0] and len(node["partitionKeys"]) in (PARTITIONS, PARTITIONS + 1)
+        assert "feedback_ingest" in node["jobNames"]
+
+
+def test_a_ui_backfill_of_60_partitions_of_all_five_assets_is_one_run_and_materializes_each_partition(webserver: Webserver):
+    today = datetime.now(UTC).date()
+    first, last = today - timedelta(days=BACKFILL), today - timedelta(days=1)
+    partitions = _days(first, last)
+    assert len(partitions) == BACKFILL and first > webserver.first_partition
+    asset_keys = [{"path": [name]} for name in ASSETS]
+
+    # What the Materialize dialog sends for a partition range of an asset selection.
+    launched = webserver.graphql(
+        LAUNCH_BACKFILL,
+        {"backfillParams": {"assetSelection": asset_keys, "partitionNames": partitions, "fromFailure": False, "tags": []}},
+    )["launchPartitionBackfill"]
+    assert launched["__typename"] == "LaunchBackfillSuccess", launched
+    backfill_id = launched["backfillId"]
+
+    deadline = time.monotonic() + BACKFILL_TIMEOUT
+    while True:
+        backfill = webserver.graphql(BACKFILL_STATUS, {"backfillId": backfill_id})["partitionBackfillOrError"]
+        assert backfill["__typename"] == "PartitionBackfill", backfill
+        if backfill["status"] not in ("REQUESTED", "CANCELING", "FAILING"):
+            break
+        if time.monotonic() > deadline:
+            pytest.fail(f"backfill still {backfill['status']} after {BACKFILL_TIMEOUT}s: {backfill}\n{webserver.log_tail()}")
+        time.sleep(2)
+
+    assert backfill["status"] in ("COMPLETED", "COMPLETED_SUCCESS"), (backfill, webserver.log_tail())
+    assert backfill["isAssetBackfill"] and backfill["numPartitions"] == BACKFILL
+    # Single-run backfill policy: the whole selection and range is one run.
+    assert len(backfill["runs"]) == 1, backfill["runs"]
+    run = backfill["runs"][0]
+    tags = {t["key"]: t["value"] for t in run["tags"]}
+    assert run["status"] == "SUCCESS"
+    assert tags["dagster/asset_partition_range_start"] == first.isoformat()
+    assert tags["dagster/asset_partition_range_end"] == last.isoformat()
+    assert tags["dagster/backfill"] == backfill_id
+    counts = {"/".join(s["assetKey"]["path"]): s for s in backfill["assetBackfillData"]["assetBackfillStatuses"]}
+    assert sorted(counts) == ASSETS
+    for status in counts.values():
+        assert (status["numPartitionsTargeted"], status["numPartitionsMaterialized"], status["numPartitionsFailed"]) == (BACKFILL, BACKFILL, 0)
+
+    # What the asset pages show: exactly the 60 backfilled partitions are materialized.
+    nodes = webserver.graphql(PARTITION_STATUS, {"assetKeys": asset_keys})["assetNodes"]
+    assert sorted("/".join(n["assetKey"]["path"]) for n in nodes) == ASSETS
+    for node in nodes:
+        assert _materialized_keys(node) == set(partitions), node["assetKey"]
+        stats = node["partitionStats"]
+        assert (stats["numMaterialized"], stats["numFailed"], stats["numMaterializing"]) == (BACKFILL, 0, 0), node
+
+    # The analysts' snapshot (read-only): every provider has rows on every day, none outside.
+    with duckdb.connect(str(webserver.db_path), read_only=True) as con:
+        rows = con.execute("SELECT provider, collected_date, count(*) FROM feedback GROUP BY ALL").fetchall()
+    days_by_provider: dict[str, set[str]] = {}
+    for provider, collected, count in rows:
+        assert count > 0
+        days_by_provider.setdefault(provider, set()).add(collected.isoformat())
+    assert {p: days_by_provider.get(p, set()) for p in PROVIDERS} == {p: set(partitions) for p in PROVIDERS}
+
+
+def test_the_hourly_schedule_exists_and_can_be_started_and_stopped(webserver: Webserver):
+    selector = {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY, "scheduleName": "feedback_ingest_hourly"}
+    schedule = webserver.graphql(SCHEDULE, {"scheduleSelector": selector})["scheduleOrError"]
+    assert schedule["__typename"] == "Schedule", schedule
+    assert (schedule["cronSchedule"], schedule["executionTimezone"], schedule["pipelineName"]) == ("0 * * * *", "UTC", "feedback_ingest")
+    assert schedule["defaultStatus"] == "STOPPED" and schedule["scheduleState"]["status"] == "STOPPED"
+
+    started = webserver.graphql(START_SCHEDULE, {"scheduleSelector": selector})["startSchedule"]
+    try:
+        assert started["__typename"] == "ScheduleStateResult", started
+        assert started["scheduleState"]["status"] == "RUNNING"
+        state = webserver.graphql(SCHEDULE, {"scheduleSelector": selector})["scheduleOrError"]["scheduleState"]
+        assert state["status"] == "RUNNING"
+    finally:
+        stopped = webserver.graphql(STOP_SCHEDULE, {"id": started["scheduleState"]["id"]})["stopRunningSchedule"]
+    assert stopped["__typename"] == "ScheduleStateResult", stopped
+    assert stopped["scheduleState"]["status"] == "STOPPED"
+    assert webserver.graphql(SCHEDULE, {"scheduleSelector": selector})["scheduleOrError"]["scheduleState"]["status"] == "STOPPED"
