@@ -13,7 +13,7 @@ import dagster as dg
 
 from .providers import provider_class
 from .providers.base import Window
-from .schema import FEEDBACK_COLUMNS
+from .schema import COLUMN_DESCRIPTIONS, FEEDBACK_COLUMNS
 from .settings import FULL_REFRESH_TAG, PipelineResource
 from .sync import SyncReport, sync
 from .warehouse import Warehouse
@@ -61,7 +61,10 @@ def build_provider_asset(provider: str, partitions_def: dg.PartitionsDefinition)
         metadata={
             "dagster/table_name": "feedback",
             "dagster/column_schema": dg.TableSchema(
-                columns=[dg.TableColumn(name, sqltype.replace(" NOT NULL", "")) for name, sqltype, _ in FEEDBACK_COLUMNS]
+                columns=[
+                    dg.TableColumn(name, sqltype.replace(" NOT NULL", ""), description=COLUMN_DESCRIPTIONS[name])
+                    for name, sqltype, _ in FEEDBACK_COLUMNS
+                ]
             ),
         },
         tags={"provider": provider},

@@ -6,6 +6,7 @@ Loaded by ``workspace.yaml`` and ``dagster ... -m feedback_pipeline.definitions`
 from __future__ import annotations
 
 import os
+import warnings
 
 import dagster as dg
 
@@ -15,6 +16,10 @@ from .providers import provider_class
 from .schedules import build_hourly_schedule
 from .schema import PROVIDERS
 from .settings import PipelineResource, PipelineSettings
+
+
+# BackfillPolicy is marked beta in this Dagster release; we pin the release, so the warning is noise.
+warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
 
 def build_definitions(environ: dict[str, str] | None = None) -> dg.Definitions:

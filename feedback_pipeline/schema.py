@@ -31,6 +31,26 @@ FEEDBACK_COLUMNS: tuple[tuple[str, str, pa.DataType], ...] = (
     ("ingested_at", "TIMESTAMPTZ NOT NULL", pa.timestamp("us", tz="UTC")),
 )
 
+COLUMN_DESCRIPTIONS: dict[str, str] = {
+    "provider": "mintlify, usersnap, formbricks, mapbox or feedbackkit",
+    "account_id": "Mintlify project, Usersnap project, Formbricks tenant, MAPBOX_ACCOUNT or FEEDBACKKIT_PROJECT",
+    "feedback_id": "the provider's id of the record",
+    "collected_at": "when the end user gave the feedback (UTC)",
+    "collected_date": "UTC date of collected_at: the partition key",
+    "updated_at": "the provider's last-update time, where it has one",
+    "status": "unified status: open, in_progress, resolved, dismissed, or NULL",
+    "provider_status": "the provider's own status value, unchanged",
+    "category": "Mintlify source, Usersnap first label, Formbricks field_type, Mapbox/FeedbackKit category",
+    "title": "FeedbackKit title, Formbricks field_label",
+    "body": "the free text of the feedback",
+    "rating": "numeric score where the provider has one (Usersnap rating, Formbricks value_number)",
+    "user_id": "the end user's id where given",
+    "user_email": "the end user's email where given",
+    "page_url": "Mintlify path, Usersnap client.url",
+    "attributes": "JSON: every other field of the record",
+    "ingested_at": "when the pipeline last changed the row's content",
+}
+
 KEY_COLUMNS: tuple[str, ...] = ("provider", "account_id", "feedback_id")
 
 # Columns a normalizer produces (everything but ingested_at), as an Arrow schema.
