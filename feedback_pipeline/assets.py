@@ -78,8 +78,7 @@ def build_provider_asset(provider: str, partitions_def: dg.PartitionsDefinition)
         warehouse = Warehouse(pipeline.db_path, lock_timeout=pipeline.lock_timeout_seconds)
         context.log.info(f"{provider}: syncing {window}{' (full refresh)' if full_refresh else ''}")
         report = sync(provider_obj, warehouse, window, full_refresh=full_refresh, logger=context.log)
-        stats = warehouse.checks(provider, provider_obj.account_id, window.first_day, window.last_day)
-        return dg.MaterializeResult(metadata=_metadata(report, stats), check_results=_check_results(key, report, stats))
+        return dg.MaterializeResult(metadata=_metadata(report, report.checks), check_results=_check_results(key, report, report.checks))
 
     return _asset
 

@@ -19,13 +19,14 @@ import queue
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 from .normalize import FeedbackBatch
 from .providers.base import Page, Provider, Query, StaleCursor, Window
-from .warehouse import Scope, Warehouse, WriteCounts
+from .warehouse import CursorRow, Scope, Warehouse, WriteCounts
 
 UTC = timezone.utc
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ class SyncReport:
     resumed: list[str] = field(default_factory=list)
     watermark: datetime | None = None
     published: bool = False
+    checks: dict[str, Any] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=lambda: {"fetch_wait": 0.0, "normalize": 0.0, "commit": 0.0, "publish": 0.0})
     duration: float = 0.0
 
@@ -106,26 +108,33 @@ def sync(provider: Provider, warehouse: Warehouse, window: Window, *, full_refre
     report = SyncReport(provider.name, provider.account_id, window, full_refresh)
     scope = Scope(provider.name, provider.account_id, window.first_day, window.last_day)
     warehouse.initialize()
-    with provider.open() as http:
-        try:
-            for planned in plan_queries(provider, warehouse, window, full_refresh=full_refresh):
-                report.queries.append(planned.key)
-                try:
-                    _run_query(provider, http, warehouse, scope, planned, report, logger, resume=True)
-                except StaleCursor:
-                    logger.warning(f"{provider.name}: stored cursor of {planned.key} is no longer accepted; restarting that query")
-                    warehouse.drop_cursor(provider.name, provider.account_id, planned.key)
-                    _run_query(provider, http, warehouse, scope, planned, report, logger, resume=False)
-        finally:
-            report.requests = http.stats.requests
-            report.retries = http.stats.retries
-            # Whatever was committed before a failure is published too: it is consistent.
-            if report.counts.changed:
-                _publish(warehouse, report)
-    if not warehouse.path.exists():
-        _publish(warehouse, report)
-    synced = warehouse.sync_days(provider.name, provider.account_id, window.first_day, window.last_day)
-    report.watermark = min((w for _, w in synced.values()), default=None) if len(synced) == len(window.days()) else None
+    with warehouse.connect():  # one open of the file for all of the planning reads
+        plan = plan_queries(provider, warehouse, window, full_refresh=full_refresh)
+        stored = {q.key: warehouse.cursor(provider.name, provider.account_id, q.key) for q in plan}
+    try:
+        with provider.open() as http, ExitStack() as tail:
+            try:
+                for index, planned in enumerate(plan):
+                    report.queries.append(planned.key)
+                    # The last query's final commit keeps the file open for the closing reads.
+                    hold = tail if index == len(plan) - 1 else None
+                    try:
+                        _run_query(provider, http, warehouse, scope, planned, stored.get(planned.key), report, logger, hold=hold)
+                    except StaleCursor:
+                        logger.warning(f"{provider.name}: stored cursor of {planned.key} is no longer accepted; restarting that query")
+                        warehouse.drop_cursor(provider.name, provider.account_id, planned.key)
+                        _run_query(provider, http, warehouse, scope, planned, None, report, logger, hold=hold)
+            finally:
+                report.requests = http.stats.requests
+                report.retries = http.stats.retries
+            with warehouse.connect():
+                synced = warehouse.sync_days(provider.name, provider.account_id, window.first_day, window.last_day)
+                report.checks = warehouse.checks(provider.name, provider.account_id, window.first_day, window.last_day)
+            report.watermark = min((w for _, w in synced.values()), default=None) if len(synced) == len(window.days()) else None
+    finally:
+        # Whatever was committed, before a failure too, is consistent: publish it.
+        if report.counts.changed:
+            _publish(warehouse, report)
     report.duration = time.monotonic() - started
     return report
 
@@ -145,8 +154,20 @@ def _publish(warehouse: Warehouse, report: SyncReport) -> None:
     report.seconds["publish"] += time.monotonic() - t0
 
 
-def _run_query(provider: Provider, http: Any, warehouse: Warehouse, scope: Scope, planned: PlannedQuery, report: SyncReport, logger: Any, *, resume: bool) -> None:
-    stored = warehouse.cursor(provider.name, provider.account_id, planned.key) if resume else None
+def _run_query(
+    provider: Provider,
+    http: Any,
+    warehouse: Warehouse,
+    scope: Scope,
+    planned: PlannedQuery,
+    stored: CursorRow | None,
+    report: SyncReport,
+    logger: Any,
+    *,
+    hold: ExitStack | None = None,
+) -> None:
+    """Run one planned query to its end, committing as it goes; ``hold`` keeps the connection of
+    the final commit open in that stack."""
     if stored is not None:
         # Same query as the unfinished one: keep its lower bound and start time, continue after
         # its last committed page.
@@ -217,6 +238,8 @@ def _run_query(provider: Provider, http: Any, warehouse: Warehouse, scope: Scope
     # The generator ended: the query is complete. The final commit marks its days synced.
     if last_resume is not None:
         logger.warning(f"{provider.name}: {planned.key} ended with a resume value; treating it as complete")
+    if hold is not None:
+        hold.enter_context(warehouse.connect())
     commit(None)
 
 

@@ -29,6 +29,7 @@ from typing import Any
 
 import duckdb
 import orjson
+import pandas  # noqa: F401 - pyarrow imports it lazily on the first array; pay that at import time
 import pyarrow as pa
 import pyarrow.compute as pc
 from filelock import FileLock
@@ -175,6 +176,7 @@ class Warehouse:
         self.lock_timeout = lock_timeout
         self.memory_limit = memory_limit
         self._lock: FileLock | None = None
+        self._con: duckdb.DuckDBPyConnection | None = None
 
     # -- connections --------------------------------------------------------------------
 
@@ -202,8 +204,10 @@ class Warehouse:
             try:
                 con.execute("SET TimeZone = 'UTC'")
                 self._migrate(con)
+                self._con = con
                 yield con
             finally:
+                self._con = None
                 con.close()
 
     @contextmanager
@@ -479,9 +483,12 @@ class Warehouse:
         committed transaction and no WAL is needed), then renamed over the target: readers that
         have the old file open keep reading it undisturbed.
         """
-        with self.locked():
-            with self.connect() as con:
-                con.execute("CHECKPOINT")
+        if self._con is not None:
+            # DuckDB 2.0 refuses a CHECKPOINT on a connection that has run write transactions
+            # ("other write transactions active"), so publishing always uses a fresh one.
+            raise RuntimeError("publish() needs the working database closed in this process")
+        with self.connect() as con:
+            con.execute("CHECKPOINT")
             tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex}.tmp")
             try:
                 shutil.copyfile(self.work_path, tmp)
