@@ -76,7 +76,10 @@ def coerce_rating(value: Any) -> float | None:
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, (int, float)):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond any double (JSON allows any number of digits)
+            return None
     elif isinstance(value, str):
         try:
             number = float(value.strip())
@@ -102,7 +105,9 @@ def parse_timestamp(value: Any) -> datetime:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         try:
-            parsed = datetime.fromisoformat(value.strip())
+            # Surrounding spaces, and RFC 3339's lowercase "t" and "z" (fromisoformat wants them
+            # uppercase).
+            parsed = datetime.fromisoformat(value.strip().upper())
         except ValueError:
             raise BadTimestamp(RejectReason.UNPARSEABLE_COLLECTED_AT) from None
     if parsed.tzinfo is None:
@@ -127,7 +132,14 @@ def dumps_json(value: Any) -> str:
         return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS).decode()
     except TypeError:
         # orjson refuses lone surrogates; clean them out and try again.
-        return orjson.dumps(_scrub(value), option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS).decode()
+        scrubbed = _scrub(value)
+        try:
+            return orjson.dumps(scrubbed, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS).decode()
+        except TypeError:
+            # ... and integers beyond 64 bits (valid JSON): the stdlib writes those, same layout.
+            import json
+
+            return json.dumps(scrubbed, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def _scrub(value: Any) -> Any:
@@ -150,7 +162,12 @@ def loads_json(content: bytes | str) -> Any:
     except orjson.JSONDecodeError:
         import json
 
-        return json.loads(content)
+        try:
+            return json.loads(content)
+        except RecursionError:
+            # Nested deeper than any parser goes (orjson stops at 1024 levels): a bad page, not
+            # a crash of the run.
+            raise ValueError("JSON nested too deeply") from None
 
 
 def payload_key(payload: Any) -> str:
@@ -204,7 +221,10 @@ class FeedbackBatch:
         self._updated: list[int | None] = []
         self._text: dict[str, list[Any]] = {name: [] for name in _TEXT_COLUMNS}
         self._rating: list[float | None] = []
-        self._attributes: list[bytes] = []
+        # Attribute JSON of every row, back to back, with end offsets: orjson hands out each
+        # result in an 8 KiB buffer, so keeping per-row bytes objects would cost ~8 KiB a row.
+        self._attributes = bytearray()
+        self._attribute_ends: list[int] = []
         self._rejects: dict[str, list[Any]] = {name: [] for name in REJECT_SCHEMA.names}
 
     def __len__(self) -> int:
@@ -265,14 +285,15 @@ class FeedbackBatch:
         text["user_email"].append(_text(user_email))
         text["page_url"].append(_text(page_url))
         kind = type(rating)
-        self._rating.append(float(rating) if (kind is int or kind is float) and math.isfinite(rating) else coerce_rating(rating))
+        self._rating.append(float(rating) if kind is float and math.isfinite(rating) else coerce_rating(rating))
         if attributes:
             try:
-                self._attributes.append(orjson.dumps(attributes, option=_JSON_OPTIONS))
+                self._attributes += orjson.dumps(attributes, option=_JSON_OPTIONS)
             except TypeError:
-                self._attributes.append(dumps_json(attributes).encode())
+                self._attributes += dumps_json(attributes).encode()
         else:
-            self._attributes.append(b"{}")
+            self._attributes += b"{}"
+        self._attribute_ends.append(len(self._attributes))
         return True
 
     def reject(self, record: Any, reason: str, *, feedback_id: Any = None, keep_payload: bool = True) -> None:
@@ -299,7 +320,11 @@ class FeedbackBatch:
             "collected_date": pc.divide(collected, _DAY_US).cast(pa.int32()).cast(pa.date32()),
             "updated_at": pa.array(self._updated, pa.int64()).cast(pa.timestamp("us", tz="UTC")),
             "rating": pa.array(self._rating, pa.float64()),
-            "attributes": pa.array(self._attributes, pa.binary()).cast(pa.string()),
+            "attributes": pa.LargeStringArray.from_buffers(
+                n,
+                pa.array([0, *self._attribute_ends], pa.int64()).buffers()[1],
+                pa.py_buffer(bytes(self._attributes)),
+            ).cast(pa.string()),
         }
         for name in _TEXT_COLUMNS:
             columns[name] = _text_array(self._text[name])

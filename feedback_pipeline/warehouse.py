@@ -39,7 +39,7 @@ from .schema import CONTENT_COLUMNS, FEEDBACK_COLUMNS, REJECT_COLUMNS, ROW_COLUM
 UTC = timezone.utc
 STORAGE_VERSION = "v1.4.0"  # readable by every DuckDB client from 1.4 on (CONTRACT.md section 4)
 SCHEMA_VERSION = 1
-DEFAULT_MEMORY_LIMIT = "256MB"
+DEFAULT_MEMORY_LIMIT = "128MB"
 
 
 def _ddl_columns(columns: tuple[tuple[str, str, Any], ...]) -> str:
@@ -305,15 +305,27 @@ class Warehouse:
             in_window = _in_scope(rows, scope)
             counts.out_of_window = rows.num_rows - in_window.num_rows
             if in_window.num_rows:
-                # The same id twice: keep the latest updated_at, else the last received.
-                batch = in_window.append_column("_seq", pa.array(range(in_window.num_rows), type=pa.int64()))
-                con.register("_batch", batch)
-                con.execute(
-                    """CREATE OR REPLACE TEMP TABLE _stage AS
-                    SELECT * EXCLUDE (_seq) FROM _batch
-                    QUALIFY row_number() OVER (PARTITION BY feedback_id ORDER BY updated_at DESC NULLS LAST, _seq DESC) = 1"""
-                )
+                if pc.count_distinct(in_window.column("feedback_id")).as_py() == in_window.num_rows:
+                    con.register("_batch", in_window)
+                    con.execute("CREATE OR REPLACE TEMP TABLE _stage AS SELECT * FROM _batch")
+                else:
+                    # The same id twice: keep the latest updated_at, else the last received.
+                    batch = in_window.append_column("_seq", pa.array(range(in_window.num_rows), type=pa.int64()))
+                    con.register("_batch", batch)
+                    con.execute(
+                        """CREATE OR REPLACE TEMP TABLE _stage AS
+                        SELECT * EXCLUDE (_seq) FROM _batch
+                        QUALIFY row_number() OVER (PARTITION BY feedback_id ORDER BY updated_at DESC NULLS LAST, _seq DESC) = 1"""
+                    )
                 con.unregister("_batch")
+                # Only stored rows whose key is in the batch are read (a semi join built on the
+                # batch), so the cost and memory of a commit follow the batch, not the table.
+                con.execute(
+                    """CREATE OR REPLACE TEMP TABLE _existing AS
+                    SELECT * FROM feedback
+                    WHERE provider = $p AND account_id = $a AND feedback_id IN (SELECT feedback_id FROM _stage)""",
+                    params,
+                )
                 distinct = " OR ".join(f"f.{c} IS DISTINCT FROM s.{c}" for c in CONTENT_COLUMNS)
                 con.execute(
                     f"""CREATE OR REPLACE TEMP TABLE _actions AS
@@ -322,9 +334,7 @@ class Warehouse:
                              WHEN f.updated_at IS NOT NULL AND s.updated_at IS NOT NULL AND s.updated_at < f.updated_at THEN 'stale'
                              WHEN {distinct} THEN 'update'
                              ELSE 'same' END AS action
-                    FROM _stage s
-                    LEFT JOIN (SELECT * FROM feedback WHERE provider = $p AND account_id = $a) f USING (feedback_id)""",
-                    params,
+                    FROM _stage s LEFT JOIN _existing f USING (feedback_id)"""
                 )
                 tally = dict(con.execute("SELECT action, count(*) FROM _actions GROUP BY action").fetchall())
                 counts.inserted = tally.get("insert", 0)
