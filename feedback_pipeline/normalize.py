@@ -14,7 +14,7 @@ import hashlib
 import math
 import re
 from collections.abc import Mapping
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import orjson

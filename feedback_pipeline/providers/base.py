@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import dagster as dg
 
-from ..http import HttpClient, RetryPolicy
+from ..http import HttpClient, ProviderRequestError, RetryPolicy
 from ..normalize import FeedbackBatch
 
 UTC = timezone.utc
@@ -59,13 +59,19 @@ class ProviderResource(dg.ConfigurableResource):
             )
         for name, setting in self.ENV.items():
             value = getattr(self, name)
-            if setting.url and value:
-                parts = urlsplit(value)
-                if parts.scheme not in ("http", "https") or not parts.netloc:
-                    raise ConfigurationError(
-                        f"{setting.var} must be an http(s) URL such as https://host[:port][/path]; "
-                        f"got a value that is not one."
-                    )
+            if not value:
+                continue
+            # A stray newline or space (a copy-paste into .env) would otherwise surface as an
+            # obscure protocol error after retries; the value itself is never echoed.
+            if value != value.strip() or any(ord(c) < 32 or ord(c) == 127 for c in value):
+                raise ConfigurationError(
+                    f"{setting.var} has leading/trailing whitespace or a control character "
+                    "(a stray newline?); set it without them."
+                )
+            if setting.secret and not value.isascii():
+                raise ConfigurationError(f"{setting.var} contains non-ASCII characters; keys and secrets are ASCII, check the value.")
+            if setting.url:
+                _check_url(setting.var, value)
 
     def secret_values(self) -> list[str]:
         """Values that must never be printed (for redaction)."""
@@ -85,6 +91,26 @@ class ProviderResource(dg.ConfigurableResource):
     @classmethod
     def is_configured(cls, environ: Mapping[str, str]) -> bool:
         return all(environ.get(s.var) for s in cls.ENV.values() if s.required)
+
+
+def _check_url(var: str, value: str) -> None:
+    """An http(s) base URL with a host, a valid port, no credentials, query or fragment."""
+    problem = None
+    try:
+        parts = urlsplit(value)
+        port_ok = parts.port is None or 0 < parts.port
+    except ValueError:
+        parts, port_ok = None, False
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        problem = "must be an http(s) URL such as https://host[:port][/path]; got a value that is not one"
+    elif not port_ok:
+        problem = "has an invalid port"
+    elif parts.username is not None or parts.password is not None:
+        problem = "must not contain credentials (user:password@); set the provider's key variables instead"
+    elif parts.query or parts.fragment or value.endswith(("?", "#")):
+        problem = "must be a base URL without a query string or fragment"
+    if problem:
+        raise ConfigurationError(f"{var} {problem}.")
 
 
 @dataclass(frozen=True)
@@ -182,6 +208,17 @@ class Provider(ABC):
             hints=self.hints,
             **kwargs,
         )
+
+    def get_page(self, http: HttpClient, url: str, *, endpoint: str, params: Any, validate: Any, resumed: bool) -> Any:
+        """GET one page. ``resumed`` marks the first request of a query resumed from a stored
+        cursor: a 400 to it means the API no longer accepts that cursor (expired, or from another
+        API version), which the engine handles by restarting the query."""
+        try:
+            return http.get_json(url, endpoint=endpoint, params=params, validate=validate)
+        except ProviderRequestError as refused:
+            if resumed and refused.status == 400:
+                raise StaleCursor(f"{self.name}: the stored cursor was refused") from refused
+            raise
 
     @abstractmethod
     def open(self) -> HttpClient:

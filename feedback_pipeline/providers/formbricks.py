@@ -27,10 +27,10 @@ from typing import Any, ClassVar
 
 import orjson
 
-from ..http import BadPage, HttpClient, ProviderRequestError
+from ..http import BadPage, HttpClient
 from ..normalize import FeedbackBatch, parse_optional_timestamp
 from ..schema import RejectReason
-from .base import EnvSetting, Page, Provider, ProviderResource, Query, StaleCursor
+from .base import EnvSetting, Page, Provider, ProviderResource, Query
 
 UTC = timezone.utc
 PAGE_SIZE = 1000
@@ -129,12 +129,8 @@ class FormbricksProvider(Provider):
     def _pages(self, http: HttpClient, params: dict[str, Any], mode: str, *, resumed: str | None) -> Iterator[Page]:
         """Follow ``next_cursor`` from ``params`` to the end."""
         while True:
-            try:
-                body = http.get_json(self.url, endpoint="list feedback-records", params=params, validate=_check_envelope)
-            except ProviderRequestError as refused:
-                if refused.status == 400 and resumed and params.get("cursor") == resumed:
-                    raise StaleCursor(f"{self.name}: the Hub refused the stored cursor") from refused
-                raise
+            first_of_resumed = bool(resumed) and params.get("cursor") == resumed
+            body = self.get_page(http, self.url, endpoint="list feedback-records", params=params, validate=_check_envelope, resumed=first_of_resumed)
             yield self._page(body, mode)
             if not body.get("next_cursor"):
                 return

@@ -30,10 +30,10 @@ from typing import Any, ClassVar
 
 import httpx
 
-from ..http import BadPage, HttpClient, ProviderError, ProviderRequestError, RetryPolicy
+from ..http import BadPage, HttpClient, ProviderError, RetryPolicy
 from ..normalize import FeedbackBatch
 from ..schema import RejectReason
-from .base import EnvSetting, Page, Provider, ProviderResource, Query, StaleCursor
+from .base import EnvSetting, Page, Provider, ProviderResource, Query
 
 UTC = timezone.utc
 PAGE_SIZE = 1000
@@ -179,13 +179,7 @@ class MapboxProvider(Provider):
             request = dict(params)
             if cursor:
                 request["after"] = cursor
-            try:
-                body = http.get_json(self.url, endpoint="list feedback", params=request, validate=_check_envelope)
-            except ProviderRequestError as exc:
-                if resumed and exc.status == 400:
-                    # The stored cursor is refused (expired or from another API version).
-                    raise StaleCursor(f"{self.name}: the stored cursor was refused: {exc}") from None
-                raise
+            body = self.get_page(http, self.url, endpoint="list feedback", params=request, validate=_check_envelope, resumed=resumed)
             resumed = False
             items = body["items"]
             next_cursor = body.get("end_cursor")

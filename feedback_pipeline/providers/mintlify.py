@@ -29,10 +29,10 @@ from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 from urllib.parse import quote
 
-from ..http import BadPage, HttpClient, ProviderError, ProviderRequestError
+from ..http import BadPage, HttpClient, ProviderError
 from ..normalize import FeedbackBatch
 from ..schema import RejectReason
-from .base import ConfigurationError, EnvSetting, Page, Provider, ProviderResource, Query, StaleCursor
+from .base import ConfigurationError, EnvSetting, Page, Provider, ProviderResource, Query
 
 DEFAULT_BASE_URL = "https://api.mintlify.com"
 PAGE_SIZE = 100  # documented maximum ("Required range: 1 <= x <= 100")
@@ -113,12 +113,7 @@ class MintlifyProvider(Provider):
         while True:
             if cursor:
                 params["cursor"] = cursor
-            try:
-                body = http.get_json(self.url, endpoint="get feedback", params=params, validate=_check_envelope)
-            except ProviderRequestError as exc:
-                if resumed and exc.status == 400:
-                    raise StaleCursor(f"mintlify: the stored cursor was refused ({exc})") from exc
-                raise
+            body = self.get_page(http, self.url, endpoint="get feedback", params=params, validate=_check_envelope, resumed=resumed)
             resumed = False
             next_cursor = body.get("nextCursor") if body["hasMore"] else None
             yield Page(records=body["feedback"], resume={"cursor": next_cursor} if next_cursor else None)
