@@ -120,6 +120,18 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return max(0.0, when.timestamp() - current)
 
 
+_BEARER = re.compile(r"(?i)(\bbearer\s+)[A-Za-z0-9\-._~+/]{8,}=*")
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
+
+
+def _secret_forms(secret: str) -> set[str]:
+    """``secret`` as it may appear in a response body: raw, URL-encoded, JSON-escaped."""
+    import json
+    from urllib.parse import quote, quote_plus
+
+    return {secret, quote(secret, safe=""), quote_plus(secret), json.dumps(secret)[1:-1]}
+
+
 class HttpClient:
     """A retrying JSON client for one provider.
 
@@ -237,9 +249,14 @@ class HttpClient:
             self._sleep(delay)
 
     def redact(self, text: str) -> str:
-        """Remove every known secret and secret query value from ``text``."""
+        """Remove every known secret (also URL- and JSON-escaped), bearer tokens and JWTs (a
+        server may echo the ``Authorization`` header; a minted Usersnap token is a credential for
+        minutes) and secret query values from ``text``."""
         for secret in self._secrets:
-            text = text.replace(secret, REDACTED)
+            for form in _secret_forms(secret):
+                text = text.replace(form, REDACTED)
+        text = _BEARER.sub(lambda m: m.group(1) + REDACTED, text)
+        text = _JWT.sub(REDACTED, text)
         return re.sub(r"https?://\S+", lambda m: redact_url(m.group(0)), text)
 
     # -- internals ---------------------------------------------------------------------------
@@ -270,8 +287,9 @@ class HttpClient:
             text = response.text
         except Exception:  # noqa: BLE001 - undecodable body: say nothing rather than fail
             return ""
-        text = " ".join(text.split())
-        return self.redact(text[:limit] + ("..." if len(text) > limit else ""))
+        # Redact before cutting: a key straddling the cut would otherwise leak its first half.
+        text = self.redact(" ".join(text[: limit * 50].split()))
+        return text[:limit] + ("..." if len(text) > limit else "")
 
     def _refusal_message(self, method: str, endpoint: str, response: httpx.Response) -> str:
         status = response.status_code

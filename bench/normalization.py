@@ -1,0 +1,104 @@
+"""Normalization alone: each emulator's ``generate_day`` records, served form (JSON round trip),
+fed page by page to ``provider.normalize`` into a ``FeedbackBatch`` that is turned into an Arrow
+table (``batch.rows()``) every ``COMMIT_ROWS`` rows, as the sync engine does. No network, no DuckDB.
+JSON parsing of the same pages is timed separately, for comparison.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import orjson
+
+from feedback_pipeline.normalize import FeedbackBatch, loads_json
+from feedback_pipeline.providers import provider_class
+from feedback_pipeline.sandbox.app import load_emulators
+from feedback_pipeline.sandbox.core import SandboxState
+from feedback_pipeline.sync import COMMIT_ROWS
+
+from .common import PAGE_SIZES, PROVIDERS, SEED
+
+UTC = timezone.utc
+HIDDEN_FIELDS = {"mintlify": ("_at",)}  # stored by the emulator, never served
+
+
+def make_provider(name: str, env: dict[str, str]) -> Any:
+    """A provider instance configured from the sandbox's environment (plain values)."""
+    cls = provider_class(name)
+    resource_cls = cls.resource_class
+    kwargs = {field: env[setting.var] for field, setting in resource_cls.ENV.items() if env.get(setting.var)}
+    return cls(resource_cls(**kwargs))
+
+
+def served_pages(name: str, records_per_provider: int, days: int) -> list[bytes]:
+    """The provider's generated records as the sandbox would serve them, as JSON page bodies."""
+    state = SandboxState(seed=SEED, days=days, per_day=max(1, records_per_provider // days), mintlify_rate_limit=None)
+    emulator = load_emulators(state, (name,))[name]
+    rng = state.rng(name)
+    now = datetime.now(UTC)
+    today = now.date()
+    records: list[dict[str, Any]] = []
+    for i in range(days - 1, -1, -1):
+        records.extend(emulator.generate_day(rng, today - timedelta(days=i), state.per_day, now))
+    hidden = HIDDEN_FIELDS.get(name, ())
+    if hidden:
+        records = [{k: v for k, v in r.items() if k not in hidden} for r in records]
+    size = PAGE_SIZES[name] or len(records)
+    return [orjson.dumps(records[i : i + size]) for i in range(0, len(records), size)]
+
+
+def measure(env: dict[str, str], records_per_provider: int, repeat: int, days: int = 100) -> dict[str, Any]:
+    """Per provider: records/s of normalize + rows() (median over ``repeat``), and the parts."""
+    out: dict[str, Any] = {}
+    for name in PROVIDERS:
+        pages = served_pages(name, records_per_provider, days)
+        provider = make_provider(name, env)
+        # Untimed warm-up: first-call costs (pyarrow's time zone database, regex compilation)
+        # are paid once per process, not per record.
+        warm = FeedbackBatch(provider.name, provider.account_id)
+        provider.normalize(loads_json(pages[0]), warm)
+        warm.rows(), warm.rejects()
+        runs = []
+        for _ in range(repeat):
+            parsed_pages = []
+            t0 = time.perf_counter()
+            for body in pages:
+                parsed_pages.append(loads_json(body))
+            parse_seconds = time.perf_counter() - t0
+            records = sum(len(p) for p in parsed_pages)
+            normalize_seconds = rows_seconds = 0.0
+            rows = rejects = 0
+            batch = FeedbackBatch(provider.name, provider.account_id)
+            for page in parsed_pages:
+                t0 = time.perf_counter()
+                provider.normalize(page, batch)
+                normalize_seconds += time.perf_counter() - t0
+                if len(batch) + batch.reject_count >= COMMIT_ROWS:
+                    t0 = time.perf_counter()
+                    rows += batch.rows().num_rows
+                    rejects += batch.rejects().num_rows
+                    rows_seconds += time.perf_counter() - t0
+                    batch = FeedbackBatch(provider.name, provider.account_id)
+            t0 = time.perf_counter()
+            rows += batch.rows().num_rows
+            rejects += batch.rejects().num_rows
+            rows_seconds += time.perf_counter() - t0
+            total = normalize_seconds + rows_seconds
+            runs.append(
+                {
+                    "records": records,
+                    "rows": rows,
+                    "rejects": rejects,
+                    "normalize_seconds": normalize_seconds,
+                    "rows_seconds": rows_seconds,
+                    "seconds": total,
+                    "records_per_second": records / total if total else None,
+                    "json_parse_seconds": parse_seconds,
+                    "json_parse_records_per_second": records / parse_seconds if parse_seconds else None,
+                    "json_bytes": sum(len(b) for b in pages),
+                }
+            )
+        out[name] = runs
+    return out

@@ -1,0 +1,603 @@
+"""``make bench`` / ``python -m bench.run``: what users feel, on the sandbox over loopback.
+
+    python -m bench.run                        200,000 records, 3 repeats (medians)
+    python -m bench.run --records 1000000 --repeat 1
+    python -m bench.run --quick --repeat 1     tiny data: the smoke test (< 60 s)
+    python -m bench.run --profile              also one backfill under pyinstrument
+    python -m bench.run --executor job         runs with the job's own (multiprocess) executor
+
+The sandbox runs in its own process (``bench.sandbox_proc``, Mintlify rate limit off) and every
+Dagster run in a child process of its own (``bench.job_proc``), so on a 2-core machine each gets a
+core. Each repeat measures, in this order: the raw drain (bare httpx, bodies untouched), the same
+drain with orjson parsing, the initial backfill (``feedback_ingest`` over the whole range as ONE
+run, fresh database), an incremental run over the hourly range with no changes, then, after the
+control API touched 1% of every provider's records, the incremental run again. Normalization
+alone is timed in this process with the sandbox idle. Prints a markdown table; writes JSON to
+``bench/results/latest.json`` (``--output``) and, for full-size runs, ``records-<N>.json`` beside
+it, which later runs of another size read to judge whether peak memory is flat in the record count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+from . import common as C
+from .drain import drain_all, warm_up
+
+UTC = timezone.utc
+
+
+# -- processes ---------------------------------------------------------------------------------
+
+
+def log(message: str) -> None:
+    print(f"[bench {datetime.now().strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+class SandboxProcess:
+    """``python -m bench.sandbox_proc`` as a child; stops when its stdin closes."""
+
+    def __init__(self, days: int, per_day: int, workdir: Path):
+        self.stderr_path = workdir / "sandbox.stderr"
+        self._stderr = open(self.stderr_path, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.sandbox_proc", "--days", str(days), "--per-day", str(per_day), "--seed", str(C.SEED)],
+            cwd=C.ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+        )
+        line = self.proc.stdout.readline()  # type: ignore[union-attr]
+        if not line:
+            self.stop()
+            raise RuntimeError(f"the sandbox process did not start:\n{self.stderr_path.read_text(errors='replace')[-3000:]}")
+        info = json.loads(line)
+        self.url: str = info["url"]
+        self.env: dict[str, str] = info["env"]
+        self.records: dict[str, int] = info["records"]
+        self.generate_seconds: float = info["generate_seconds"]
+        self.ps = psutil.Process(self.proc.pid)
+        self.http = httpx.Client(base_url=self.url, timeout=600)
+
+    def cpu_seconds(self) -> float:
+        times = self.ps.cpu_times()
+        return times.user + times.system
+
+    def control(self, method: str, path: str, body: Any = None) -> Any:
+        response = self.http.request(method, path, json=body)
+        response.raise_for_status()
+        return response.json()
+
+    def stop(self) -> None:
+        try:
+            if getattr(self, "http", None) is not None:
+                self.http.close()
+            if self.proc.stdin:
+                self.proc.stdin.close()
+            self.proc.wait(timeout=20)
+        except (subprocess.TimeoutExpired, OSError):
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        finally:
+            self._stderr.close()
+
+
+class OtherLoad:
+    """CPU seconds used by processes other than the benchmark's own (sandbox, run children and this
+    process) while a phase ran: a direct measure of how noisy the machine was."""
+
+    def __init__(self, sandbox: "SandboxProcess"):
+        import resource
+
+        self._resource = resource
+        self.sandbox = sandbox
+        self.t0 = time.perf_counter()
+        self.busy0 = self._busy()
+        self.own0 = self._own()
+
+    @staticmethod
+    def _busy() -> float:
+        t = psutil.cpu_times()
+        return sum(t) - t.idle - getattr(t, "iowait", 0.0)
+
+    def _own(self) -> float:
+        me = self._resource.getrusage(self._resource.RUSAGE_SELF)
+        kids = self._resource.getrusage(self._resource.RUSAGE_CHILDREN)
+        return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime + self.sandbox.cpu_seconds()
+
+    def cores(self) -> float:
+        """Average number of cores the rest of the machine kept busy."""
+        seconds = time.perf_counter() - self.t0
+        other = (self._busy() - self.busy0) - (self._own() - self.own0)
+        return max(0.0, other / seconds) if seconds > 0 else 0.0
+
+
+EXECUTOR = "in_process"  # set from --executor
+
+
+def run_job(env: dict[str, str], first: str, last: str, workdir: Path, label: str, sandbox: SandboxProcess, profile: str | None = None) -> dict[str, Any]:
+    """One ``feedback_ingest`` run in a child process (``bench.job_proc``); its report plus the
+    child's total wall time (imports included) and the sandbox's CPU time meanwhile."""
+    result_path = workdir / f"{label}.json"
+    stderr_path = workdir / f"{label}.stderr"
+    executor = "in_process" if profile else EXECUTOR  # pyinstrument sees only this process
+    dagster_home = workdir / f"{label}-dagster"
+    dagster_home.mkdir(exist_ok=True)
+    config = {"env": env, "first": first, "last": last, "result": str(result_path), "profile": profile, "executor": executor, "dagster_home": str(dagster_home)}
+    sandbox_cpu = sandbox.cpu_seconds()
+    other = OtherLoad(sandbox)
+    t0 = time.perf_counter()
+    with open(stderr_path, "wb") as stderr:
+        proc = subprocess.run(
+            [sys.executable, "-m", "bench.job_proc"],
+            cwd=C.ROOT,
+            input=json.dumps(config).encode(),
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            timeout=4 * 3600,
+        )
+    process_seconds = time.perf_counter() - t0
+    if not result_path.exists():
+        raise RuntimeError(f"{label}: the run process exited with {proc.returncode} and no report:\n{stderr_path.read_text(errors='replace')[-4000:]}")
+    report = json.loads(result_path.read_text())
+    report["process_seconds"] = process_seconds
+    report["sandbox_cpu_seconds"] = sandbox.cpu_seconds() - sandbox_cpu
+    report["other_processes_cores"] = other.cores()
+    if not report["success"]:
+        raise RuntimeError(f"{label}: the run failed: {report['failures']}\n{stderr_path.read_text(errors='replace')[-2000:]}")
+    return report
+
+
+# -- one repeat ------------------------------------------------------------------------------------
+
+
+def summarize_run(report: dict[str, Any], page_min: dict[str, int] | None = None) -> dict[str, Any]:
+    """The numbers the table uses, from a job_proc report."""
+    providers = {}
+    for name in C.PROVIDERS:
+        meta = report["providers"].get(name, {})
+        step = report["steps"].get(f"{name}_feedback", {})
+        received = meta.get("records_received") or 0
+        providers[name] = {
+            "duration_seconds": meta.get("duration_seconds"),
+            "seconds_waiting_for_pages": meta.get("seconds_waiting_for_pages"),
+            "seconds_normalizing": meta.get("seconds_normalizing"),
+            "seconds_committing": meta.get("seconds_committing"),
+            "step_seconds": step.get("seconds"),
+            "step_peak_rss_mb": C.mb(step.get("peak_rss_bytes")),
+            "requests": meta.get("requests"),
+            "retries": meta.get("retries"),
+            "pages": meta.get("pages"),
+            "records_received": meta.get("records_received"),
+            "rows_inserted": meta.get("rows_inserted"),
+            "rows_updated": meta.get("rows_updated"),
+            "rows_unchanged": meta.get("rows_unchanged"),
+            "rows_rejected": meta.get("rows_rejected"),
+            "published_snapshot": meta.get("published_snapshot"),
+            "min_requests": (page_min or {}).get(name, C.min_requests(received, C.PAGE_SIZES[name])),
+        }
+    wall = report["wall_seconds"]
+    records = sum((p["records_received"] or 0) for p in providers.values())
+    steps = [s for s in report["steps"].values() if "start_offset" in s]
+    asset_seconds = sum((p["duration_seconds"] or 0.0) for p in providers.values())
+    return {
+        "wall_seconds": wall,
+        # Dagster's share: before the first step (run creation: planned events per partition),
+        # and inside the steps but outside the sync engine (materialization events per partition).
+        "before_first_step_seconds": min((s["start_offset"] for s in steps), default=None),
+        "after_last_step_seconds": (wall - max(s["end_offset"] for s in steps)) if steps else None,
+        "outside_sync_seconds": wall - asset_seconds,
+        "process_seconds": report["process_seconds"],
+        "asset_seconds": asset_seconds,
+        "records": records,
+        "records_per_second": records / wall if wall else None,
+        "requests": sum((p["requests"] or 0) for p in providers.values()),
+        "min_requests": sum(p["min_requests"] for p in providers.values()),
+        "peak_rss_mb": C.mb(report["peak_rss_bytes"]),
+        "rss_before_run_mb": C.mb(report["rss_before_run_bytes"]),
+        "cpu_seconds": report["cpu_user_seconds"] + report["cpu_system_seconds"] + report.get("cpu_children_seconds", 0.0),
+        "peak_tree_pss_mb": C.mb(report.get("peak_tree_pss_bytes")),
+        "sandbox_cpu_seconds": report["sandbox_cpu_seconds"],
+        "other_processes_cores": report["other_processes_cores"],
+        "providers": providers,
+    }
+
+
+def one_repeat(index: int, sandbox: SandboxProcess, base_env: dict[str, str], days: dict[str, str], workdir: Path) -> dict[str, Any]:
+    first, last, inc_first = days["first"], days["last"], days["incremental_first"]
+    first_d, last_d = datetime.fromisoformat(first).date(), datetime.fromisoformat(last).date()
+    out: dict[str, Any] = {"load_average_1min": round(os.getloadavg()[0], 2)}
+
+    warm_up(sandbox.env, first_d, last_d)
+    log(f"repeat {index + 1}: raw drain (bare)")
+    cpu, other = sandbox.cpu_seconds(), OtherLoad(sandbox)
+    out["raw_drain"] = drain_all(sandbox.env, first_d, last_d, parse=False)
+    out["raw_drain"]["sandbox_cpu_seconds"] = sandbox.cpu_seconds() - cpu
+    out["raw_drain"]["other_processes_cores"] = other.cores()
+    log(f"repeat {index + 1}: raw drain {out['raw_drain']['seconds']:.2f}s; drain + orjson parse")
+    cpu, other = sandbox.cpu_seconds(), OtherLoad(sandbox)
+    out["raw_drain_parse"] = drain_all(sandbox.env, first_d, last_d, parse=True)
+    out["raw_drain_parse"]["sandbox_cpu_seconds"] = sandbox.cpu_seconds() - cpu
+    out["raw_drain_parse"]["other_processes_cores"] = other.cores()
+    page_min = {name: C.min_requests(p["records"], C.PAGE_SIZES[name]) for name, p in out["raw_drain_parse"]["providers"].items()}
+
+    run_dir = workdir / f"repeat-{index + 1}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    env = {**base_env, "FEEDBACK_DB": str(run_dir / "feedback.duckdb")}
+    log(f"repeat {index + 1}: initial backfill {first}..{last} (child process)")
+    report = run_job(env, first, last, run_dir, "backfill", sandbox)
+    out["backfill"] = summarize_run(report, page_min)
+    out["backfill"]["rss_samples"] = report["rss_samples"]
+    out["backfill"]["import_and_build_seconds"] = report["import_and_build_seconds"]
+    out["backfill"]["database_mb"] = C.mb(sum(f.stat().st_size for f in run_dir.glob("feedback.duckdb*") if f.is_file()))
+    log(f"repeat {index + 1}: backfill {out['backfill']['wall_seconds']:.2f}s, peak RSS {out['backfill']['peak_rss_mb']:.0f} MB")
+
+    warm_up(sandbox.env, first_d, last_d)
+    log(f"repeat {index + 1}: incremental run {inc_first}..{last}, no changes")
+    out["incremental_no_change"] = summarize_run(run_job(env, inc_first, last, run_dir, "incremental-no-change", sandbox))
+
+    touched = {}
+    for name in C.PROVIDERS:
+        answer = sandbox.control("POST", f"/_control/{name}/touch", {"fraction": C.TOUCH_FRACTION, "seed": 1000 + index, "changes": C.TOUCH_CHANGES[name]})
+        touched[name] = answer["touched"]
+    warm_up(sandbox.env, first_d, last_d)
+    log(f"repeat {index + 1}: incremental run, {C.TOUCH_FRACTION:.0%} of the records changed ({sum(touched.values())} touched)")
+    out["incremental_changed"] = summarize_run(run_job(env, inc_first, last, run_dir, "incremental-changed", sandbox))
+    out["incremental_changed"]["touched"] = touched
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return out
+
+
+# -- aggregation ------------------------------------------------------------------------------------
+
+
+def aggregate(repeats: list[dict[str, Any]], section: str) -> dict[str, Any]:
+    runs = [r[section] for r in repeats]
+    summary = C.median_dict([{k: v for k, v in run.items() if k not in ("rss_samples",)} for run in runs])
+    summary["runs"] = runs
+    return summary
+
+
+def history_name(records: int, executor: str) -> str:
+    return f"records-{records}.json" if executor == "in_process" else f"records-{records}-{executor}.json"
+
+
+def memory_history(results_dir: Path, records: int, peak_mb: float | None, executor: str) -> list[dict[str, Any]]:
+    """Peak RSS of backfills of other sizes (``records-<N>.json``, same executor) plus this one."""
+    points = {records: peak_mb} if peak_mb is not None else {}
+    for path in results_dir.glob("records-*.json"):
+        try:
+            data = json.loads(path.read_text())
+            if (data["config"].get("executor") or "in_process") != executor or path.name != history_name(int(data["config"]["records"]), executor):
+                continue
+            n = int(data["config"]["records"])
+            if n != records:
+                points[n] = data["backfill"]["peak_rss_mb"]
+        except (ValueError, KeyError, TypeError):
+            continue
+    return [{"records": n, "peak_rss_mb": points[n]} for n in sorted(points)]
+
+
+def evaluate_targets(res: dict[str, Any]) -> list[dict[str, Any]]:
+    cfg, drain, back = res["config"], res["raw_drain"], res["backfill"]
+    inc = res["incremental_no_change"]
+    targets: list[dict[str, Any]] = []
+    ratio = back["wall_seconds"] / drain["seconds"] if drain["seconds"] else None
+    targets.append({
+        "name": "initial backfill wall time <= 1.25x raw drain",
+        "value": f"{back['wall_seconds']:.2f} s / {drain['seconds']:.2f} s = {ratio:.2f}x",
+        "ratio": ratio,
+        "pass": ratio is not None and ratio <= C.TARGET_BACKFILL_RATIO,
+    })
+    peak = back["peak_rss_mb"]
+    records = cfg["records"]
+    at_scale = records >= 1_000_000
+    targets.append({
+        "name": "peak memory of the run <= 400 MB for 1,000,000 records",
+        "value": f"{peak:.0f} MB at {records:,} records" + ("" if at_scale else " (target size not run: use --records 1000000)"),
+        "pass": peak <= C.TARGET_PEAK_MB_AT_1M if (at_scale or peak > C.TARGET_PEAK_MB_AT_1M) else None,
+    })
+    history = res.get("memory_history") or []
+    if len(history) >= 2:
+        lo, hi = history[0], history[-1]
+        slope = (hi["peak_rss_mb"] - lo["peak_rss_mb"]) / ((hi["records"] - lo["records"]) / 100_000)
+        targets.append({
+            "name": "peak memory flat in the number of records",
+            "value": ", ".join(f"{p['records']:,}: {p['peak_rss_mb']:.0f} MB" for p in history) + f" ({slope:+.1f} MB per 100k records)",
+            "slope_mb_per_100k": slope,
+            "pass": slope <= 5.0,
+        })
+    else:
+        targets.append({
+            "name": "peak memory flat in the number of records",
+            "value": "needs a run of another size (records-<N>.json in the results directory)",
+            "pass": None,
+        })
+    worst = max(
+        ((p["requests"] or 0) / p["min_requests"] - 1.0 for p in back["providers"].values() if p["min_requests"]),
+        default=0.0,
+    )
+    targets.append({
+        "name": "backfill requests within 1% of the minimum (each provider)",
+        "value": f"{back['requests']:.0f} made / {back['min_requests']:.0f} minimum; worst provider +{worst:.2%}",
+        "pass": worst <= C.TARGET_REQUESTS_SLACK + 1e-9,
+    })
+    targets.append({
+        "name": "incremental run, no changes: asset steps < 2 s",
+        "value": f"{inc['asset_seconds']:.2f} s (sum of duration_seconds); run wall {inc['wall_seconds']:.2f} s",
+        "pass": inc["asset_seconds"] < C.TARGET_INCREMENTAL_SECONDS,
+    })
+    rps = res["sandbox"]["records_per_second"]
+    targets.append({
+        "name": "sandbox >= 20,000 records/s (1,000-record pages)",
+        "value": ", ".join(f"{n} {v:,.0f}/s" for n, v in rps.items()),
+        "pass": all(v >= C.TARGET_SANDBOX_RPS for v in rps.values()),
+    })
+    return targets
+
+
+# -- table ---------------------------------------------------------------------------------------------
+
+
+def _f(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if digits == 0:
+            return f"{value:,.0f}"
+        return f"{value:,.{digits}f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _verdict(value: bool | None) -> str:
+    return "n/a" if value is None else ("PASS" if value else "**FAIL**")
+
+
+def render(res: dict[str, Any]) -> str:
+    cfg = res["config"]
+    drain, parse, back = res["raw_drain"], res["raw_drain_parse"], res["backfill"]
+    inc0, inc1, norm = res["incremental_no_change"], res["incremental_changed"], res["normalization"]
+    noise = max((res[k].get("other_processes_cores") or 0.0) for k in ("raw_drain", "backfill", "incremental_no_change", "incremental_changed"))
+    lines = [
+        f"## feedback-pipeline benchmark: {cfg['records']:,} records ({cfg['days']} days x {cfg['per_day']}/day x 5 providers), "
+        f"median of {cfg['repeat']} run(s){' [quick]' if cfg['quick'] else ''}",
+        "",
+        f"Sandbox over loopback in its own process (Mintlify rate limit off); runs in child processes with the {cfg['executor']} executor; {cfg['cpus']} CPUs; "
+        f"backfill range {cfg['first']}..{cfg['last']}, hourly range {cfg['incremental_first']}..{cfg['last']}.",
+        "",
+        f"Other processes on the machine kept {noise:.2f} cores busy on average during the measured phases (worst median phase); "
+        f"load average at start {cfg['load_average_start'][0]}"
+        + (" -- WARNING: the machine was not idle, numbers are noisy." if noise > 0.25 else "."),
+        "",
+        "| measure | value | target | result |",
+        "|---|---|---|---|",
+    ]
+    drain_rps = (parse["records"] or 0) / drain["seconds"] if drain["seconds"] else None
+    lines.append(f"| Raw drain (bare httpx, 5 providers in turn) | {_f(drain['seconds'])} s, {_f(drain_rps, 0)} records/s, {_f(drain['requests'])} requests, {_f(C.mb(drain['bytes']), 0)} MB | the limit | |")
+    lines.append(f"| Raw drain + orjson parse of every body | {_f(parse['seconds'])} s | info | |")
+    targets = {t["name"]: t for t in res["targets"]}
+    t = targets["initial backfill wall time <= 1.25x raw drain"]
+    lines.append(
+        f"| Initial backfill (one run, whole range) | {_f(back['wall_seconds'])} s, {_f(back['records_per_second'], 0)} records/s "
+        f"(child process {_f(back['process_seconds'])} s incl. imports; run CPU {_f(back['cpu_seconds'])} s, sandbox CPU {_f(back['sandbox_cpu_seconds'])} s) "
+        f"| <= 1.25x raw drain | {_f(t['ratio'])}x {_verdict(t['pass'])} |"
+    )
+    lines.append(
+        f"| - of which in the sync engine (sum of duration_seconds) | {_f(back['asset_seconds'])} s; outside it (Dagster) {_f(back['outside_sync_seconds'])} s, "
+        f"of which {_f(back['before_first_step_seconds'])} s before the first step | info | |"
+    )
+    t = targets["peak memory of the run <= 400 MB for 1,000,000 records"]
+    tree = f"; whole process tree {_f(back['peak_tree_pss_mb'], 0)} MB PSS" if back.get("peak_tree_pss_mb") else ""
+    lines.append(f"| Backfill peak RSS (ru_maxrss{', largest process' if tree else ''}) | {_f(back['peak_rss_mb'], 0)} MB (RSS before the run {_f(back['rss_before_run_mb'], 0)} MB{tree}) | <= 400 MB at 1M records | {_verdict(t['pass'])} |")
+    t = targets["peak memory flat in the number of records"]
+    lines.append(f"| Peak memory vs record count | {t['value']} | flat | {_verdict(t['pass'])} |")
+    t = targets["backfill requests within 1% of the minimum (each provider)"]
+    lines.append(f"| Backfill requests | {t['value']} | within 1% of the minimum | {_verdict(t['pass'])} |")
+    t = targets["incremental run, no changes: asset steps < 2 s"]
+    req0 = ", ".join(f"{n} {_f(p['requests'])}" for n, p in inc0["providers"].items())
+    lines.append(f"| Incremental run, no changes | {_f(inc0['asset_seconds'])} s in asset steps (run {_f(inc0['wall_seconds'])} s); requests: {req0} | < 2 s | {_verdict(t['pass'])} |")
+    req1 = ", ".join(f"{n} {_f(p['requests'])}" for n, p in inc1["providers"].items())
+    upd = sum((p["rows_updated"] or 0) for p in inc1["providers"].values())
+    lines.append(f"| Incremental run, 1% changed | {_f(inc1['asset_seconds'])} s in asset steps (run {_f(inc1['wall_seconds'])} s); requests: {req1}; {_f(upd, 0)} rows updated | info | |")
+    lines.append(f"| Normalization alone (normalize + rows()) | {_f(norm['records_per_second'], 0)} records/s overall; JSON parse alone {_f(norm['json_parse_records_per_second'], 0)} records/s | info | |")
+    t = targets["sandbox >= 20,000 records/s (1,000-record pages)"]
+    lines.append(f"| Sandbox alone (1,000-record pages) | {t['value']} | >= 20,000 records/s | {_verdict(t['pass'])} |")
+
+    lines += [
+        "",
+        "Per provider (medians; backfill columns from the materialization metadata):",
+        "",
+        "| provider | records | raw drain s | drain rec/s | backfill step s | waiting for pages s | normalizing s | committing s | step peak RSS MB | requests / min | incr. requests (none / 1%) | normalize rec/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name in C.PROVIDERS:
+        d, pr, b = drain["providers"][name], parse["providers"][name], back["providers"][name]
+        i0, i1, n = inc0["providers"][name], inc1["providers"][name], norm["providers"][name]
+        rps = pr["records"] / d["seconds"] if d["seconds"] else None
+        lines.append(
+            f"| {name} | {_f(pr['records'], 0)} | {_f(d['seconds'])} | {_f(rps, 0)} | {_f(b['duration_seconds'])} | {_f(b['seconds_waiting_for_pages'])} "
+            f"| {_f(b['seconds_normalizing'])} | {_f(b['seconds_committing'])} | {_f(b['step_peak_rss_mb'], 0)} | {_f(b['requests'], 0)} / {_f(b['min_requests'], 0)} "
+            f"| {_f(i0['requests'], 0)} / {_f(i1['requests'], 0)} | {_f(n['records_per_second'], 0)} |"
+        )
+    profile = res.get("profile")
+    if profile:
+        lines += ["", f"Profile of one backfill (pyinstrument, wall {_f(profile['wall_seconds'])} s under the profiler; files in {profile['directory']}):", ""]
+        for thread in ("main", "fetch"):
+            part = profile.get(thread)
+            if not part:
+                continue
+            total = part["breakdown"]["total_seconds"] or 1.0
+            cats = ", ".join(f"{k} {v:.2f} s ({v / total:.0%})" for k, v in part["breakdown"]["categories"].items() if v >= 0.005 * total)
+            lines.append(f"- {thread} thread ({total:.2f} s): {cats}")
+    lines += ["", f"JSON: {res['output']}"]
+    return "\n".join(lines)
+
+
+# -- main -----------------------------------------------------------------------------------------------
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for module in ("dagster", "duckdb", "httpx", "orjson", "pyarrow", "uvicorn"):
+        try:
+            out[module] = __import__(module).__version__
+        except Exception:  # noqa: BLE001
+            pass
+    try:
+        out["git_commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=C.ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=C.ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+        out["git_dirty"] = "yes" if dirty else "no"
+    except Exception:  # noqa: BLE001
+        pass
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", type=int, default=200_000, help="total records over the 5 providers and 365 days (default 200000)")
+    parser.add_argument("--repeat", type=int, default=3, help="repeats; the table shows medians (default 3)")
+    parser.add_argument("--quick", action="store_true", help=f"tiny data ({C.QUICK_DAYS} days x {C.QUICK_PER_DAY}/day): a smoke test")
+    parser.add_argument("--profile", action="store_true", help="also run one backfill under pyinstrument; profiles go next to the JSON")
+    parser.add_argument(
+        "--executor",
+        choices=("in_process", "job"),
+        default="in_process",
+        help="in_process (default): execute_in_process, steps one after the other in the run process; "
+        "job: the job's own executor (multiprocess/forkserver, as the UI and the schedule run it) on a temporary persistent instance",
+    )
+    parser.add_argument("--output", type=Path, default=C.RESULTS / "latest.json", help="where the JSON goes (default bench/results/latest.json)")
+    args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    global EXECUTOR
+    EXECUTOR = args.executor
+
+    days = C.QUICK_DAYS if args.quick else C.DAYS
+    per_day = C.QUICK_PER_DAY if args.quick else C.per_day_for(args.records)
+    total = days * per_day * len(C.PROVIDERS)
+    today = datetime.now(UTC).date()
+    first = today - timedelta(days=days - 1)
+    inc_first = max(first, today - timedelta(days=C.LOOKBACK_DAYS))
+    span = {"first": first.isoformat(), "last": today.isoformat(), "incremental_first": inc_first.isoformat()}
+    output: Path = args.output.resolve()
+    results_dir = output.parent
+    results_dir.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="feedback-bench-"))
+    started = time.perf_counter()
+    load_start = os.getloadavg()
+    if load_start[0] > 1.0:
+        log(f"WARNING: load average {load_start[0]:.1f} before starting: something else is running; numbers will be noisy")
+    log(f"{total:,} records ({days} days x {per_day}/day x 5), {args.repeat} repeat(s); work dir {workdir}")
+
+    sandbox = None
+    try:
+        sandbox = SandboxProcess(days, per_day, workdir)
+        log(f"sandbox at {sandbox.url} (pid {sandbox.proc.pid}); generated {sum(sandbox.records.values()):,} records in {sandbox.generate_seconds:.1f}s")
+        base_env = {
+            **sandbox.env,
+            "FEEDBACK_START_DATE": first.isoformat(),
+            "FEEDBACK_LOOKBACK_DAYS": str(C.LOOKBACK_DAYS),
+        }
+        repeats = [one_repeat(i, sandbox, base_env, span, workdir) for i in range(args.repeat)]
+
+        log("normalization alone (sandbox idle)")
+        from .normalization import measure
+
+        per_provider = 200 if args.quick else min(20_000, max(1_000, total // len(C.PROVIDERS)))
+        norm_runs = measure(sandbox.env, per_provider, args.repeat, days=C.QUICK_DAYS if args.quick else 100)
+
+        profile = None
+        if args.profile:
+            log("backfill under pyinstrument (not part of the medians)")
+            profile_dir = workdir / "profile"
+            profile_dir.mkdir()
+            warm_up(sandbox.env, first, today)
+            prefix = str(results_dir / f"profile-backfill-{total}")
+            report = run_job({**base_env, "FEEDBACK_DB": str(profile_dir / "feedback.duckdb")}, first.isoformat(), today.isoformat(), profile_dir, "profile", sandbox, profile=prefix)
+            profile = {"wall_seconds": report["wall_seconds"], "directory": str(results_dir), **report.get("profile", {}), "providers": summarize_run(report)["providers"]}
+    finally:
+        if sandbox is not None:
+            sandbox.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    res: dict[str, Any] = {
+        "load_average_1min_per_repeat": [r["load_average_1min"] for r in repeats],
+        "config": {
+            "records": total,
+            "records_requested": args.records,
+            "days": days,
+            "per_day": per_day,
+            "repeat": args.repeat,
+            "quick": args.quick,
+            "executor": args.executor,
+            "cpus": os.cpu_count(),
+            "load_average_start": [round(x, 2) for x in load_start],
+            "load_average_end": [round(x, 2) for x in os.getloadavg()],
+            **span,
+            "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "versions": _versions(),
+        },
+        "raw_drain": aggregate(repeats, "raw_drain"),
+        "raw_drain_parse": aggregate(repeats, "raw_drain_parse"),
+        "backfill": aggregate(repeats, "backfill"),
+        "incremental_no_change": aggregate(repeats, "incremental_no_change"),
+        "incremental_changed": aggregate(repeats, "incremental_changed"),
+        "output": str(output),
+    }
+    res["backfill"]["ratio_to_raw_drain"] = res["backfill"]["wall_seconds"] / res["raw_drain"]["seconds"]
+    # Sandbox alone: records served per second on 1,000-record pages (the bare drain of those two).
+    rps = {}
+    for name in ("formbricks", "mapbox"):
+        records = res["raw_drain_parse"]["providers"][name]["records"]
+        rps[name] = records / res["raw_drain"]["providers"][name]["seconds"]
+    res["sandbox"] = {
+        "generate_seconds": sandbox.generate_seconds if sandbox else None,
+        "records": sandbox.records if sandbox else None,
+        "records_per_second": rps,
+        "sandbox_cpu_seconds_during_raw_drain": res["raw_drain"]["sandbox_cpu_seconds"],
+    }
+    norm_providers = {name: C.median_dict(runs) | {"runs": runs} for name, runs in norm_runs.items()}
+    norm_records = sum(p["records"] for p in norm_providers.values())
+    res["normalization"] = {
+        "records_per_provider": per_provider,
+        "records_per_second": norm_records / sum(p["seconds"] for p in norm_providers.values()),
+        "json_parse_records_per_second": norm_records / sum(p["json_parse_seconds"] for p in norm_providers.values()),
+        "providers": norm_providers,
+    }
+    if profile:
+        res["profile"] = profile
+    res["memory_history"] = memory_history(results_dir, total, res["backfill"]["peak_rss_mb"], args.executor) if not args.quick else []
+    res["targets"] = evaluate_targets(res)
+    res["elapsed_seconds"] = time.perf_counter() - started
+
+    output.write_text(json.dumps(res, indent=1, default=str))
+    if not args.quick:
+        (results_dir / history_name(total, args.executor)).write_text(json.dumps(res, indent=1, default=str))
+    table = render(res)
+    (output.with_suffix(".md")).write_text(table + "\n")
+    print(table, flush=True)
+    log(f"done in {res['elapsed_seconds']:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
