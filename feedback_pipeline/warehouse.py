@@ -499,6 +499,10 @@ class Warehouse:
             raise RuntimeError("publish() needs the working database closed in this process")
         with self.connect() as con:
             con.execute("CHECKPOINT")
+            # A writer killed mid-copy leaves its temporary file behind; only writers create them,
+            # and they hold this lock, so any found now is litter.
+            for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):
+                stale.unlink(missing_ok=True)
             tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex}.tmp")
             try:
                 shutil.copyfile(self.work_path, tmp)

@@ -320,17 +320,6 @@ wh.publish()
         con.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "HOLE in warehouse.py (owner: warehouse): Warehouse.publish() copies into "
-        "'.<FEEDBACK_DB name>.<uuid>.tmp' and removes it in a finally block, which SIGKILL skips; "
-        "nothing removes it later, so every run killed mid-publish leaves a full-size copy of the "
-        "database next to FEEDBACK_DB. Proposed fix: in publish(), under the writer lock and before "
-        "copying, unlink every '.{name}.*.tmp' in the directory (only writers create them, and "
-        "they hold the lock)."
-    ),
-)
 def test_a_publish_killed_mid_copy_leaves_no_litter(tmp_path: Path) -> None:
     db = tmp_path / "feedback.duckdb"
     script = f"""
