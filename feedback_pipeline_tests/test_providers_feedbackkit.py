@@ -366,3 +366,18 @@ def test_missing_key_or_bad_url_fail_before_any_request_naming_the_variable():
     with pytest.raises(ConfigurationError, match="FEEDBACKKIT_BASE_URL"):
         FeedbackKitProvider(FeedbackKitResource(api_key="sf_x", base_url="api.feedbackkit.app"))
     assert FeedbackKitResource(api_key="sf_secret").secret_values() == ["sf_secret"]
+
+
+def test_only_the_windows_records_and_unreadable_ones_are_normalized(kit):
+    inside = item(createdAt="2026-03-10T23:59:59Z")
+    outside = item(createdAt="2026-03-11T00:00:00Z")
+    unreadable = item(createdAt="last tuesday")
+    ancient = item(createdAt="0001-01-01T00:00:00Z")
+    for record in (inside, outside, unreadable, ancient):
+        kit.sandbox.add("feedbackkit", record)
+    provider = provider_for(kit)
+    with provider.open() as http:
+        (page,) = provider.fetch(Query(Window.for_days(date(2026, 3, 10), date(2026, 3, 10))), http)
+    ids = {r["id"] for r in page.records}
+    assert {inside["id"], unreadable["id"], ancient["id"]} <= ids and outside["id"] not in ids
+    assert page.notes["snapshot_size"] == len(store(kit)) > len(page.records)

@@ -18,12 +18,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping
+from datetime import datetime, timezone
 from typing import Any, ClassVar
 
 from ..http import BadPage, HttpClient
-from ..normalize import FeedbackBatch
+from ..normalize import BadTimestamp, FeedbackBatch, parse_timestamp
 from ..schema import RejectReason
-from .base import EnvSetting, Page, Provider, ProviderResource, Query
+from .base import EnvSetting, Page, Provider, ProviderResource, Query, Window
+
+# Creation times outside this range are rejected by the shared rules; keep them for that.
+_EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_LATEST = datetime(2100, 1, 1, tzinfo=timezone.utc)
 
 DEFAULT_BASE_URL = "https://api.feedbackkit.app"
 # Fields carried by a unified column (documented camelCase names); everything else goes to attributes.
@@ -103,7 +108,11 @@ class FeedbackKitProvider(Provider):
         # One request returns everything (no paging, no date filter), so the window, changes_since
         # and resume do not change what is asked; the engine splits the snapshot by collected date.
         body = http.get_json(self.url, endpoint="list feedbacks", params={"includeMerged": "true"}, validate=_check_envelope)
-        yield Page(records=body, resume=None, complete_snapshot=True, notes={"snapshot_size": len(body)})
+        # Only the window's records are normalized: an hourly run over 8 days must not pay for a
+        # year of snapshot. Records whose creation time cannot be read are kept, so they still
+        # reach feedback_rejects; the rest belong to other partitions.
+        in_window = [r for r in body if _in_window_or_unreadable(r, query.window)]
+        yield Page(records=in_window, resume=None, complete_snapshot=True, notes={"snapshot_size": len(body)})
 
     def normalize(self, records: list[Any], batch: FeedbackBatch) -> None:
         for record in records:
@@ -124,3 +133,14 @@ class FeedbackKitProvider(Provider):
                 user_email=item.get("userEmail"),
                 attributes={k: v for k, v in item.items() if k not in MAPPED},
             )
+
+
+def _in_window_or_unreadable(record: Any, window: Window) -> bool:
+    if not isinstance(record, dict):
+        return True
+    created = record.get("createdAt", record.get("created_at"))
+    try:
+        when = parse_timestamp(created)
+    except BadTimestamp:
+        return True
+    return window.contains(when) or not (_EARLIEST <= when < _LATEST)
