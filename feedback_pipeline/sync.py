@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 CHANGE_OVERLAP = timedelta(minutes=10)
 # A batch is committed when it reaches this many rows or this age, whichever comes first, so
 # memory stays flat and a slow, rate-limited API still checkpoints its progress.
-COMMIT_ROWS = 20_000
+COMMIT_ROWS = 10_000
 COMMIT_SECONDS = 5.0
 PREFETCH_PAGES = 2
 

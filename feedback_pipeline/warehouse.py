@@ -39,7 +39,7 @@ from .schema import CONTENT_COLUMNS, FEEDBACK_COLUMNS, REJECT_COLUMNS, ROW_COLUM
 UTC = timezone.utc
 STORAGE_VERSION = "v1.4.0"  # readable by every DuckDB client from 1.4 on (CONTRACT.md section 4)
 SCHEMA_VERSION = 1
-DEFAULT_MEMORY_LIMIT = "128MB"
+DEFAULT_MEMORY_LIMIT = "64MB"
 
 
 def _ddl_columns(columns: tuple[tuple[str, str, Any], ...]) -> str:
