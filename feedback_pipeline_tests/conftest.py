@@ -31,6 +31,35 @@ def make_sandbox(providers: tuple[str, ...] | None = None, **state: object) -> S
     return SandboxServer(Sandbox(SandboxState(**settings), providers=providers)).start()
 
 
+def reset_sandbox(server: SandboxServer, *, days: int = 30, per_day: int = 20, end: date | None = None) -> SandboxServer:
+    """Back to the default data (seed 7), every switch at its default, no faults, empty log."""
+    state = server.sandbox.state
+    state.seed, state.days, state.per_day, state.end = 7, days, per_day, end
+    state.mintlify_rate_limit = None
+    state.feedbackkit_snake_case = False
+    state.hub_supports_updated_sort = True
+    state.clear_faults()
+    state.clear_log()
+    state.extra.clear()
+    mintlify = server.sandbox.emulators.get("mintlify")
+    if mintlify is not None:
+        mintlify.rate_window = type(mintlify).rate_window
+    server.sandbox.generate()
+    return server
+
+
+def module_sandbox(*providers: str, **state: object):
+    """A module-scoped fixture serving ``providers`` (reset per test with :func:`reset_sandbox`)."""
+
+    @pytest.fixture(scope="module")
+    def server() -> Iterator[SandboxServer]:
+        srv = make_sandbox(providers, **state)
+        yield srv
+        srv.stop()
+
+    return server
+
+
 @pytest.fixture(scope="session")
 def sandbox_server() -> Iterator[SandboxServer]:
     """One sandbox with all five providers for the whole session; ``sandbox`` resets it."""
@@ -42,16 +71,7 @@ def sandbox_server() -> Iterator[SandboxServer]:
 @pytest.fixture
 def sandbox(sandbox_server: SandboxServer) -> SandboxServer:
     """The session sandbox, regenerated with default data, no faults and an empty request log."""
-    state = sandbox_server.sandbox.state
-    state.seed, state.days, state.per_day, state.end = 7, 30, 20, None
-    state.mintlify_rate_limit = None
-    state.feedbackkit_snake_case = False
-    state.hub_supports_updated_sort = True
-    state.clear_faults()
-    state.clear_log()
-    state.extra.clear()
-    sandbox_server.sandbox.generate()
-    return sandbox_server
+    return reset_sandbox(sandbox_server)
 
 
 def recent_window(days: int = 30) -> Window:

@@ -20,32 +20,19 @@ from feedback_pipeline.sandbox.core import json_response
 from feedback_pipeline.sandbox.feedbackkit import API_KEY, PROJECT, STATUSES, snake
 from feedback_pipeline.schema import STATUS_MAP, RejectReason
 
-try:
-    from .conftest import FAST_RETRIES, fetch_all, make_sandbox
-except ImportError:  # run as a rootdir module
-    from conftest import FAST_RETRIES, fetch_all, make_sandbox  # type: ignore[no-redef]
+from .conftest import FAST_RETRIES, fetch_all, module_sandbox, reset_sandbox
 
 UTC = timezone.utc
 END = date(2026, 3, 15)
 WINDOW = Window.for_days(END - timedelta(days=29), END)
 
 
-@pytest.fixture(scope="module")
-def server():
-    srv = make_sandbox(("feedbackkit",), end=END)
-    yield srv
-    srv.stop()
+server = module_sandbox("feedbackkit", end=END)
 
 
 @pytest.fixture
 def kit(server):
-    state = server.sandbox.state
-    state.seed, state.days, state.per_day, state.end = 7, 30, 20, END
-    state.feedbackkit_snake_case = False
-    state.clear_faults()
-    state.clear_log()
-    server.sandbox.generate()
-    return server
+    return reset_sandbox(server, end=END)
 
 
 def provider_for(server, **overrides) -> FeedbackKitProvider:

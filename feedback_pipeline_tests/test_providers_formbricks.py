@@ -21,12 +21,8 @@ from feedback_pipeline.sandbox import formbricks as emulator_module
 from feedback_pipeline.sandbox.formbricks import API_KEY, FOREIGN_TENANT, TENANT
 from feedback_pipeline.schema import RejectReason
 
-try:
-    from .conftest import FAST_RETRIES, fetch_all, make_sandbox
-    from .test_sandbox_formbricks import OpenAPIRequest, hub_spec
-except ImportError:  # run as rootdir modules
-    from conftest import FAST_RETRIES, fetch_all, make_sandbox  # type: ignore[no-redef]
-    from test_sandbox_formbricks import OpenAPIRequest, hub_spec  # type: ignore[no-redef]
+from .conftest import FAST_RETRIES, fetch_all, module_sandbox, reset_sandbox
+from .test_sandbox_formbricks import OpenAPIRequest, hub_spec
 
 UTC = timezone.utc
 END = date(2026, 3, 15)  # a fixed dataset (its update times all lie long before "now")
@@ -34,11 +30,7 @@ FULL = Window.for_days(END - timedelta(days=29), END)
 PATH = "/v1/feedback-records"
 
 
-@pytest.fixture(scope="module")
-def server():
-    srv = make_sandbox(("formbricks",), end=END)
-    yield srv
-    srv.stop()
+server = module_sandbox("formbricks", end=END)
 
 
 @pytest.fixture
@@ -47,13 +39,7 @@ def hub(server):
 
 
 def reset(server, *, days: int = 30, per_day: int = 20):
-    state = server.sandbox.state
-    state.seed, state.days, state.per_day, state.end = 7, days, per_day, END
-    state.hub_supports_updated_sort = True
-    state.clear_faults()
-    state.clear_log()
-    server.sandbox.generate()
-    return server
+    return reset_sandbox(server, days=days, per_day=per_day, end=END)
 
 
 def provider_for(server, **overrides) -> FormbricksProvider:

@@ -25,30 +25,18 @@ from feedback_pipeline.schema import RejectReason
 from feedback_pipeline.sandbox import mapbox as sm
 from feedback_pipeline.sandbox.core import Fault
 
-try:  # the tests directory may or may not be a package
-    from .conftest import FAST_RETRIES, fetch_all, make_sandbox, recent_window
-except ImportError:
-    from conftest import FAST_RETRIES, fetch_all, make_sandbox, recent_window  # type: ignore[no-redef]
+from .conftest import FAST_RETRIES, fetch_all, module_sandbox, recent_window, reset_sandbox
 
 UTC = timezone.utc
 TOKEN = sm.ACCESS_TOKEN
 
 
-@pytest.fixture(scope="module")
-def server():
-    srv = make_sandbox(("mapbox",))
-    yield srv
-    srv.stop()
+server = module_sandbox("mapbox")
 
 
 @pytest.fixture
 def sb(server):
-    state = server.sandbox.state
-    state.seed, state.days, state.per_day, state.end = 7, 30, 20, None
-    state.clear_faults()
-    state.clear_log()
-    server.sandbox.generate()
-    return server
+    return reset_sandbox(server)
 
 
 def make_provider(sb, **overrides) -> MapboxProvider:

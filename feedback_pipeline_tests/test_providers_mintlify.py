@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -22,32 +21,17 @@ from feedback_pipeline.sandbox.core import Fault
 from feedback_pipeline.sandbox.server import SandboxServer
 from feedback_pipeline.schema import RejectReason
 
-try:
-    from .conftest import FAST_RETRIES, fetch_all, make_sandbox, recent_window
-except ImportError:  # collected without the package __init__
-    from conftest import FAST_RETRIES, fetch_all, make_sandbox, recent_window  # type: ignore[no-redef]
+from .conftest import FAST_RETRIES, fetch_all, module_sandbox, recent_window, reset_sandbox
 
 UTC = timezone.utc
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[SandboxServer]:
-    srv = make_sandbox(("mintlify",))
-    yield srv
-    srv.stop()
+server = module_sandbox("mintlify")
 
 
 @pytest.fixture
 def sb(server: SandboxServer) -> SandboxServer:
-    state = server.sandbox.state
-    state.seed, state.days, state.per_day, state.end = 7, 30, 20, None
-    state.mintlify_rate_limit = None
-    state.clear_faults()
-    state.clear_log()
-    state.extra.clear()
-    server.sandbox.emulators["mintlify"].rate_window = mint.MintlifyEmulator.rate_window
-    server.sandbox.generate()
-    return server
+    return reset_sandbox(server)
 
 
 def make_provider(sb: SandboxServer, policy: RetryPolicy = FAST_RETRIES, **overrides: Any) -> MintlifyProvider:

@@ -33,7 +33,7 @@ from feedback_pipeline.sandbox import data as sdata
 from feedback_pipeline.sandbox.core import Fault
 from feedback_pipeline.sandbox.usersnap import JWT_KID, JWT_SECRET, PROJECT_ID, _ts
 
-from .conftest import FAST_RETRIES, fetch_all, make_sandbox, recent_window
+from .conftest import FAST_RETRIES, fetch_all, module_sandbox, recent_window, reset_sandbox
 
 UTC = timezone.utc
 
@@ -51,25 +51,12 @@ class Clock:
         self.now += seconds
 
 
-@pytest.fixture(scope="module")
-def server():
-    srv = make_sandbox(("usersnap",))
-    yield srv
-    srv.stop()
+server = module_sandbox("usersnap")
 
 
 @pytest.fixture
 def sb(server):
-    state = server.sandbox.state
-    state.seed, state.days, state.per_day, state.end = 7, 30, 20, None
-    state.clear_faults()
-    state.clear_log()
-    state.extra.clear()
-    store = server.sandbox.emulators["usersnap"].store
-    if getattr(server, "_clean_version", None) != store.version:  # regenerate only after a mutation
-        server.sandbox.generate()
-        server._clean_version = store.version
-    return server
+    return reset_sandbox(server)
 
 
 def regenerate(sb, **settings: Any) -> None:

@@ -16,10 +16,7 @@ from feedback_pipeline.sandbox.app import Sandbox
 from feedback_pipeline.sandbox.core import SandboxState
 from feedback_pipeline.sandbox.feedbackkit import API_KEY, CATEGORIES, STATUSES, snake
 
-try:
-    from .conftest import make_sandbox
-except ImportError:  # run as a rootdir module
-    from conftest import make_sandbox  # type: ignore[no-redef]
+from .conftest import module_sandbox, reset_sandbox
 
 UTC = timezone.utc
 PATH = "/api/v1/feedbacks"
@@ -58,22 +55,12 @@ BROKEN_CREATED = ("not-a-date", None, "1969-12-31T23:59:59Z")  # what generate_d
 _CLIENT = httpx.Client(timeout=30)  # one keep-alive client: a new client per request costs ~50 ms
 
 
-@pytest.fixture(scope="module")
-def server():
-    srv = make_sandbox(("feedbackkit",), end=END)
-    yield srv
-    srv.stop()
+server = module_sandbox("feedbackkit", end=END)
 
 
 @pytest.fixture
 def kit(server):
-    state = server.sandbox.state
-    state.seed, state.days, state.per_day, state.end = 7, 30, 20, END
-    state.feedbackkit_snake_case = False
-    state.clear_faults()
-    state.clear_log()
-    server.sandbox.generate()
-    return server
+    return reset_sandbox(server, end=END)
 
 
 def store(server) -> dict[str, dict]:

@@ -27,10 +27,7 @@ from werkzeug.datastructures import Headers, ImmutableMultiDict
 
 from feedback_pipeline.sandbox.formbricks import API_KEY, FIELD_TYPES, FOREIGN_TENANT, TENANT, encode_cursor
 
-try:
-    from .conftest import make_sandbox
-except ImportError:  # run as a rootdir module
-    from conftest import make_sandbox  # type: ignore[no-redef]
+from .conftest import module_sandbox, reset_sandbox
 
 UTC = timezone.utc
 PATH = "/v1/feedback-records"
@@ -138,22 +135,12 @@ def spec_errors(response: httpx.Response, *, relaxed: bool) -> str:
 _CLIENT = httpx.Client(timeout=30)  # one keep-alive client: a new client per request costs ~50 ms
 
 
-@pytest.fixture(scope="module")
-def server():
-    srv = make_sandbox(("formbricks",), end=END)
-    yield srv
-    srv.stop()
+server = module_sandbox("formbricks", end=END)
 
 
 @pytest.fixture
 def hub(server):
-    state = server.sandbox.state
-    state.seed, state.days, state.per_day, state.end = 7, 30, 20, END
-    state.hub_supports_updated_sort = True
-    state.clear_faults()
-    state.clear_log()
-    server.sandbox.generate()
-    return server
+    return reset_sandbox(server, end=END)
 
 
 def store(server) -> dict[str, dict]:

@@ -21,32 +21,19 @@ import pytest
 from feedback_pipeline.sandbox import mapbox as sm
 from feedback_pipeline.sandbox.core import Fault
 
-try:  # the tests directory may or may not be a package
-    from .conftest import make_sandbox
-except ImportError:
-    from conftest import make_sandbox  # type: ignore[no-redef]
+from .conftest import module_sandbox, reset_sandbox
 
 UTC = timezone.utc
 ISO_MS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 ENVELOPE_KEYS = {"has_before", "start_cursor", "has_after", "end_cursor", "items"}
 
 
-@pytest.fixture(scope="module")
-def server():
-    srv = make_sandbox(("mapbox",))
-    yield srv
-    srv.stop()
+server = module_sandbox("mapbox")
 
 
 @pytest.fixture
 def sb(server):
-    """The module's sandbox with fresh default data, no faults and an empty log."""
-    state = server.sandbox.state
-    state.seed, state.days, state.per_day, state.end = 7, 30, 20, None
-    state.clear_faults()
-    state.clear_log()
-    server.sandbox.generate()
-    return server
+    return reset_sandbox(server)
 
 
 @pytest.fixture

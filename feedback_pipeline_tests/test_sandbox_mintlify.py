@@ -29,10 +29,7 @@ from feedback_pipeline.sandbox.app import Sandbox
 from feedback_pipeline.sandbox.core import Fault, SandboxState
 from feedback_pipeline.sandbox.server import SandboxServer
 
-try:
-    from .conftest import make_sandbox
-except ImportError:  # collected without the package __init__
-    from conftest import make_sandbox  # type: ignore[no-redef]
+from .conftest import module_sandbox, reset_sandbox
 
 UTC = timezone.utc
 SPEC_PATH = Path(__file__).resolve().parent / "specs" / "mintlify-analytics.openapi.json"
@@ -105,24 +102,12 @@ def validate(response: httpx.Response, spec: OpenAPI = RELAXED) -> None:
 # -- fixtures ----------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[SandboxServer]:
-    srv = make_sandbox(("mintlify",))
-    yield srv
-    srv.stop()
+server = module_sandbox("mintlify")
 
 
 @pytest.fixture
 def sb(server: SandboxServer) -> SandboxServer:
-    state = server.sandbox.state
-    state.seed, state.days, state.per_day, state.end = 7, 30, 20, None
-    state.mintlify_rate_limit = None
-    state.clear_faults()
-    state.clear_log()
-    state.extra.clear()
-    server.sandbox.emulators["mintlify"].rate_window = mint.MintlifyEmulator.rate_window
-    server.sandbox.generate()
-    return server
+    return reset_sandbox(server)
 
 
 @pytest.fixture

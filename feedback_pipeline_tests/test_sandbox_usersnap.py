@@ -27,7 +27,7 @@ from feedback_pipeline.sandbox import usersnap as us
 from feedback_pipeline.sandbox.core import Fault, SandboxState
 from feedback_pipeline.sandbox.usersnap import JWT_KID, JWT_SECRET, PROJECT_ID, UsersnapEmulator
 
-from .conftest import make_sandbox
+from .conftest import make_sandbox, module_sandbox, reset_sandbox
 
 UTC = timezone.utc
 SPEC_PATH = Path(__file__).resolve().parent / "specs" / "usersnap-v0.1.openapi.json"
@@ -114,25 +114,12 @@ WINDOW_BODY = lambda start, end, direction="asc": {  # noqa: E731
 }
 
 
-@pytest.fixture(scope="module")
-def server():
-    srv = make_sandbox(("usersnap",))
-    yield srv
-    srv.stop()
+server = module_sandbox("usersnap")
 
 
 @pytest.fixture
 def sb(server):
-    state = server.sandbox.state
-    state.seed, state.days, state.per_day, state.end = 7, 30, 20, None
-    state.clear_faults()
-    state.clear_log()
-    state.extra.clear()
-    store = server.sandbox.emulators["usersnap"].store
-    if getattr(server, "_clean_version", None) != store.version:  # regenerate only after a mutation
-        server.sandbox.generate()
-        server._clean_version = store.version
-    return server
+    return reset_sandbox(server)
 
 
 @pytest.fixture(scope="module")
