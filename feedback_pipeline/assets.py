@@ -39,8 +39,18 @@ CHECKS = {
 }
 
 
+# The contract's asset names (CONTRACT.md section 2), spelled out so they can be found.
+ASSET_NAMES: dict[str, str] = {
+    "mintlify": "mintlify_feedback",
+    "usersnap": "usersnap_feedback",
+    "formbricks": "formbricks_feedback",
+    "mapbox": "mapbox_feedback",
+    "feedbackkit": "feedbackkit_feedback",
+}
+
+
 def asset_key(provider: str) -> dg.AssetKey:
-    return dg.AssetKey(f"{provider}_feedback")
+    return dg.AssetKey(ASSET_NAMES[provider])
 
 
 def build_provider_asset(provider: str, partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
