@@ -9,7 +9,9 @@ For a window ``[first day, last day]`` it
 3. streams pages (fetched in a background thread, so the network overlaps normalization and
    writing), normalizes them column-wise and commits bounded batches together with the cursor
    that covers them, in one transaction each;
-4. publishes a fresh snapshot for analysts when anything changed.
+4. publishes a fresh snapshot for analysts whenever it is behind the working database: after
+   this run changed something, and also after an earlier run that was killed between its last
+   commit and its publish (a run that finds nothing new and a current snapshot copies nothing).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
@@ -107,7 +109,8 @@ def sync(provider: Provider, warehouse: Warehouse, window: Window, *, full_refre
     started = time.monotonic()
     report = SyncReport(provider.name, provider.account_id, window, full_refresh)
     scope = Scope(provider.name, provider.account_id, window.first_day, window.last_day)
-    warehouse.initialize()
+    # Creates or migrates the schema; publishes first if a killed run left the snapshot behind.
+    _publish(warehouse, report, warehouse.initialize)
     with warehouse.connect():  # one open of the file for all of the planning reads
         plan = plan_queries(provider, warehouse, window, full_refresh=full_refresh)
         stored = {q.key: warehouse.cursor(provider.name, provider.account_id, q.key) for q in plan}
@@ -132,9 +135,12 @@ def sync(provider: Provider, warehouse: Warehouse, window: Window, *, full_refre
                 report.checks = warehouse.checks(provider.name, provider.account_id, window.first_day, window.last_day)
             report.watermark = min((w for _, w in synced.values()), default=None) if len(synced) == len(window.days()) else None
     finally:
-        # Whatever was committed, before a failure too, is consistent: publish it.
-        if report.counts.changed:
-            _publish(warehouse, report)
+        # Whatever was committed, before a failure too, is consistent: publish it. The test is "is
+        # the snapshot behind the working database", not "did this run change something": a run
+        # killed after its last commit but before this point leaves the snapshot behind, and a
+        # later run that finds nothing new must still publish. A no-change run over a current
+        # snapshot copies nothing.
+        _publish(warehouse, report, warehouse.publish_if_behind)
     report.duration = time.monotonic() - started
     return report
 
@@ -147,11 +153,12 @@ def _progress(logger: Any, message: str) -> None:
         log.info(message)
 
 
-def _publish(warehouse: Warehouse, report: SyncReport) -> None:
+def _publish(warehouse: Warehouse, report: SyncReport, publish_if_behind: Callable[[], bool]) -> None:
+    """Run ``publish_if_behind`` (``Warehouse.initialize`` or ``.publish_if_behind``); record whether it published."""
     t0 = time.monotonic()
-    warehouse.publish()
-    report.published = True
-    report.seconds["publish"] += time.monotonic() - t0
+    if publish_if_behind():
+        report.published = True
+        report.seconds["publish"] += time.monotonic() - t0
 
 
 def _run_query(

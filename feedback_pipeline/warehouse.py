@@ -5,10 +5,10 @@ Two files, so analysts never block ingestion (a DuckDB 2.x reader's lock stops a
 * the *working* database ``<FEEDBACK_DB>.work``: only pipeline processes open it, one at a time,
   under an OS file lock (``<FEEDBACK_DB>.lock``) held just for each short transaction, so the
   provider steps of a run fetch and normalize in parallel and only queue for the commit;
-* ``FEEDBACK_DB`` itself: a consistent snapshot, replaced by an atomic ``rename`` after a step
-  changed something. An analyst's open session keeps reading the file it opened; a new
-  connection sees the last finished step. Written in DuckDB storage format v1.4.0 so any DuckDB
-  client from 1.4 on can read it.
+* ``FEEDBACK_DB`` itself: a consistent snapshot, replaced by an atomic ``rename`` whenever it is
+  behind the working database (see ``publish_if_behind``). An analyst's open session keeps
+  reading the file it opened; a new connection sees the last finished step. Written in DuckDB
+  storage format v1.4.0 so any DuckDB client from 1.4 on can read it.
 
 Every batch of rows is written as ``BEGIN; DELETE changed keys; INSERT ... BY NAME; rejects;
 cursor; COMMIT``: rows and the cursor that covers them commit together or not at all. Every value
@@ -118,7 +118,17 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         WHERE provider = 'mintlify' AND try_cast(attributes ->> '$.helpful' AS BOOLEAN) IS NOT NULL
         GROUP BY page_url""",
     ),
+    # 3: the publish generation (Warehouse.publish_if_behind). `generation` counts the committed
+    # transactions that changed what analysts see (bumped inside them); `published` is the
+    # generation FEEDBACK_DB was last copied at. Starting at (0, 0), this migration's own bump
+    # leaves an upgraded database behind, so its first run publishes once.
+    (
+        "CREATE TABLE pipeline_publish (generation BIGINT NOT NULL, published BIGINT NOT NULL)",
+        "INSERT INTO pipeline_publish VALUES (0, 0)",
+    ),
 )
+# The first schema version that has ``pipeline_publish``: migrations from then on bump it.
+GENERATION_SINCE = 3
 
 
 @dataclass
@@ -233,15 +243,22 @@ class Warehouse:
             con.execute("BEGIN TRANSACTION")
             for statement in MIGRATIONS[version]:
                 con.execute(statement)
+            if version + 1 >= GENERATION_SINCE:  # new tables or views: the snapshot must get them
+                self._bump_generation(con)
             con.execute("INSERT INTO pipeline_schema_version VALUES (?, ?)", [version + 1, datetime.now(UTC)])
             con.execute("COMMIT")
 
-    def initialize(self) -> None:
-        """Create or migrate the schema and publish an (empty) snapshot if none exists yet."""
-        with self.connect():
-            pass
-        if not self.path.exists():
-            self.publish()
+    @staticmethod
+    def _bump_generation(con: duckdb.DuckDBPyConnection) -> None:
+        """Mark the snapshot behind; call inside the transaction that changes what analysts see,
+        so the change and the mark commit together (a kill after the COMMIT but before the publish
+        leaves the mark, and the next run publishes)."""
+        con.execute("UPDATE pipeline_publish SET generation = generation + 1")
+
+    def initialize(self) -> bool:
+        """Create or migrate the schema, and publish if the snapshot is missing or behind (a
+        process killed between its last commit and its publish). True when it published."""
+        return self.publish_if_behind()
 
     # -- state ---------------------------------------------------------------------------
 
@@ -372,6 +389,10 @@ class Warehouse:
                 if sweep:
                     counts.deleted = self._sweep(con, scope, query_key, query_days)
                 self._finish(con, scope, query_key, query_days, started_at, now)
+            if counts.changed:
+                # Only changes of feedback/feedback_rejects count: cursor and sync-day updates
+                # alone (every no-change run makes them) do not make the snapshot worth a copy.
+                self._bump_generation(con)
             if fail_before_commit:
                 raise RuntimeError("injected failure before COMMIT")
         return counts
@@ -445,6 +466,7 @@ class Warehouse:
         with self.transaction() as con:
             for table in ("feedback", "feedback_rejects", "pipeline_sync_days", "pipeline_cursors", "pipeline_refresh_keys"):
                 removed[table] = con.execute(f"DELETE FROM {table} WHERE {where}", args).fetchone()[0]
+            self._bump_generation(con)
         self.publish()
         return removed
 
@@ -486,18 +508,39 @@ class Warehouse:
 
     # -- publishing -------------------------------------------------------------------------
 
+    def publish_if_behind(self) -> bool:
+        """Publish when ``FEEDBACK_DB`` is missing or older than the working database; True if it did.
+
+        "Behind" is decided in the working database alone (``pipeline_publish``: generation vs
+        published), never by opening ``FEEDBACK_DB``, whose readers hold locks. So a run publishes
+        what an earlier, killed run committed even when it changes nothing itself, while a run
+        that changes nothing over a current snapshot does not copy the whole file again. Check and
+        publish happen under one hold of the writer lock: of concurrent steps, one publishes.
+        """
+        with self.locked():
+            with self.connect() as con:
+                generation, published = con.execute("SELECT generation, published FROM pipeline_publish").fetchone()
+            behind = generation != published or not self.path.exists()
+            if behind:
+                self.publish()
+            return behind
+
     def publish(self) -> None:
         """Replace ``FEEDBACK_DB`` with a consistent copy of the working database, atomically.
 
         The copy is taken under the writer lock after a CHECKPOINT (so the file holds every
         committed transaction and no WAL is needed), then renamed over the target: readers that
-        have the old file open keep reading it undisturbed.
+        have the old file open keep reading it undisturbed. Only after the rename (and its
+        directory fsync) is the copied generation recorded as published: a kill in between costs
+        one redundant publish by the next run, never a missed one.
         """
         if self._con is not None:
             # DuckDB 2.0 refuses a CHECKPOINT on a connection that has run write transactions
             # ("other write transactions active"), so publishing always uses a fresh one.
             raise RuntimeError("publish() needs the working database closed in this process")
         with self.connect() as con:
+            # Under the writer lock nothing commits until we are done: this is the copy's generation.
+            generation = con.execute("SELECT generation FROM pipeline_publish").fetchone()[0]
             con.execute("CHECKPOINT")
             # A writer killed mid-copy leaves its temporary file behind; only writers create them,
             # and they hold this lock, so any found now is litter.
@@ -513,6 +556,7 @@ class Warehouse:
                 if tmp.exists():
                     tmp.unlink()
             _fsync_dir(self.path.parent)
+            con.execute("UPDATE pipeline_publish SET published = ?", [generation])
 
 
 def _in_scope(rows: pa.Table, scope: Scope) -> pa.Table:

@@ -42,8 +42,10 @@ from .conftest import FAST_RETRIES, make_sandbox
 
 UTC = timezone.utc
 PROVIDERS = ("mintlify", "usersnap")  # 100 records per page: many pages, commits part-way
-DAYS, PER_DAY = 20, 120  # 2,400 records per provider = 24 pages each
-SLOW = 0.3  # seconds per request: a provider's backfill takes ~7 s and commits every 5 s
+DAYS, PER_DAY = 20, 200  # 4,000 records per provider = 40 pages each
+# Seconds per request: a provider's backfill takes ~20 s and commits every 5 s, so the killed
+# attempts together never finish it and each kill lands mid-run.
+SLOW = 0.5
 KILLS = 4
 SEED = int(os.environ.get("FEEDBACK_CRASH_SEED", "20261121"))
 DAGSTER = Path(sys.executable).parent / "dagster"
@@ -102,13 +104,29 @@ class Watcher(threading.Thread):
         self.opens = 0
         self.publishes = 0
         self.published = threading.Event()
+        self.committed = threading.Event()  # the working database's WAL changed: a commit
+        self.wal = path.with_name(path.name + ".work.wal")
+        self._wal_state: tuple[int, int] | None = None
         self.max_rows = 0
         self._inode: tuple[int, int, int] | None = None
 
     def run(self) -> None:
         while not self.stop.is_set():
             self.look()
-            time.sleep(0.05)
+            for _ in range(5):  # commits are short: watch the WAL more often than the snapshot
+                self.watch_wal()
+                time.sleep(0.01)
+
+    def watch_wal(self) -> None:
+        try:
+            stat = os.stat(self.wal)
+            state = (stat.st_mtime_ns, stat.st_size)
+        except FileNotFoundError:
+            state = None
+        if state != self._wal_state:
+            if state is not None:
+                self.committed.set()
+            self._wal_state = state
 
     def look(self) -> None:
         try:
@@ -180,7 +198,7 @@ def test_a_backfill_killed_at_random_moments_ends_as_an_uninterrupted_run(server
     first, last = today() - timedelta(days=DAYS - 1), today()
     window = Window.for_days(first, last)
     reference, reference_rows, reference_rejects = reference_tables(server, tmp_path, window)
-    assert len(reference_rows) > 4000
+    assert len(reference_rows) > 7000
 
     db = tmp_path / "analysts" / "feedback.duckdb"
     db.parent.mkdir()
@@ -230,23 +248,31 @@ def test_a_backfill_killed_at_random_moments_ends_as_an_uninterrupted_run(server
                         assert time.monotonic() < deadline, "the run never reached the sandbox"
                         time.sleep(0.02)
                     timings.append(f"start {time.monotonic() - started:.1f}s")
+                    watcher.committed.clear()
                     if attempt % 2 == 0:
-                        delay = rng.uniform(0.5, 7.0)
+                        delay = rng.uniform(0.5, 8.0)
                         moment = f"{delay:.2f}s after the first request"
                         time.sleep(delay)
                     else:
-                        # Right after a snapshot was published: in or next to a commit.
-                        watcher.published.wait(timeout=12)
-                        delay = rng.uniform(0.0, 0.08)
-                        moment = f"{delay * 1000:.0f}ms after a publish" if watcher.published.is_set() else "no publish within 12s"
+                        # Right after the working database's WAL changed: during or just after a
+                        # commit (and its checkpoint).
+                        watcher.committed.wait(timeout=12)
+                        delay = rng.uniform(0.0, 0.06)
+                        moment = f"{delay * 1000:.0f}ms after a commit was seen" if watcher.committed.is_set() else "no commit within 12s"
                         time.sleep(delay)
                     finished = process.poll() is not None
-                    os.killpg(process.pid, signal.SIGKILL)
+                    try:
+                        os.killpg(process.pid, signal.SIGKILL)
+                    except ProcessLookupError:  # the whole group had already exited
+                        pass
                     process.wait(timeout=30)
                     kills.append(moment + (" (the run had already finished)" if finished else ""))
                 finally:
                     if process.poll() is None:
-                        os.killpg(process.pid, signal.SIGKILL)
+                        try:
+                            os.killpg(process.pid, signal.SIGKILL)
+                        except ProcessLookupError:
+                            pass
                         process.wait(timeout=30)
             # After every kill the working database opens cleanly (its WAL replays).
             work_db_opens_cleanly(db, tmp_path / "scratch")
@@ -337,3 +363,46 @@ wh.publish()
     assert done.returncode == -signal.SIGKILL, done.stderr.decode()[-2000:]
     Warehouse(db).publish()  # the next run's publish
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")) == []
+
+
+@pytest.fixture(scope="module")
+def hub() -> Iterator[SandboxServer]:
+    server = make_sandbox(("formbricks",), days=3, per_day=20)
+    yield server
+    server.stop()
+
+
+def test_a_run_killed_between_its_last_commit_and_the_publish_is_published_by_the_next_run(hub: SandboxServer, tmp_path: Path) -> None:
+    """SIGKILL after a step committed everything (days marked synced) but before it published:
+    the next run finds nothing new at the provider, yet the analysts must get what was committed."""
+    db = tmp_path / "feedback.duckdb"
+    env = hub.env()
+    window = Window.for_days(today() - timedelta(days=2), today())
+    script = f"""
+import os
+from datetime import date
+from feedback_pipeline.providers.base import Window
+from feedback_pipeline.providers.formbricks import FormbricksProvider, FormbricksResource
+from feedback_pipeline.sync import sync
+from feedback_pipeline.warehouse import Warehouse
+wh = Warehouse({str(db)!r})
+wh.initialize()  # the (empty) first snapshot
+wh.publish = lambda: os.kill(os.getpid(), 9)  # the machine dies right before publishing
+provider = FormbricksProvider(FormbricksResource(hub_url={env["FORMBRICKS_HUB_URL"]!r}, api_key={env["FORMBRICKS_HUB_API_KEY"]!r}, tenant_id={env["FORMBRICKS_TENANT_ID"]!r}))
+sync(provider, wh, Window.for_days(date.fromisoformat({window.first_day.isoformat()!r}), date.fromisoformat({window.last_day.isoformat()!r})))
+"""
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, timeout=120)
+    assert done.returncode == -signal.SIGKILL, done.stderr.decode()[-3000:]
+    wh = Warehouse(db)
+    cls = provider_class("formbricks")
+    fields = {f: env[s.var] for f, s in cls.resource_class.ENV.items() if s.var in env}
+    sync(cls(cls.resource_class(**fields), policy=FAST_RETRIES), wh, window)  # the next hourly run
+    with wh.connect() as con:
+        work = sorted(con.execute(f"SELECT {CONTENT} FROM feedback").fetchall())
+    assert len(work) > 40
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        published = sorted(con.execute(f"SELECT {CONTENT} FROM feedback").fetchall())
+    finally:
+        con.close()
+    assert published == work, f"FEEDBACK_DB has {len(published)} rows, the working database {len(work)}"

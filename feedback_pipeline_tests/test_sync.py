@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from feedback_pipeline.http import ProviderUnavailable
@@ -156,3 +158,41 @@ def test_an_old_hub_without_the_change_feed_is_reread_and_stays_correct(sandbox,
     report = sync(provider, wh, window)
     assert report.counts.updated == 1 and report.requests == 3
     assert {r[2]: r[11] for r in table(wh)}[changed_id] == 42.0
+
+
+def published_table(wh: Warehouse) -> list[tuple]:
+    con = duckdb.connect(str(wh.path), read_only=True)
+    try:
+        return con.execute("SELECT * EXCLUDE (ingested_at) FROM feedback ORDER BY feedback_id").fetchall()
+    finally:
+        con.close()
+
+
+def snapshot_stat(wh: Warehouse) -> tuple[int, int, int]:
+    stat = os.stat(wh.path)
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+
+def test_a_run_publishes_when_the_snapshot_is_behind_not_only_when_it_changed_something(sandbox, tmp_path: Path, monkeypatch):
+    wh, provider, window = Warehouse(tmp_path / "f.duckdb"), provider_for(sandbox), recent_window(30)
+    assert sync(provider, wh, window).published
+    # (a) Nothing new and a current snapshot: the file is not copied again.
+    before = snapshot_stat(wh)
+    quiet = sync(provider, wh, window)
+    assert quiet.counts.changed == 0 and not quiet.published
+    assert snapshot_stat(wh) == before
+    # (b) A run commits a change and dies before publishing (publish() never ran) ...
+    changed_id = sorted(expected_ids(sandbox, window))[3]
+    sandbox.sandbox.update("formbricks", changed_id, {"value_text": "committed, never published"})
+    monkeypatch.setattr(wh, "publish", lambda: None)
+    assert sync(provider, wh, window).counts.updated == 1
+    monkeypatch.undo()
+    assert published_table(wh) != table(wh)
+    # ... the next run finds nothing new at the provider, and publishes anyway.
+    catch_up = sync(provider, wh, window)
+    assert catch_up.counts.changed == 0 and catch_up.published
+    assert published_table(wh) == table(wh)
+    # And then it is current again: the run after copies nothing.
+    before = snapshot_stat(wh)
+    assert not sync(provider, wh, window).published
+    assert snapshot_stat(wh) == before

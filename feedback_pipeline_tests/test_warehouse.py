@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
+import shutil
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -71,11 +73,15 @@ def test_an_older_database_is_migrated_forward_keeping_its_rows(wh: Warehouse, m
     import feedback_pipeline.warehouse as module
 
     monkeypatch.setattr(module, "MIGRATIONS", MIGRATIONS[:1])
+    monkeypatch.setattr(Warehouse, "_bump_generation", staticmethod(lambda con: None))  # no pipeline_publish yet
     commit(wh, batch_of({"id": "a", "body": "kept"}))
-    monkeypatch.setattr(module, "MIGRATIONS", MIGRATIONS)
+    monkeypatch.undo()
     assert [r[:2] for r in rows(wh)] == [("a", "kept")]
     assert rows(wh, "SELECT max(version) FROM pipeline_schema_version") == [(len(MIGRATIONS),)]
     assert rows(wh, "SELECT count(*) FROM feedback_daily_counts") == [(1,)]
+    # The upgrade leaves the snapshot behind: its new tables and views reach the analysts with
+    # the next run's publish (an older pipeline may also have died before publishing).
+    assert rows(wh, "SELECT generation, published FROM pipeline_publish") == [(1, 0)]
 
 
 def test_rows_and_cursor_commit_together(wh: Warehouse):
@@ -235,3 +241,84 @@ def test_the_reset_command_uses_feedback_db(tmp_path: Path, monkeypatch, capsys)
     assert main(["reset", "mapbox"]) == 0
     assert "removed 1 from feedback" in capsys.readouterr().out
     assert rows(wh, "SELECT count(*) FROM feedback") == [(0,)]
+
+
+def snapshot_stat(wh: Warehouse) -> tuple[int, int, int]:
+    stat = os.stat(wh.path)
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+
+def published_ids(wh: Warehouse) -> list[str]:
+    con = duckdb.connect(str(wh.path), read_only=True)
+    try:
+        return [r[0] for r in con.execute("SELECT feedback_id FROM feedback ORDER BY feedback_id").fetchall()]
+    finally:
+        con.close()
+
+
+def test_the_snapshot_is_copied_only_when_it_is_behind_the_working_database(wh: Warehouse):
+    assert wh.initialize() is True  # no snapshot yet
+    assert wh.initialize() is False
+    commit(wh, batch_of({"id": "a", "body": "x"}), resume={"after": "c1"})
+    assert wh.publish_if_behind() is True
+    assert published_ids(wh) == ["a"]
+    before = snapshot_stat(wh)
+    # Unchanged rows with a new cursor, a finished query marking days synced, a dropped cursor:
+    # nothing analysts see changed, so the whole file is not copied again.
+    commit(wh, batch_of({"id": "a", "body": "x"}), resume={"after": "c2"})
+    commit(wh, batch_of(), resume=None)
+    wh.drop_cursor("mapbox", "acct", "window:q")
+    assert wh.publish_if_behind() is False
+    assert wh.initialize() is False
+    assert snapshot_stat(wh) == before
+    # A snapshot deleted by hand is behind too.
+    wh.path.unlink()
+    assert wh.publish_if_behind() is True and published_ids(wh) == ["a"]
+
+
+def test_a_commit_left_unpublished_is_published_by_the_next_check(wh: Warehouse):
+    wh.initialize()
+    commit(wh, batch_of({"id": "a"}))  # ... and the process dies before publishing
+    assert published_ids(wh) == []
+    assert Warehouse(wh.path).initialize() is True  # the next run, before it fetches anything
+    assert published_ids(wh) == ["a"]
+    assert wh.publish_if_behind() is False
+
+
+def test_a_publish_that_fails_before_or_after_its_rename_is_redone_never_missed(wh: Warehouse, monkeypatch):
+    import feedback_pipeline.warehouse as module
+
+    wh.initialize()
+    commit(wh, batch_of({"id": "a"}))
+
+    def broken_copy(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(shutil, "copyfile", broken_copy)
+    with pytest.raises(OSError, match="disk full"):
+        wh.publish_if_behind()
+    monkeypatch.undo()
+    assert published_ids(wh) == []
+
+    def died_after_rename(path):
+        raise KeyboardInterrupt("killed between the rename and recording it")
+
+    monkeypatch.setattr(module, "_fsync_dir", died_after_rename)
+    with pytest.raises(KeyboardInterrupt):
+        wh.publish_if_behind()
+    monkeypatch.undo()
+    assert published_ids(wh) == ["a"]  # renamed, but not recorded as published ...
+    assert wh.publish_if_behind() is True  # ... so published once more, redundantly
+    assert wh.publish_if_behind() is False
+
+
+def test_reset_and_migrations_mark_the_snapshot_behind(wh: Warehouse):
+    wh.initialize()
+    commit(wh, batch_of({"id": "a"}))
+    wh.publish()
+    assert rows(wh, "SELECT generation = published FROM pipeline_publish") == [(True,)]
+    with wh.transaction() as con:
+        before = con.execute("SELECT generation FROM pipeline_publish").fetchone()[0]
+    wh.reset("mapbox")  # bumps and publishes
+    assert rows(wh, "SELECT generation, published FROM pipeline_publish") == [(before + 1, before + 1)]
+    assert published_ids(wh) == []
