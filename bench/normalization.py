@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from feedback_pipeline.normalize import FeedbackBatch, loads_json
+from feedback_pipeline.normalize import FeedbackBatch, gc_paused, loads_json
 from feedback_pipeline.providers import provider_class
 from feedback_pipeline.sandbox.app import load_emulators
 from feedback_pipeline.sandbox.core import SandboxState
@@ -73,7 +73,8 @@ def measure(env: dict[str, str], records_per_provider: int, repeat: int, days: i
             batch = FeedbackBatch(provider.name, provider.account_id)
             for page in parsed_pages:
                 t0 = time.perf_counter()
-                provider.normalize(page, batch)
+                with gc_paused():  # as the sync engine does
+                    provider.normalize(page, batch)
                 normalize_seconds += time.perf_counter() - t0
                 if len(batch) + batch.reject_count >= COMMIT_ROWS:
                     t0 = time.perf_counter()

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
-from .normalize import FeedbackBatch
+from .normalize import FeedbackBatch, gc_paused
 from .providers.base import Page, Provider, Query, StaleCursor, Window
 from .warehouse import CursorRow, Scope, Warehouse, WriteCounts
 
@@ -236,7 +236,8 @@ def _run_query(
         report.records += len(page.records)
         snapshot = snapshot or page.complete_snapshot
         t0 = time.monotonic()
-        provider.normalize(page.records, batch)
+        with gc_paused():
+            provider.normalize(page.records, batch)
         report.seconds["normalize"] += time.monotonic() - t0
         last_resume = page.resume
         due = len(batch) + batch.reject_count >= COMMIT_ROWS or time.monotonic() - last_commit >= COMMIT_SECONDS

@@ -117,3 +117,132 @@ def test_a_foreign_tenant_reject_keeps_no_payload():
 
 def test_clean_text_of_none_is_none():
     assert clean_text(None) is None
+
+
+# -- the columnar path (FeedbackBatch.extend) --------------------------------------------------
+
+import gc  # noqa: E402
+import math  # noqa: E402
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from feedback_pipeline.normalize import gc_paused  # noqa: E402
+
+OPTIONAL = ("updated_at", "provider_status", "category", "title", "body", "rating", "user_id", "user_email", "page_url")
+
+# Timestamps as APIs send them, and as they should not: offsets of every form, fractions of 0-9
+# digits, no zone, lowercase, spaces, dates only, out of range, other types.
+_plain_times = st.builds(
+    lambda dt, digits, zone: dt.strftime("%Y-%m-%dT%H:%M:%S") + (f".{dt.microsecond:06d}{dt.microsecond % 1000:03d}"[: digits + 1] if digits else "") + zone,
+    st.datetimes(min_value=datetime(1969, 12, 31), max_value=datetime(2100, 1, 2)),
+    st.integers(0, 9),
+    st.sampled_from(["Z", "z", "+00:00", "+02:00", "-05:30", "+0530", "+14:00", "-12:00", "+05", "+05:30:15", "", " "]),
+)
+_odd_times = st.one_of(
+    st.sampled_from(["", "yesterday", "2026-02-30T00:00:00Z", "2026-01-02", "2026-01-02 03:04:05+01:00", " 2026-01-02T03:04:05Z ", "1970-01-01T00:00:00Z", "1969-12-31T23:59:59.9999995Z", "2099-12-31T23:59:59.999999Z", "2100-01-01T00:00:00Z", "0001-01-01T00:00:00+01:00"]),
+    st.none(),
+    st.integers(),
+    st.floats(allow_nan=True),
+    st.booleans(),
+)
+_times = st.one_of(_plain_times, _plain_times, _odd_times)
+_ids = st.one_of(st.text(min_size=0, max_size=6), st.text(min_size=1, max_size=6), st.integers(-5, 10**20), st.floats(allow_nan=True), st.none(), st.booleans(), st.just({"a": 1}))
+_texts = st.one_of(st.none(), st.text(max_size=8), st.text(alphabet=st.characters(codec="utf-8") | st.sampled_from(["\x00", "\ud800", "é", "文"]), max_size=5), st.integers(), st.floats(allow_nan=True), st.booleans(), st.lists(st.integers(), max_size=2))
+_statuses = st.one_of(st.sampled_from(["open", "closed", "in_progress", "done", "pending", "resolved", "dismissed", "weird"]), _texts)
+_ratings = st.one_of(st.none(), st.integers(-(10**400), 10**400), st.integers(-10, 10), st.floats(allow_nan=True, allow_infinity=True), st.sampled_from(["7", " 4.5 ", "n/a", "nan", "1e999"]), st.booleans())
+_attributes = st.one_of(st.none(), st.dictionaries(st.text(max_size=3), st.one_of(st.integers(-(10**30), 10**30), st.text(max_size=4), st.none(), st.lists(st.integers(), max_size=2)), max_size=3))
+
+
+@st.composite
+def _pages(draw):
+    """A page of records given column-wise, mostly plain (the columnar path) with odd values mixed in."""
+    n = draw(st.integers(0, 12))
+    plain = draw(st.booleans())
+    col = {
+        "feedback_id": [draw(st.text(min_size=1, max_size=4) if plain else _ids) for _ in range(n)],
+        "collected_at": [draw(_plain_times if plain else _times) for _ in range(n)],
+        "attributes": [draw(_attributes) for _ in range(n)],
+    }
+    for name in OPTIONAL:
+        if draw(st.booleans()):
+            strategy = {"updated_at": _times, "rating": _ratings, "provider_status": _statuses}.get(name, _texts)
+            col[name] = [draw(strategy) for _ in range(n)]
+    return col
+
+
+def _same(a, b) -> bool:
+    return a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b))
+
+
+def _tables(batch: FeedbackBatch):
+    return batch.rows().to_pylist(), sorted(batch.rejects().to_pylist(), key=lambda r: (r["record_key"], r["reason"]))
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(pages=st.lists(_pages(), min_size=1, max_size=4), provider=st.sampled_from(["mintlify", "usersnap", "formbricks", "mapbox", "feedbackkit"]))
+def test_a_page_added_column_wise_gives_the_same_rows_and_rejects_as_record_by_record(pages, provider):
+    """The columnar path (plain values in C++) and the per-record rules agree on every value."""
+    columnar, one_by_one = FeedbackBatch(provider, "acct"), FeedbackBatch(provider, "acct")
+    for page in pages:
+        n = len(page["feedback_id"])
+        records = [{"n": i} for i in range(n)]
+        columnar.extend(records, **page)
+        for i, record in enumerate(records):
+            one_by_one.add(record, **{name: values[i] for name, values in page.items()})
+    rows_a, rejects_a = _tables(columnar)
+    rows_b, rejects_b = _tables(one_by_one)
+    assert len(rows_a) == len(rows_b) and rejects_a == rejects_b
+    for a, b in zip(rows_a, rows_b):
+        assert a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a), (a, b)
+
+
+def test_a_plain_page_never_takes_the_per_record_rules(monkeypatch):
+    """Plain pages must really go column-wise (else the equivalence above proves nothing)."""
+    batch = FeedbackBatch("mapbox", "acct")
+    monkeypatch.setattr(batch, "add", lambda *a, **k: pytest.fail("add() called for a plain page"))
+    n = 50
+    batch.extend(
+        [{}] * n,
+        feedback_id=[f"id-{i}" for i in range(n)],
+        collected_at=[f"2026-01-02T03:04:{i:02d}.123+02:00" for i in range(n)],
+        updated_at=[None, "2026-01-03T00:00:00Z"] * (n // 2),
+        provider_status=["open"] * n,
+        rating=[4, 4.5] * (n // 2),
+        attributes=[{"x": i} for i in range(n)],
+    )
+    rows = batch.rows().to_pylist()
+    assert len(rows) == n and rows[0]["collected_at"] == datetime(2026, 1, 2, 1, 4, 0, 123000, tzinfo=UTC)
+    assert rows[1]["updated_at"] == datetime(2026, 1, 3, tzinfo=UTC) and rows[1]["rating"] == 4.5
+
+
+def test_only_the_records_that_need_rules_leave_the_columnar_path(monkeypatch):
+    """One bad record in a page of 1,000 goes through add(); its neighbours do not, and order holds."""
+    batch = FeedbackBatch("mapbox", "acct")
+    calls = []
+    real_add = batch.add
+    monkeypatch.setattr(batch, "add", lambda record, **k: calls.append(record) or real_add(record, **k))
+    n = 1000
+    ids = [f"id-{i}" for i in range(n)]
+    times = ["2026-01-02T03:04:05Z"] * n
+    times[500] = "not a time"
+    batch.extend([{"i": i} for i in range(n)], feedback_id=ids, collected_at=times, attributes=[None] * n)
+    assert calls == [{"i": 500}]
+    assert batch.rows().column("feedback_id").to_pylist() == ids[:500] + ids[501:]
+    assert batch.rejects().column("reason").to_pylist() == ["unparseable_collected_at"]
+
+
+def test_gc_paused_nests_and_restores_the_collector():
+    assert gc.isenabled()
+    with gc_paused():
+        with gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with gc_paused():
+            pass
+        assert not gc.isenabled()  # an application that turned it off keeps it off
+    finally:
+        gc.enable()

@@ -22,8 +22,7 @@ from datetime import datetime, timezone
 from typing import Any, ClassVar
 
 from ..http import BadPage, HttpClient
-from ..normalize import BadTimestamp, FeedbackBatch, parse_timestamp
-from ..schema import RejectReason
+from ..normalize import BadTimestamp, FeedbackBatch, parse_timestamp, without
 from .base import EnvSetting, Page, Provider, ProviderResource, Query, Window
 
 # Creation times outside this range are rejected by the shared rules; keep them for that.
@@ -32,10 +31,12 @@ _LATEST = datetime(2100, 1, 1, tzinfo=timezone.utc)
 
 DEFAULT_BASE_URL = "https://api.feedbackkit.app"
 # Fields carried by a unified column (documented camelCase names); everything else goes to attributes.
-MAPPED = frozenset({"id", "createdAt", "updatedAt", "title", "description", "category", "status", "userId", "userEmail"})
+MAPPED = ("id", "createdAt", "updatedAt", "title", "description", "category", "status", "userId", "userEmail")
 
 _SNAKE = re.compile(r"_([a-z0-9])")
 _camel_cache: dict[str, str] = {}
+# key layout of a record -> its camelCase names, () when unchanged (camel_keys).
+_layouts: dict[tuple[Any, ...], tuple[Any, ...]] = {}
 
 
 def camel(key: str) -> str:
@@ -48,9 +49,21 @@ def camel(key: str) -> str:
     return out
 
 
-def camel_keys(record: Mapping[str, Any]) -> dict[str, Any]:
-    """The record with top-level keys in the documented camelCase. When a record somehow has both
-    spellings of one field, the documented camelCase one wins."""
+def camel_keys(record: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The record with top-level keys in the documented camelCase (the record itself when they
+    already are). When a record somehow has both spellings of one field, the documented camelCase
+    one wins. The renaming is worked out once per key layout: a page repeats a few layouts."""
+    keys = tuple(record)
+    names = _layouts.get(keys)
+    if names is None:
+        renamed = tuple(camel(k) if isinstance(k, str) else k for k in keys)
+        names = () if renamed == keys else renamed if len(set(renamed)) == len(renamed) else None
+        if names is not None and len(_layouts) < 1_000:
+            _layouts[keys] = names
+    if names == ():
+        return record
+    if names is not None:
+        return dict(zip(names, record.values()))
     out: dict[str, Any] = {}
     for key, value in record.items():
         name = camel(key) if isinstance(key, str) else key
@@ -115,24 +128,20 @@ class FeedbackKitProvider(Provider):
         yield Page(records=in_window, resume=None, complete_snapshot=True, notes={"snapshot_size": len(body)})
 
     def normalize(self, records: list[Any], batch: FeedbackBatch) -> None:
-        for record in records:
-            if not isinstance(record, dict):
-                batch.reject(record, RejectReason.NOT_AN_OBJECT)
-                continue
-            item = camel_keys(record)
-            batch.add(
-                record,
-                feedback_id=item.get("id"),
-                collected_at=item.get("createdAt"),
-                updated_at=item.get("updatedAt"),
-                provider_status=item.get("status"),
-                category=item.get("category"),
-                title=item.get("title"),
-                body=item.get("description"),
-                user_id=item.get("userId"),
-                user_email=item.get("userEmail"),
-                attributes={k: v for k, v in item.items() if k not in MAPPED},
-            )
+        items = [camel_keys(r) for r in batch.objects(records)]
+        batch.extend(
+            items,
+            feedback_id=[i.get("id") for i in items],
+            collected_at=[i.get("createdAt") for i in items],
+            updated_at=[i.get("updatedAt") for i in items],
+            provider_status=[i.get("status") for i in items],
+            category=[i.get("category") for i in items],
+            title=[i.get("title") for i in items],
+            body=[i.get("description") for i in items],
+            user_id=[i.get("userId") for i in items],
+            user_email=[i.get("userEmail") for i in items],
+            attributes=without(items, MAPPED),
+        )
 
 
 def _in_window_or_unreadable(record: Any, window: Window) -> bool:

@@ -28,13 +28,13 @@ from typing import Any, ClassVar
 import orjson
 
 from ..http import BadPage, HttpClient
-from ..normalize import FeedbackBatch, parse_optional_timestamp
+from ..normalize import FeedbackBatch, parse_optional_timestamp, without
 from ..schema import RejectReason
 from .base import EnvSetting, Page, Provider, ProviderResource, Query
 
 UTC = timezone.utc
 PAGE_SIZE = 1000
-MAPPED = frozenset({"id", "collected_at", "updated_at", "field_type", "field_label", "value_text", "value_number", "user_id", "user_identifier"})
+MAPPED = ("id", "collected_at", "updated_at", "field_type", "field_label", "value_text", "value_number", "user_id", "user_identifier")
 
 
 class FormbricksResource(ProviderResource):
@@ -143,29 +143,29 @@ class FormbricksProvider(Provider):
 
     def normalize(self, records: list[Any], batch: FeedbackBatch) -> None:
         tenant = self.config.tenant_id
-        for record in records:
-            if not isinstance(record, dict):
-                batch.reject(record, RejectReason.NOT_AN_OBJECT)
-                continue
-            if record.get("tenant_id") != tenant:
-                # Another tenant's content must not be kept anywhere: no payload.
-                batch.reject(record, RejectReason.FOREIGN_TENANT, feedback_id=record.get("id"), keep_payload=False)
-                continue
-            user = record.get("user_id")
-            if user is None:
-                user = record.get("user_identifier")
-            batch.add(
-                record,
-                feedback_id=record.get("id"),
-                collected_at=record.get("collected_at"),
-                updated_at=record.get("updated_at"),
-                category=record.get("field_type"),
-                title=record.get("field_label"),
-                body=record.get("value_text"),
-                rating=record.get("value_number"),
-                user_id=user,
-                attributes={k: v for k, v in record.items() if k not in MAPPED},
-            )
+        records = batch.objects(records)
+        if [r.get("tenant_id") for r in records].count(tenant) != len(records):
+            mine = []
+            for record in records:
+                if record.get("tenant_id") == tenant:
+                    mine.append(record)
+                else:
+                    # Another tenant's content must not be kept anywhere: no payload.
+                    batch.reject(record, RejectReason.FOREIGN_TENANT, feedback_id=record.get("id"), keep_payload=False)
+            records = mine
+        batch.extend(
+            records,
+            feedback_id=[r.get("id") for r in records],
+            collected_at=[r.get("collected_at") for r in records],
+            updated_at=[r.get("updated_at") for r in records],
+            category=[r.get("field_type") for r in records],
+            title=[r.get("field_label") for r in records],
+            body=[r.get("value_text") for r in records],
+            rating=[r.get("value_number") for r in records],
+            # Current servers send user_id, older ones user_identifier (formbricks-hub.md).
+            user_id=[user if (user := r.get("user_id")) is not None else r.get("user_identifier") for r in records],
+            attributes=without(records, MAPPED),
+        )
 
 
 def _is_collected_cursor(body: dict[str, Any]) -> bool:

@@ -31,8 +31,7 @@ from typing import Any, ClassVar
 import httpx
 
 from ..http import BadPage, HttpClient, ProviderError, RetryPolicy
-from ..normalize import FeedbackBatch
-from ..schema import RejectReason
+from ..normalize import FeedbackBatch, without
 from .base import EnvSetting, Page, Provider, ProviderResource, Query
 
 UTC = timezone.utc
@@ -45,7 +44,7 @@ WINDOW_MARGIN = timedelta(seconds=1)
 CHANGES_MARGIN = timedelta(minutes=1)
 # Fields carried by columns; everything else (location, trace_id, received_at, metadata - kept
 # whole, userId included) goes to ``attributes``.
-MAPPED = frozenset({"id", "created_at", "updated_at", "status", "category", "feedback"})
+MAPPED = ("id", "created_at", "updated_at", "status", "category", "feedback")
 
 
 class MapboxResource(ProviderResource):
@@ -192,19 +191,15 @@ class MapboxProvider(Provider):
             cursor = next_cursor
 
     def normalize(self, records: list[Any], batch: FeedbackBatch) -> None:
-        for record in records:
-            if not isinstance(record, dict):
-                batch.reject(record, RejectReason.NOT_AN_OBJECT)
-                continue
-            metadata = record.get("metadata")
-            batch.add(
-                record,
-                feedback_id=record.get("id"),
-                collected_at=record.get("created_at"),
-                updated_at=record.get("updated_at"),
-                provider_status=record.get("status"),
-                category=record.get("category"),
-                body=record.get("feedback"),
-                user_id=metadata.get("userId") if isinstance(metadata, dict) else None,
-                attributes={k: v for k, v in record.items() if k not in MAPPED},
-            )
+        records = batch.objects(records)
+        batch.extend(
+            records,
+            feedback_id=[r.get("id") for r in records],
+            collected_at=[r.get("created_at") for r in records],
+            updated_at=[r.get("updated_at") for r in records],
+            provider_status=[r.get("status") for r in records],
+            category=[r.get("category") for r in records],
+            body=[r.get("feedback") for r in records],
+            user_id=[meta.get("userId") if type(meta := r.get("metadata")) is dict else None for r in records],
+            attributes=without(records, MAPPED),
+        )

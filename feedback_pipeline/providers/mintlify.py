@@ -30,15 +30,14 @@ from typing import Any, ClassVar
 from urllib.parse import quote
 
 from ..http import BadPage, HttpClient, ProviderError
-from ..normalize import FeedbackBatch
-from ..schema import RejectReason
+from ..normalize import FeedbackBatch, without
 from .base import ConfigurationError, EnvSetting, Page, Provider, ProviderResource, Query
 
 DEFAULT_BASE_URL = "https://api.mintlify.com"
 PAGE_SIZE = 100  # documented maximum ("Required range: 1 <= x <= 100")
 KEY_PREFIX = "mint_"
 # Fields carried by a column; everything else (helpful, code, filename, lang, ...) -> attributes.
-MAPPED = frozenset({"id", "createdAt", "source", "comment", "contact", "path", "status"})
+MAPPED = ("id", "createdAt", "source", "comment", "contact", "path", "status")
 
 
 class MintlifyResource(ProviderResource):
@@ -124,18 +123,15 @@ class MintlifyProvider(Provider):
             cursor = next_cursor
 
     def normalize(self, records: list[Any], batch: FeedbackBatch) -> None:
-        for record in records:
-            if not isinstance(record, dict):
-                batch.reject(record, RejectReason.NOT_AN_OBJECT)
-                continue
-            batch.add(
-                record,
-                feedback_id=record.get("id"),
-                collected_at=record.get("createdAt"),  # nullable: a null is rejected by the batch
-                provider_status=record.get("status"),
-                category=record.get("source"),
-                body=record.get("comment"),
-                user_email=record.get("contact"),
-                page_url=record.get("path"),
-                attributes={k: v for k, v in record.items() if k not in MAPPED},
-            )
+        records = batch.objects(records)
+        batch.extend(
+            records,
+            feedback_id=[r.get("id") for r in records],
+            collected_at=[r.get("createdAt") for r in records],  # nullable: a null is rejected
+            provider_status=[r.get("status") for r in records],
+            category=[r.get("source") for r in records],
+            body=[r.get("comment") for r in records],
+            user_email=[r.get("contact") for r in records],
+            page_url=[r.get("path") for r in records],
+            attributes=without(records, MAPPED),
+        )

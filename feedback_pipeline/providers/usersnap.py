@@ -38,8 +38,7 @@ import httpx
 import jwt
 
 from ..http import BadPage, HttpClient, ProviderRequestError, ProviderUnavailable, RetryPolicy
-from ..normalize import FeedbackBatch, parse_optional_timestamp
-from ..schema import RejectReason
+from ..normalize import FeedbackBatch, parse_optional_timestamp, without
 from .base import EnvSetting, Page, Provider, ProviderResource, Query, StaleCursor
 
 UTC = timezone.utc
@@ -47,8 +46,7 @@ PAGE_SIZE = 100  # the documented maximum of ``limit``
 DEFAULT_BASE_URL = "https://platform.usersnap.com/v0.1"
 TOKEN_LIFETIME = 300  # seconds; short-lived on purpose (a leaked token is soon useless)
 RENEW_MARGIN = 60  # re-mint when fewer seconds than this are left
-MAPPED = frozenset({"feedback_id", "created_at", "updated_at", "status_type", "email"})
-RATING_WORDS = ("rating", "nps", "score")
+MAPPED = ("feedback_id", "created_at", "updated_at", "status_type", "email")
 
 
 class UsersnapResource(ProviderResource):
@@ -240,27 +238,27 @@ class UsersnapProvider(Provider):
     # -- normalize ------------------------------------------------------------------------
 
     def normalize(self, records: list[Any], batch: FeedbackBatch) -> None:
-        for record in records:
-            if not isinstance(record, dict):
-                batch.reject(record, RejectReason.NOT_AN_OBJECT)
-                continue
-            body, rating = answers(record.get("ordered_inputs"))
-            labels = record.get("labels")
-            first_label = labels[0] if isinstance(labels, list) and labels else None
-            client = record.get("client")
-            batch.add(
-                record,
-                feedback_id=record.get("feedback_id"),
-                collected_at=record.get("created_at"),
-                updated_at=record.get("updated_at"),
-                provider_status=record.get("status_type"),
-                category=first_label.get("name") if isinstance(first_label, dict) else None,
-                body=body,
-                rating=rating,
-                user_email=record.get("email"),
-                page_url=client.get("url") if isinstance(client, dict) else None,
-                attributes={k: v for k, v in record.items() if k not in MAPPED},
-            )
+        records = batch.objects(records)
+        answered = [answers(r.get("ordered_inputs")) for r in records]
+        batch.extend(
+            records,
+            feedback_id=[r.get("feedback_id") for r in records],
+            collected_at=[r.get("created_at") for r in records],
+            updated_at=[r.get("updated_at") for r in records],
+            provider_status=[r.get("status_type") for r in records],
+            category=[_first_label(r.get("labels")) for r in records],
+            body=[body for body, _ in answered],
+            rating=[rating for _, rating in answered],
+            user_email=[r.get("email") for r in records],
+            page_url=[client.get("url") if type(client := r.get("client")) is dict else None for r in records],
+            attributes=without(records, MAPPED),
+        )
+
+
+def _first_label(labels: Any) -> Any:
+    """The first label's name: the category (CONTRACT.md)."""
+    first = labels[0] if isinstance(labels, list) and labels else None
+    return first.get("name") if isinstance(first, dict) else None
 
 
 def _until_watermark(records: list[Any], since: datetime) -> tuple[list[Any], bool]:
@@ -279,8 +277,17 @@ def answers(inputs: Any) -> tuple[Any, Any]:
     of the first whose label contains "rating", "nps" or "score" (the batch makes it numeric)."""
     if not isinstance(inputs, list):
         return None, None
-    entries = [e for e in inputs if isinstance(e, dict)]
-    entries.sort(key=_order_key)  # stable: entries without a usable order keep list order, last
+    entries = inputs
+    try:
+        # Usually every entry is an object with an integer order, already ascending: a stable
+        # sort would change nothing, so it is skipped.
+        orders = [entry["order"] for entry in inputs]
+        in_order = set(map(type, orders)) <= {int} and orders == sorted(orders)
+    except (TypeError, KeyError, IndexError):
+        in_order = False
+    if not in_order:
+        entries = [e for e in inputs if isinstance(e, dict)]
+        entries.sort(key=_order_key)  # stable: entries without a usable order keep list order, last
     body: Any = None
     rating: Any = None
     found_body = found_rating = False
@@ -293,7 +300,7 @@ def answers(inputs: Any) -> tuple[Any, Any]:
             found_body = True
             text = entry.get("text_value")
             body = text if text is not None else entry.get("value")
-        if not found_rating and any(word in lowered for word in RATING_WORDS):
+        if not found_rating and ("rating" in lowered or "nps" in lowered or "score" in lowered):
             found_rating = True
             rating = entry.get("value")
         if found_body and found_rating:
