@@ -230,4 +230,6 @@ class Provider(ABC):
 
     @abstractmethod
     def normalize(self, records: list[Any], batch: FeedbackBatch) -> None:
-        """Add each record to ``batch`` (``batch.add`` / ``batch.reject``)."""
+        """Add the page's records to ``batch``: ``batch.objects`` drops non-objects, then one
+        ``batch.extend`` call with each unified field as a list aligned with the records (the
+        batch applies the input rules; ``batch.reject`` for provider-specific rejects)."""
