@@ -239,10 +239,19 @@ def _text_array(values: list[Any]) -> pa.Array:
     try:
         array = pa.array(values, pa.string())
     except (UnicodeEncodeError, UnicodeDecodeError):
-        array = pa.array([clean_text(v) for v in values], pa.string())
+        array = pa.concat_arrays([_clean_chunk(values[i : i + 256]) for i in range(0, len(values), 256)])
     if array.null_count < len(array) and pc.any(pc.match_substring(array, "\x00")).as_py():
         array = pc.replace_substring(array, "\x00", "\ufffd")
     return array
+
+
+def _clean_chunk(values: list[Any]) -> pa.Array:
+    """Part of a column that Arrow refused: only a chunk that holds the bad value is cleaned in
+    Python, the others convert in C++."""
+    try:
+        return pa.array(values, pa.string())
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return pa.array([clean_text(v) for v in values], pa.string())
 
 
 def _dumps_attributes(attributes: Mapping[str, Any] | None) -> bytes:
@@ -460,8 +469,8 @@ class FeedbackBatch:
             self._rating.extend([None] * n)
         elif set(map(type, rating)) <= _NUMBER_TYPES:
             self._rating.extend(rating)  # NaN, infinities and huge integers are settled in rows()
-        else:
-            self._rating.extend([coerce_rating(v) for v in rating])
+        else:  # e.g. numeric strings among numbers: only those take the rules
+            self._rating.extend([v if type(v) in _NUMBER_TYPES else coerce_rating(v) for v in rating])
         parts = [_dumps_attributes(a) for a in columns["attributes"]]
         ends = accumulate(map(len, parts), initial=len(self._attributes))
         next(ends)  # the previous end

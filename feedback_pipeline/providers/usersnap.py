@@ -277,15 +277,17 @@ def answers(inputs: Any) -> tuple[Any, Any]:
     of the first whose label contains "rating", "nps" or "score" (the batch makes it numeric)."""
     if not isinstance(inputs, list):
         return None, None
+    # Usually every entry is an object with an integer order, already ascending: a stable sort
+    # would change nothing, so it is skipped.
     entries = inputs
+    previous = None
     try:
-        # Usually every entry is an object with an integer order, already ascending: a stable
-        # sort would change nothing, so it is skipped.
-        orders = [entry["order"] for entry in inputs]
-        in_order = set(map(type, orders)) <= {int} and orders == sorted(orders)
+        for entry in inputs:
+            order = entry["order"]
+            if type(order) is not int or (previous is not None and order < previous):
+                raise TypeError
+            previous = order
     except (TypeError, KeyError, IndexError):
-        in_order = False
-    if not in_order:
         entries = [e for e in inputs if isinstance(e, dict)]
         entries.sort(key=_order_key)  # stable: entries without a usable order keep list order, last
     body: Any = None
