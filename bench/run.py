@@ -533,10 +533,10 @@ def main(argv: list[str] | None = None) -> int:
         repeats = [one_repeat(i, sandbox, base_env, span, workdir) for i in range(args.repeat)]
 
         log("normalization alone (sandbox idle)")
-        from .normalization import measure
+        from .normalization import measure_in_child
 
         per_provider = 200 if args.quick else min(20_000, max(1_000, total // len(C.PROVIDERS)))
-        norm_runs = measure(sandbox.env, per_provider, args.repeat, days=C.QUICK_DAYS if args.quick else 100)
+        norm_runs = measure_in_child(sandbox.env, per_provider, args.repeat, days=C.QUICK_DAYS if args.quick else 100)
 
         profile = None
         if args.profile:
