@@ -334,6 +334,12 @@ def _texts_to_micros(values: list[str | None]) -> pa.Array:
         return pa.array([None if v is None else (_fromisoformat(v) - _EPOCH) // _US for v in values], pa.int64())
 
 
+def pluck(records: list[dict[str, Any]], fields: Mapping[str, str]) -> dict[str, list[Any]]:
+    """One list per unified column from a provider's one-to-one field map (column -> record key),
+    ready for :meth:`FeedbackBatch.extend`."""
+    return {column: [record.get(key) for record in records] for column, key in fields.items()}
+
+
 def without(records: list[dict[str, Any]], keys: tuple[str, ...]) -> list[dict[str, Any]]:
     """Each record without ``keys``: the ``attributes`` of records whose other fields have
     columns (a copy and a few pops is about twice as fast as a filtering comprehension)."""

@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from typing import Any, ClassVar
 
 from ..http import BadPage, HttpClient
-from ..normalize import BadTimestamp, FeedbackBatch, parse_timestamp, without
+from ..normalize import BadTimestamp, FeedbackBatch, parse_timestamp, pluck, without
 from .base import EnvSetting, Page, Provider, ProviderResource, Query, Window
 
 # Creation times outside this range are rejected by the shared rules; keep them for that.
@@ -30,8 +30,20 @@ _EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _LATEST = datetime(2100, 1, 1, tzinfo=timezone.utc)
 
 DEFAULT_BASE_URL = "https://api.feedbackkit.app"
-# Fields carried by a unified column (documented camelCase names); everything else goes to attributes.
-MAPPED = ("id", "createdAt", "updatedAt", "title", "description", "category", "status", "userId", "userEmail")
+# Unified column -> FeedbackKit field (the documented camelCase names); everything else goes to
+# attributes.
+FIELDS = {
+    "feedback_id": "id",
+    "collected_at": "createdAt",
+    "updated_at": "updatedAt",
+    "provider_status": "status",
+    "category": "category",
+    "title": "title",
+    "body": "description",
+    "user_id": "userId",
+    "user_email": "userEmail",
+}
+MAPPED = tuple(FIELDS.values())
 
 _SNAKE = re.compile(r"_([a-z0-9])")
 _camel_cache: dict[str, str] = {}
@@ -129,19 +141,7 @@ class FeedbackKitProvider(Provider):
 
     def normalize(self, records: list[Any], batch: FeedbackBatch) -> None:
         items = [camel_keys(r) for r in batch.objects(records)]
-        batch.extend(
-            items,
-            feedback_id=[i.get("id") for i in items],
-            collected_at=[i.get("createdAt") for i in items],
-            updated_at=[i.get("updatedAt") for i in items],
-            provider_status=[i.get("status") for i in items],
-            category=[i.get("category") for i in items],
-            title=[i.get("title") for i in items],
-            body=[i.get("description") for i in items],
-            user_id=[i.get("userId") for i in items],
-            user_email=[i.get("userEmail") for i in items],
-            attributes=without(items, MAPPED),
-        )
+        batch.extend(items, **pluck(items, FIELDS), attributes=without(items, MAPPED))
 
 
 def _in_window_or_unreadable(record: Any, window: Window) -> bool:

@@ -28,13 +28,24 @@ from typing import Any, ClassVar
 import orjson
 
 from ..http import BadPage, HttpClient
-from ..normalize import FeedbackBatch, parse_optional_timestamp, without
+from ..normalize import FeedbackBatch, parse_optional_timestamp, pluck, without
 from ..schema import RejectReason
 from .base import EnvSetting, Page, Provider, ProviderResource, Query
 
 UTC = timezone.utc
 PAGE_SIZE = 1000
-MAPPED = ("id", "collected_at", "updated_at", "field_type", "field_label", "value_text", "value_number", "user_id", "user_identifier")
+# Unified column -> Hub field (user_id is worked out in normalize); everything else goes to
+# attributes.
+FIELDS = {
+    "feedback_id": "id",
+    "collected_at": "collected_at",
+    "updated_at": "updated_at",
+    "category": "field_type",
+    "title": "field_label",
+    "body": "value_text",
+    "rating": "value_number",
+}
+MAPPED = (*FIELDS.values(), "user_id", "user_identifier")
 
 
 class FormbricksResource(ProviderResource):
@@ -155,13 +166,7 @@ class FormbricksProvider(Provider):
             records = mine
         batch.extend(
             records,
-            feedback_id=[r.get("id") for r in records],
-            collected_at=[r.get("collected_at") for r in records],
-            updated_at=[r.get("updated_at") for r in records],
-            category=[r.get("field_type") for r in records],
-            title=[r.get("field_label") for r in records],
-            body=[r.get("value_text") for r in records],
-            rating=[r.get("value_number") for r in records],
+            **pluck(records, FIELDS),
             # Current servers send user_id, older ones user_identifier (formbricks-hub.md).
             user_id=[user if (user := r.get("user_id")) is not None else r.get("user_identifier") for r in records],
             attributes=without(records, MAPPED),

@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 import httpx
 
 from ..http import BadPage, HttpClient, ProviderError, RetryPolicy
-from ..normalize import FeedbackBatch, without
+from ..normalize import FeedbackBatch, pluck, without
 from .base import EnvSetting, Page, Provider, ProviderResource, Query
 
 UTC = timezone.utc
@@ -42,9 +42,18 @@ TOKEN_PARAM = "access_token"
 WINDOW_MARGIN = timedelta(seconds=1)
 # For changes: covers strict bounds plus a little clock skew / visibility lag at Mapbox.
 CHANGES_MARGIN = timedelta(minutes=1)
-# Fields carried by columns; everything else (location, trace_id, received_at, metadata - kept
-# whole, userId included) goes to ``attributes``.
-MAPPED = ("id", "created_at", "updated_at", "status", "category", "feedback")
+# Unified column -> Mapbox field (user_id, from metadata.userId, is worked out in normalize);
+# everything else (location, trace_id, received_at, metadata - kept whole, userId included) goes
+# to ``attributes``.
+FIELDS = {
+    "feedback_id": "id",
+    "collected_at": "created_at",
+    "updated_at": "updated_at",
+    "provider_status": "status",
+    "category": "category",
+    "body": "feedback",
+}
+MAPPED = tuple(FIELDS.values())
 
 
 class MapboxResource(ProviderResource):
@@ -194,12 +203,7 @@ class MapboxProvider(Provider):
         records = batch.objects(records)
         batch.extend(
             records,
-            feedback_id=[r.get("id") for r in records],
-            collected_at=[r.get("created_at") for r in records],
-            updated_at=[r.get("updated_at") for r in records],
-            provider_status=[r.get("status") for r in records],
-            category=[r.get("category") for r in records],
-            body=[r.get("feedback") for r in records],
+            **pluck(records, FIELDS),
             user_id=[meta.get("userId") if type(meta := r.get("metadata")) is dict else None for r in records],
             attributes=without(records, MAPPED),
         )

@@ -30,14 +30,24 @@ from typing import Any, ClassVar
 from urllib.parse import quote
 
 from ..http import BadPage, HttpClient, ProviderError
-from ..normalize import FeedbackBatch, without
+from ..normalize import FeedbackBatch, pluck, without
 from .base import ConfigurationError, EnvSetting, Page, Provider, ProviderResource, Query
 
 DEFAULT_BASE_URL = "https://api.mintlify.com"
 PAGE_SIZE = 100  # documented maximum ("Required range: 1 <= x <= 100")
 KEY_PREFIX = "mint_"
 # Fields carried by a column; everything else (helpful, code, filename, lang, ...) -> attributes.
-MAPPED = ("id", "createdAt", "source", "comment", "contact", "path", "status")
+# Unified column -> Mintlify field; everything else goes to attributes.
+FIELDS = {
+    "feedback_id": "id",
+    "collected_at": "createdAt",  # nullable: a null is rejected by the batch
+    "provider_status": "status",
+    "category": "source",
+    "body": "comment",
+    "user_email": "contact",
+    "page_url": "path",
+}
+MAPPED = tuple(FIELDS.values())
 
 
 class MintlifyResource(ProviderResource):
@@ -124,14 +134,4 @@ class MintlifyProvider(Provider):
 
     def normalize(self, records: list[Any], batch: FeedbackBatch) -> None:
         records = batch.objects(records)
-        batch.extend(
-            records,
-            feedback_id=[r.get("id") for r in records],
-            collected_at=[r.get("createdAt") for r in records],  # nullable: a null is rejected
-            provider_status=[r.get("status") for r in records],
-            category=[r.get("source") for r in records],
-            body=[r.get("comment") for r in records],
-            user_email=[r.get("contact") for r in records],
-            page_url=[r.get("path") for r in records],
-            attributes=without(records, MAPPED),
-        )
+        batch.extend(records, **pluck(records, FIELDS), attributes=without(records, MAPPED))

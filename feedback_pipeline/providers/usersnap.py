@@ -38,7 +38,7 @@ import httpx
 import jwt
 
 from ..http import BadPage, HttpClient, ProviderRequestError, ProviderUnavailable, RetryPolicy
-from ..normalize import FeedbackBatch, parse_optional_timestamp, without
+from ..normalize import FeedbackBatch, parse_optional_timestamp, pluck, without
 from .base import EnvSetting, Page, Provider, ProviderResource, Query, StaleCursor
 
 UTC = timezone.utc
@@ -46,7 +46,16 @@ PAGE_SIZE = 100  # the documented maximum of ``limit``
 DEFAULT_BASE_URL = "https://platform.usersnap.com/v0.1"
 TOKEN_LIFETIME = 300  # seconds; short-lived on purpose (a leaked token is soon useless)
 RENEW_MARGIN = 60  # re-mint when fewer seconds than this are left
-MAPPED = ("feedback_id", "created_at", "updated_at", "status_type", "email")
+# Unified column -> Usersnap field (category, body, rating and page_url are worked out in
+# normalize); everything but these fields goes to attributes.
+FIELDS = {
+    "feedback_id": "feedback_id",
+    "collected_at": "created_at",
+    "updated_at": "updated_at",
+    "provider_status": "status_type",
+    "user_email": "email",
+}
+MAPPED = tuple(FIELDS.values())
 
 
 class UsersnapResource(ProviderResource):
@@ -242,14 +251,10 @@ class UsersnapProvider(Provider):
         answered = [answers(r.get("ordered_inputs")) for r in records]
         batch.extend(
             records,
-            feedback_id=[r.get("feedback_id") for r in records],
-            collected_at=[r.get("created_at") for r in records],
-            updated_at=[r.get("updated_at") for r in records],
-            provider_status=[r.get("status_type") for r in records],
+            **pluck(records, FIELDS),
             category=[_first_label(r.get("labels")) for r in records],
             body=[body for body, _ in answered],
             rating=[rating for _, rating in answered],
-            user_email=[r.get("email") for r in records],
             page_url=[client.get("url") if type(client := r.get("client")) is dict else None for r in records],
             attributes=without(records, MAPPED),
         )
