@@ -354,10 +354,13 @@ def evaluate_targets(res: dict[str, Any]) -> list[dict[str, Any]]:
         "pass": mix is not None and mix <= C.TARGET_NORMALIZE_SECONDS_PER_100K,
     })
     rps = res["sandbox"]["records_per_second"]
+    graded = [n for n in rps if C.PAGE_SIZES[n] == 1000]
     targets.append({
         "name": "sandbox >= 20,000 records/s (1,000-record pages)",
-        "value": ", ".join(f"{n} {v:,.0f}/s" for n, v in rps.items()),
-        "pass": all(v >= C.TARGET_SANDBOX_RPS for v in rps.values()),
+        "value": ", ".join(f"{n} {v:,.0f}/s" for n, v in rps.items() if n in graded)
+        + "; at their own largest pages: "
+        + ", ".join(f"{n} {v:,.0f}/s ({C.PAGE_SIZES[n] or 'one request'})" for n, v in rps.items() if n not in graded),
+        "pass": all(rps[n] >= C.TARGET_SANDBOX_RPS for n in graded),
     })
     return targets
 
@@ -433,7 +436,7 @@ def render(res: dict[str, Any]) -> str:
         f"JSON parse alone {_f(norm['json_parse_records_per_second'], 0)} records/s | 100k well under 1 s (<= {C.TARGET_NORMALIZE_SECONDS_PER_100K} s) | {_verdict(t['pass'])} |"
     )
     t = targets["sandbox >= 20,000 records/s (1,000-record pages)"]
-    lines.append(f"| Sandbox alone (1,000-record pages) | {t['value']} | >= 20,000 records/s | {_verdict(t['pass'])} |")
+    lines.append(f"| Sandbox alone (bare drain; graded on 1,000-record pages) | {t['value']} | >= 20,000 records/s | {_verdict(t['pass'])} |")
 
     lines += [
         "",
@@ -577,9 +580,10 @@ def main(argv: list[str] | None = None) -> int:
         "output": str(output),
     }
     res["backfill"]["ratio_to_raw_drain"] = res["backfill"]["wall_seconds"] / res["raw_drain"]["seconds"]
-    # Sandbox alone: records served per second on 1,000-record pages (the bare drain of those two).
+    # Sandbox alone: records served per second at each API's largest page (the bare drain); the
+    # issue's bar is for 1,000-record pages (Formbricks, Mapbox), the others are shown beside them.
     rps = {}
-    for name in ("formbricks", "mapbox"):
+    for name in C.PROVIDERS:
         records = res["raw_drain_parse"]["providers"][name]["records"]
         rps[name] = records / res["raw_drain"]["providers"][name]["seconds"]
     res["sandbox"] = {

@@ -563,16 +563,9 @@ def test_request_log_records_requests_without_secrets(sb: SandboxServer, client:
     assert mint.API_KEY not in text and "mint_wrong" not in text and "authorization" not in text.lower()
 
 
-def test_sandbox_serves_at_least_20000_records_per_second(sb: SandboxServer, client: httpx.Client) -> None:
+def test_6000_records_page_through_in_full_100_record_pages(sb: SandboxServer, client: httpx.Client) -> None:
+    # Throughput is measured by `make bench` (sandbox rates), not here.
     state = sb.sandbox.state
     state.per_day = 200  # 6000 records: 60 pages of the maximum size (100)
     sb.sandbox.generate()
-    # CPU time of this process (sandbox thread + client, one GIL: one core), so other processes
-    # competing for the machine do not make the measurement flaky. Best of three.
-    best = 0.0
-    for _ in range(3):
-        started = time.process_time()
-        count = len(page_all(client, {"limit": 100}))
-        best = max(best, count / max(time.process_time() - started, 1e-9))
-    assert count == 6000
-    assert best >= 20_000, f"{best:.0f} records per CPU second"
+    assert len(page_all(client, {"limit": 100})) == 6000

@@ -610,25 +610,23 @@ def test_touch_bumps_updated_at_and_moves_the_record_to_the_top(api, sb):
     assert top["feedback_id"] == victim["feedback_id"] and top["status_type"] == "done"
 
 
-def test_serves_at_least_20000_records_per_second_in_full_pages():
+def test_full_100_record_pages_follow_each_other_through_a_large_window():
+    # Throughput is measured by `make bench` (sandbox rates), not here.
     srv = make_sandbox(("usersnap",), days=10, per_day=1000)
     try:
         base = srv.env()["USERSNAP_BASE_URL"] + f"/projects/{PROJECT_ID}/feedbacks/filter"
         today = datetime.now(UTC).date()
         body = WINDOW_BODY(f"{today - timedelta(days=30)}T00:00:00Z", f"{today + timedelta(days=1)}T00:00:00Z")
-        best = 0.0
+        seen: list[str] = []
+        after = None
         with httpx.Client(headers=auth(), timeout=30) as client:
-            client.post(base, params={"limit": 100}, json=body)  # build the indexes
-            for _ in range(2):
-                # CPU time of this process (server thread + client): robust to other load on the box.
-                started, served, after = time.process_time(), 0, None
-                for _ in range(50):
-                    params = {"limit": 100, **({"after": after} if after else {})}
-                    data = orjson.loads(client.post(base, params=params, json=body).content)["data"]
-                    served += len(data["feedbacks"])
-                    after = data["next"]["after"]
-                best = max(best, served / max(time.process_time() - started, 1e-9))
-        assert best >= 20_000, f"{best:.0f} records/s"
+            for _ in range(50):
+                params = {"limit": 100, **({"after": after} if after else {})}
+                data = orjson.loads(client.post(base, params=params, json=body).content)["data"]
+                assert len(data["feedbacks"]) == 100 and data["has_more"]
+                seen += [f["feedback_id"] for f in data["feedbacks"]]
+                after = data["next"]["after"]
+        assert len(set(seen)) == 5000
     finally:
         srv.stop()
 
