@@ -323,18 +323,19 @@ class Warehouse:
             counts.out_of_window = rows.num_rows - in_window.num_rows
             if in_window.num_rows:
                 if pc.count_distinct(in_window.column("feedback_id")).as_py() == in_window.num_rows:
-                    con.register("_batch", in_window)
-                    con.execute("CREATE OR REPLACE TEMP TABLE _stage AS SELECT * FROM _batch")
+                    # The Arrow batch itself is the stage: DuckDB scans it in place (no copy).
+                    con.register("_stage", in_window)
                 else:
                     # The same id twice: keep the latest updated_at, else the last received.
                     batch = in_window.append_column("_seq", pa.array(range(in_window.num_rows), type=pa.int64()))
                     con.register("_batch", batch)
                     con.execute(
-                        """CREATE OR REPLACE TEMP TABLE _stage AS
+                        """CREATE OR REPLACE TEMP TABLE _deduped AS
                         SELECT * EXCLUDE (_seq) FROM _batch
                         QUALIFY row_number() OVER (PARTITION BY feedback_id ORDER BY updated_at DESC NULLS LAST, _seq DESC) = 1"""
                     )
-                con.unregister("_batch")
+                    con.unregister("_batch")
+                    con.execute("CREATE OR REPLACE TEMP VIEW _stage AS SELECT * FROM _deduped")
                 # Only stored rows whose key is in the batch are read (a semi join built on the
                 # batch), so the cost and memory of a commit follow the batch, not the table.
                 con.execute(

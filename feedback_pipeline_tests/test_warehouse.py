@@ -128,6 +128,16 @@ def test_same_id_twice_keeps_latest_updated_at_else_last_received(wh: Warehouse)
     assert [r[:2] for r in rows(wh)] == [("a", "newest"), ("b", "last")]
 
 
+def test_batches_with_and_without_repeated_ids_alternate_on_one_open_connection(wh: Warehouse):
+    """A batch of distinct ids is staged in place (the Arrow table itself), one with a repeated id
+    through a deduplicated temp table; both are named _stage, one after the other."""
+    with wh.connect():  # one connection for all three commits, as a held connection is
+        commit(wh, batch_of({"id": "a", "body": "1"}, {"id": "a", "body": "2"}), resume={"n": 1})
+        commit(wh, batch_of({"id": "b", "body": "3"}, {"id": "c", "body": "4"}), resume={"n": 2})
+        commit(wh, batch_of({"id": "c", "body": "5"}, {"id": "c", "body": "6"}, {"id": "d", "body": "7"}))
+    assert [r[:2] for r in rows(wh)] == [("a", "2"), ("b", "3"), ("c", "6"), ("d", "7")]
+
+
 def test_an_older_copy_never_overwrites_a_newer_row(wh: Warehouse):
     commit(wh, batch_of({"id": "a", "body": "new", "updated_at": "2026-03-02T00:00:00Z"}))
     counts = commit(wh, batch_of({"id": "a", "body": "stale", "updated_at": "2026-03-01T00:00:00Z"}))
