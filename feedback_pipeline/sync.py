@@ -109,11 +109,14 @@ def sync(provider: Provider, warehouse: Warehouse, window: Window, *, full_refre
     started = time.monotonic()
     report = SyncReport(provider.name, provider.account_id, window, full_refresh)
     scope = Scope(provider.name, provider.account_id, window.first_day, window.last_day)
-    # Creates or migrates the schema; publishes first if a killed run left the snapshot behind.
-    _publish(warehouse, report, warehouse.initialize)
-    with warehouse.connect():  # one open of the file for all of the planning reads
+    # One open of the file (which creates or migrates the schema) for all of the planning reads.
+    with warehouse.connect():
+        behind = warehouse.snapshot_behind()
         plan = plan_queries(provider, warehouse, window, full_refresh=full_refresh)
         stored = {q.key: warehouse.cursor(provider.name, provider.account_id, q.key) for q in plan}
+    if behind:  # a run killed before its publish left the snapshot behind: publish that first
+        _publish(warehouse, report, warehouse.publish_if_behind)
+    behind = None  # not known again until the closing reads
     try:
         with provider.open() as http, ExitStack() as tail:
             try:
@@ -133,14 +136,16 @@ def sync(provider: Provider, warehouse: Warehouse, window: Window, *, full_refre
             with warehouse.connect():
                 synced = warehouse.sync_days(provider.name, provider.account_id, window.first_day, window.last_day)
                 report.checks = warehouse.checks(provider.name, provider.account_id, window.first_day, window.last_day)
+                behind = warehouse.snapshot_behind()
             report.watermark = min((w for _, w in synced.values()), default=None) if len(synced) == len(window.days()) else None
     finally:
         # Whatever was committed, before a failure too, is consistent: publish it. The test is "is
         # the snapshot behind the working database", not "did this run change something": a run
         # killed after its last commit but before this point leaves the snapshot behind, and a
         # later run that finds nothing new must still publish. A no-change run over a current
-        # snapshot copies nothing.
-        _publish(warehouse, report, warehouse.publish_if_behind)
+        # snapshot copies nothing and, having read that in its closing reads, opens nothing more.
+        if behind is not False:
+            _publish(warehouse, report, warehouse.publish_if_behind)
     report.duration = time.monotonic() - started
     return report
 
@@ -154,7 +159,7 @@ def _progress(logger: Any, message: str) -> None:
 
 
 def _publish(warehouse: Warehouse, report: SyncReport, publish_if_behind: Callable[[], bool]) -> None:
-    """Run ``publish_if_behind`` (``Warehouse.initialize`` or ``.publish_if_behind``); record whether it published."""
+    """Run ``publish_if_behind`` (``Warehouse.publish_if_behind``); record whether it published."""
     t0 = time.monotonic()
     if publish_if_behind():
         report.published = True

@@ -519,12 +519,17 @@ class Warehouse:
         publish happen under one hold of the writer lock: of concurrent steps, one publishes.
         """
         with self.locked():
-            with self.connect() as con:
-                generation, published = con.execute("SELECT generation, published FROM pipeline_publish").fetchone()
-            behind = generation != published or not self.path.exists()
+            behind = self.snapshot_behind()
             if behind:
                 self.publish()
             return behind
+
+    def snapshot_behind(self) -> bool:
+        """True when ``FEEDBACK_DB`` is missing or older than the working database. Cheap inside
+        an open connection (a second connection in this process shares the open database)."""
+        with self.connect() as con:
+            generation, published = con.execute("SELECT generation, published FROM pipeline_publish").fetchone()
+        return generation != published or not self.path.exists()
 
     def publish(self) -> None:
         """Replace ``FEEDBACK_DB`` with a consistent copy of the working database, atomically.
