@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
@@ -23,6 +25,19 @@ FAST_RETRIES = RetryPolicy(max_attempts=5, base_delay=0.01, max_delay=0.05, max_
 for _var in list(os.environ):
     if _var.split("_")[0] in {"MINTLIFY", "USERSNAP", "FORMBRICKS", "MAPBOX", "FEEDBACKKIT"} or _var.startswith("FEEDBACK_"):
         del os.environ[_var]
+
+
+@contextmanager
+def uvicorn_errors_silenced() -> Iterator[None]:
+    """Killed clients and injected dropped connections make uvicorn log a traceback each; tests
+    that cause them on purpose keep their output readable."""
+    quiet = logging.getLogger("uvicorn.error")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        quiet.setLevel(level)
 
 
 def make_sandbox(providers: tuple[str, ...] | None = None, **state: object) -> SandboxServer:

@@ -14,7 +14,6 @@ After every kill the working database (``.work`` + ``.wal``) must open cleanly.
 
 from __future__ import annotations
 
-import logging
 import os
 import random
 import shutil
@@ -38,7 +37,7 @@ from feedback_pipeline.schema import ROW_COLUMNS
 from feedback_pipeline.sync import sync
 from feedback_pipeline.warehouse import Warehouse
 
-from .conftest import FAST_RETRIES, make_sandbox
+from .conftest import FAST_RETRIES, make_sandbox, uvicorn_errors_silenced
 
 UTC = timezone.utc
 PROVIDERS = ("mintlify", "usersnap")  # 100 records per page: many pages, commits part-way
@@ -59,12 +58,8 @@ def today() -> date:
 @pytest.fixture(scope="module")
 def server() -> Iterator[SandboxServer]:
     server = make_sandbox(PROVIDERS, days=DAYS, per_day=PER_DAY)
-    # A killed client makes uvicorn log a traceback (ClientDisconnect); expected here.
-    quiet = logging.getLogger("uvicorn.error")
-    level = quiet.level
-    quiet.setLevel(logging.CRITICAL)
-    yield server
-    quiet.setLevel(level)
+    with uvicorn_errors_silenced():  # a killed client makes uvicorn log ClientDisconnect
+        yield server
     server.stop()
 
 

@@ -39,7 +39,6 @@ conftest.py clears those).
 from __future__ import annotations
 
 import importlib
-import logging
 import os
 import random
 import shutil
@@ -68,7 +67,7 @@ from feedback_pipeline.schema import ROW_COLUMNS
 from feedback_pipeline.sync import sync
 from feedback_pipeline.warehouse import Warehouse
 
-from .conftest import FAST_RETRIES, make_sandbox
+from .conftest import FAST_RETRIES, make_sandbox, uvicorn_errors_silenced
 
 UTC = timezone.utc
 PROVIDERS = ("mintlify", "usersnap", "feedbackkit", "formbricks", "mapbox")
@@ -482,12 +481,8 @@ class Snapshot:
 @pytest.fixture(scope="module")
 def property_sandbox() -> Iterator[SandboxServer]:
     server = make_sandbox(PROVIDERS, days=DAYS, per_day=PER_DAY)
-    # Injected dropped connections make uvicorn log a traceback each; they are expected here.
-    quiet = logging.getLogger("uvicorn.error")
-    level = quiet.level
-    quiet.setLevel(logging.CRITICAL)
-    yield server
-    quiet.setLevel(level)
+    with uvicorn_errors_silenced():  # injected dropped connections are expected here
+        yield server
     server.stop()
 
 
