@@ -232,6 +232,28 @@ def test_only_the_records_that_need_rules_leave_the_columnar_path(monkeypatch):
     assert batch.rejects().column("reason").to_pylist() == ["unparseable_collected_at"]
 
 
+def test_a_nul_in_a_column_wise_page_is_replaced_and_its_neighbours_are_untouched():
+    batch = FeedbackBatch("mapbox", "acct")
+    n = 1000
+    bodies = [f"文 body {i}" for i in range(n)]
+    bodies[700] = "before\x00after"
+    batch.extend([{}] * n, feedback_id=[f"id-{i}" for i in range(n)], collected_at=["2026-01-02T03:04:05Z"] * n, body=bodies, attributes=[None] * n)
+    got = batch.rows().column("body").to_pylist()
+    assert got[700] == "before\ufffdafter" and got[:700] == bodies[:700] and got[701:] == bodies[701:]
+
+
+def test_attributes_of_several_pages_stay_aligned_with_their_rows():
+    batch = FeedbackBatch("mapbox", "acct")
+    for page in range(3):
+        ids = [f"p{page}-{i}" for i in range(7)]
+        attributes = [{"page": page, "i": i, "pad": "x" * i} if i % 3 else None for i in range(7)]
+        batch.extend([{}] * 7, feedback_id=ids, collected_at=["2026-01-02T03:04:05Z"] * 7, attributes=attributes)
+    rows = batch.rows().to_pylist()
+    for row in rows:
+        page, i = (int(part) for part in row["feedback_id"][1:].split("-"))
+        assert orjson.loads(row["attributes"]) == ({"page": page, "i": i, "pad": "x" * i} if i % 3 else {})
+
+
 def test_gc_paused_nests_and_restores_the_collector():
     assert gc.isenabled()
     with gc_paused():
