@@ -7,7 +7,7 @@ from datetime import date, datetime, timezone
 import orjson
 import pytest
 
-from feedback_pipeline.normalize import FeedbackBatch, clean_text, coerce_id, coerce_rating, dumps_json, loads_json, parse_timestamp
+from feedback_pipeline.normalize import FeedbackBatch, clean_text, coerce_id, coerce_rating, dumps_json, loads_json, parse_timestamp, split
 
 UTC = timezone.utc
 
@@ -252,6 +252,15 @@ def test_attributes_of_several_pages_stay_aligned_with_their_rows():
     for row in rows:
         page, i = (int(part) for part in row["feedback_id"][1:].split("-"))
         assert orjson.loads(row["attributes"]) == ({"page": page, "i": i, "pad": "x" * i} if i % 3 else {})
+
+
+def test_split_gives_columns_and_attributes_and_leaves_the_records_whole():
+    records = [{"id": "a", "at": "t1", "x": 1, "old": 2}, {"at": "t2", "y": [3]}]
+    originals = [dict(r) for r in records]
+    columns, attributes = split(records, {"feedback_id": "id", "collected_at": "at", "updated_at": "at"}, drop=("old",))
+    assert columns == {"feedback_id": ["a", None], "collected_at": ["t1", "t2"], "updated_at": ["t1", "t2"]}
+    assert attributes == [{"x": 1}, {"y": [3]}]
+    assert records == originals  # a reject keeps the whole record
 
 
 def test_gc_paused_nests_and_restores_the_collector():

@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from typing import Any, ClassVar
 
 from ..http import BadPage, HttpClient
-from ..normalize import BadTimestamp, FeedbackBatch, parse_timestamp, pluck, without
+from ..normalize import BadTimestamp, FeedbackBatch, parse_timestamp, split
 from .base import EnvSetting, Page, Provider, ProviderResource, Query, Window
 
 # Creation times outside this range are rejected by the shared rules; keep them for that.
@@ -43,7 +43,6 @@ FIELDS = {
     "user_id": "userId",
     "user_email": "userEmail",
 }
-MAPPED = tuple(FIELDS.values())
 
 _SNAKE = re.compile(r"_([a-z0-9])")
 _camel_cache: dict[str, str] = {}
@@ -141,7 +140,8 @@ class FeedbackKitProvider(Provider):
 
     def normalize(self, records: list[Any], batch: FeedbackBatch) -> None:
         items = [camel_keys(r) for r in batch.objects(records)]
-        batch.extend(items, **pluck(items, FIELDS), attributes=without(items, MAPPED))
+        columns, attributes = split(items, FIELDS)
+        batch.extend(items, **columns, attributes=attributes)
 
 
 def _in_window_or_unreadable(record: Any, window: Window) -> bool:

@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 import orjson
 
 from ..http import BadPage, HttpClient
-from ..normalize import FeedbackBatch, parse_optional_timestamp, pluck, without
+from ..normalize import FeedbackBatch, parse_optional_timestamp, split
 from ..schema import RejectReason
 from .base import EnvSetting, Page, Provider, ProviderResource, Query
 
@@ -45,7 +45,7 @@ FIELDS = {
     "body": "value_text",
     "rating": "value_number",
 }
-MAPPED = (*FIELDS.values(), "user_id", "user_identifier")
+USER_ID_FIELDS = ("user_id", "user_identifier")  # worked out in normalize
 
 
 class FormbricksResource(ProviderResource):
@@ -164,13 +164,10 @@ class FormbricksProvider(Provider):
                     # Another tenant's content must not be kept anywhere: no payload.
                     batch.reject(record, RejectReason.FOREIGN_TENANT, feedback_id=record.get("id"), keep_payload=False)
             records = mine
-        batch.extend(
-            records,
-            **pluck(records, FIELDS),
-            # Current servers send user_id, older ones user_identifier (formbricks-hub.md).
-            user_id=[user if (user := r.get("user_id")) is not None else r.get("user_identifier") for r in records],
-            attributes=without(records, MAPPED),
-        )
+        # Current servers send user_id, older ones user_identifier (formbricks-hub.md).
+        user_id = [user if (user := r.get("user_id")) is not None else r.get("user_identifier") for r in records]
+        columns, attributes = split(records, FIELDS, drop=USER_ID_FIELDS)
+        batch.extend(records, **columns, user_id=user_id, attributes=attributes)
 
 
 def _is_collected_cursor(body: dict[str, Any]) -> bool:

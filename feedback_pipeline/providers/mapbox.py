@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 import httpx
 
 from ..http import BadPage, HttpClient, ProviderError, RetryPolicy
-from ..normalize import FeedbackBatch, pluck, without
+from ..normalize import FeedbackBatch, split
 from .base import EnvSetting, Page, Provider, ProviderResource, Query
 
 UTC = timezone.utc
@@ -53,7 +53,6 @@ FIELDS = {
     "category": "category",
     "body": "feedback",
 }
-MAPPED = tuple(FIELDS.values())
 
 
 class MapboxResource(ProviderResource):
@@ -201,9 +200,10 @@ class MapboxProvider(Provider):
 
     def normalize(self, records: list[Any], batch: FeedbackBatch) -> None:
         records = batch.objects(records)
+        columns, attributes = split(records, FIELDS)
         batch.extend(
             records,
-            **pluck(records, FIELDS),
+            **columns,
             user_id=[meta.get("userId") if type(meta := r.get("metadata")) is dict else None for r in records],
-            attributes=without(records, MAPPED),
+            attributes=attributes,
         )

@@ -30,14 +30,14 @@ from typing import Any, ClassVar
 from urllib.parse import quote
 
 from ..http import BadPage, HttpClient, ProviderError
-from ..normalize import FeedbackBatch, pluck, without
+from ..normalize import FeedbackBatch, split
 from .base import ConfigurationError, EnvSetting, Page, Provider, ProviderResource, Query
 
 DEFAULT_BASE_URL = "https://api.mintlify.com"
 PAGE_SIZE = 100  # documented maximum ("Required range: 1 <= x <= 100")
 KEY_PREFIX = "mint_"
-# Fields carried by a column; everything else (helpful, code, filename, lang, ...) -> attributes.
-# Unified column -> Mintlify field; everything else goes to attributes.
+# Unified column -> Mintlify field; everything else (helpful, code, filename, lang, ...) goes to
+# attributes.
 FIELDS = {
     "feedback_id": "id",
     "collected_at": "createdAt",  # nullable: a null is rejected by the batch
@@ -47,7 +47,6 @@ FIELDS = {
     "user_email": "contact",
     "page_url": "path",
 }
-MAPPED = tuple(FIELDS.values())
 
 
 class MintlifyResource(ProviderResource):
@@ -134,4 +133,5 @@ class MintlifyProvider(Provider):
 
     def normalize(self, records: list[Any], batch: FeedbackBatch) -> None:
         records = batch.objects(records)
-        batch.extend(records, **pluck(records, FIELDS), attributes=without(records, MAPPED))
+        columns, attributes = split(records, FIELDS)
+        batch.extend(records, **columns, attributes=attributes)

@@ -38,7 +38,7 @@ import httpx
 import jwt
 
 from ..http import BadPage, HttpClient, ProviderRequestError, ProviderUnavailable, RetryPolicy
-from ..normalize import FeedbackBatch, parse_optional_timestamp, pluck, without
+from ..normalize import FeedbackBatch, parse_optional_timestamp, split
 from .base import EnvSetting, Page, Provider, ProviderResource, Query, StaleCursor
 
 UTC = timezone.utc
@@ -55,7 +55,6 @@ FIELDS = {
     "provider_status": "status_type",
     "user_email": "email",
 }
-MAPPED = tuple(FIELDS.values())
 
 
 class UsersnapResource(ProviderResource):
@@ -249,14 +248,15 @@ class UsersnapProvider(Provider):
     def normalize(self, records: list[Any], batch: FeedbackBatch) -> None:
         records = batch.objects(records)
         answered = [answers(r.get("ordered_inputs")) for r in records]
+        columns, attributes = split(records, FIELDS)
         batch.extend(
             records,
-            **pluck(records, FIELDS),
+            **columns,
             category=[_first_label(r.get("labels")) for r in records],
             body=[body for body, _ in answered],
             rating=[rating for _, rating in answered],
             page_url=[client.get("url") if type(client := r.get("client")) is dict else None for r in records],
-            attributes=without(records, MAPPED),
+            attributes=attributes,
         )
 
 
