@@ -214,8 +214,8 @@ _DAY_US = 86_400_000_000
 _MIN_US = 0  # 1970-01-01
 _MAX_US = (datetime(2100, 1, 1, tzinfo=UTC) - _EPOCH) // _US
 _FIRST, _END = _EPOCH, datetime(2100, 1, 1, tzinfo=UTC)  # the same range as datetimes
-_TEXT_COLUMNS = ("status", "provider_status", "category", "title", "body", "user_id", "user_email", "page_url")
-_SOURCE_TEXT_COLUMNS = _TEXT_COLUMNS[1:]  # status is derived from provider_status
+# Text columns as they come from the provider (status is derived from provider_status in rows()).
+_TEXT_COLUMNS = ("provider_status", "category", "title", "body", "user_id", "user_email", "page_url")
 _JSON_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
 _TS_US = pa.timestamp("us", tz="UTC")
 _TS_NS = pa.timestamp("ns", tz="UTC")
@@ -233,10 +233,14 @@ def _text(value: Any) -> Any:
 
 
 def _text_array(values: list[Any]) -> pa.Array:
-    """An Arrow string array; NUL and lone surrogates become U+FFFD (checked per column, since
-    they are rare: Arrow refuses surrogates, so only then is every value cleaned in Python)."""
+    """An Arrow string array; other types become text (:func:`clean_text`), NUL and lone
+    surrogates U+FFFD. Each is checked once per column, since they are rare: only a column that
+    Arrow refuses is converted value by value in Python. (Arrow would take bytes as UTF-8 text;
+    values parsed from JSON are never bytes.)"""
     try:
         array = pa.array(values, pa.string())
+    except pa.ArrowTypeError:  # a number, boolean, object or list among the texts
+        return _text_array([_text(v) for v in values])
     except (UnicodeEncodeError, UnicodeDecodeError):
         array = pa.concat_arrays([_clean_chunk(values[i : i + 256]) for i in range(0, len(values), 256)])
     if array.null_count < len(array) and _has_nul(array):
@@ -436,7 +440,7 @@ class FeedbackBatch:
         columns.update((name, values) for name, values in optional.items() if values is not None)
         n = len(records)
         if set(map(type, feedback_id)) == {str} and "" not in feedback_id and _plain_instants(collected_at, nullable=False):
-            self._append(n, columns)
+            self._append(n, columns, text_ids=True)
             return
         # Some records need the rules (and may be rejected): those go one by one through add(),
         # the runs of plain records between them column-wise, keeping the page's order.
@@ -451,10 +455,11 @@ class FeedbackBatch:
                 self.add(records[i], **{name: values[i] for name, values in columns.items()})
             start = i + 1
 
-    def _append(self, n: int, columns: dict[str, list[Any]]) -> None:
-        """Append ``n`` plain records (ids usable, collected times plain ISO texts) column-wise."""
+    def _append(self, n: int, columns: dict[str, list[Any]], *, text_ids: bool = False) -> None:
+        """Append ``n`` plain records (ids usable, collected times plain ISO texts) column-wise;
+        ``text_ids`` when the ids are known to be strings already."""
         ids = columns["feedback_id"]
-        if set(map(type, ids)) != {str}:
+        if not text_ids and set(map(type, ids)) != {str}:
             ids = [v if type(v) is str else coerce_id(v) for v in ids]
         self._ids.extend(ids)
         self._collected.extend_texts(columns["collected_at"])
@@ -465,15 +470,9 @@ class FeedbackBatch:
             self._updated.extend_texts(updated_at)
         else:
             self._updated.extend_micros([_optional_micros(v) for v in updated_at])
-        for name in _SOURCE_TEXT_COLUMNS:
+        for name in _TEXT_COLUMNS:  # converted to text, if they are not, in rows()
             values = columns.get(name)
-            if values is None:
-                values = [None] * n
-            elif not set(map(type, values)) <= _TEXT_TYPES:
-                values = [_text(v) for v in values]
-            self._text[name].extend(values)
-            if name == "provider_status":
-                self._text["status"].extend(map(self._status_map.get, values))
+            self._text[name].extend([None] * n if values is None else values)
         rating = columns.get("rating")
         if rating is None:
             self._rating.extend([None] * n)
@@ -485,9 +484,12 @@ class FeedbackBatch:
         # orjson leaves each result in a block a little too small to take the next one, so a
         # list of them grows the heap by a page per record and glibc hands it back to the OS
         # when the list goes: ~1 page fault per record, 10x the cost of the serialization.
-        out, ends = self._attributes, self._attribute_ends
+        out, ends, dumps = self._attributes, self._attribute_ends, orjson.dumps
         for attributes in columns["attributes"]:
-            out += _dumps_attributes(attributes)
+            try:  # _dumps_attributes, inlined: a call per record is measurable here
+                out += dumps(attributes, option=_JSON_OPTIONS) if attributes else b"{}"
+            except TypeError:
+                out += _dumps_attributes(attributes)
             ends.append(len(out))
 
     def add(
@@ -520,13 +522,11 @@ class FeedbackBatch:
         if not (_MIN_US <= collected < _MAX_US):
             self.reject(record, RejectReason.COLLECTED_AT_OUT_OF_RANGE, feedback_id=fid)
             return False
-        status_text = _text(provider_status)
         text = self._text
         self._ids.append(fid)
         self._collected.append_micros(collected)
         self._updated.append_micros(_optional_micros(updated_at))
-        text["status"].append(self._status_map.get(status_text) if status_text is not None else None)
-        text["provider_status"].append(status_text)
+        text["provider_status"].append(_text(provider_status))
         text["category"].append(_text(category))
         text["title"].append(_text(title))
         text["body"].append(_text(body))
@@ -571,7 +571,14 @@ class FeedbackBatch:
         }
         for name in _TEXT_COLUMNS:
             columns[name] = _text_array(self._text[name])
+        columns["status"] = self._status(columns["provider_status"])
         return pa.table([columns[name] for name in ROW_COLUMNS], schema=ROW_SCHEMA)
+
+    def _status(self, provider_status: pa.Array) -> pa.Array:
+        """The unified status of each provider status (CONTRACT.md's table); NULL when unknown."""
+        known = pa.array(list(self._status_map), pa.string())
+        unified = pa.array(list(self._status_map.values()), pa.string())
+        return pc.take(unified, pc.index_in(provider_status, value_set=known))
 
     def rejects(self) -> pa.Table:
         """The rejects as an Arrow table with :data:`REJECT_SCHEMA`."""

@@ -254,6 +254,21 @@ def test_attributes_of_several_pages_stay_aligned_with_their_rows():
         assert orjson.loads(row["attributes"]) == ({"page": page, "i": i, "pad": "x" * i} if i % 3 else {})
 
 
+def test_a_column_wise_page_makes_other_types_text_and_maps_statuses_in_rows():
+    batch = FeedbackBatch("mapbox", "acct")
+    batch.extend(
+        [{}] * 4,
+        feedback_id=["a", "b", "c", "d"],
+        collected_at=["2026-01-02T03:04:05Z"] * 4,
+        provider_status=["fixed", "escalated", None, 7],
+        body=[42, {"nested": [1]}, True, "text"],
+        attributes=[None] * 4,
+    )
+    rows = batch.rows().to_pylist()
+    assert [r["body"] for r in rows] == ["42", '{"nested":[1]}', "true", "text"]
+    assert [(r["provider_status"], r["status"]) for r in rows] == [("fixed", "resolved"), ("escalated", None), (None, None), ("7", None)]
+
+
 def test_split_gives_columns_and_attributes_and_leaves_the_records_whole():
     records = [{"id": "a", "at": "t1", "x": 1, "old": 2}, {"at": "t2", "y": [3]}]
     originals = [dict(r) for r in records]
