@@ -364,11 +364,12 @@ class FeedbackBatch:
     """Normalized rows and rejects of one provider account, built column by column.
 
     Provider modules hand over a page column-wise with :meth:`extend` (each unified field as a
-    list aligned with the records). When every value is plain (non-empty string ids, zoned ISO
-    timestamps in range, strings or nulls for text, numbers for ratings) the lists are appended
-    as they are and turned into Arrow arrays once per batch, in C++, by :meth:`rows`. Any other
-    value sends the page through :meth:`add`, record by record, which applies every input rule
-    of the contract and routes bad records to :meth:`reject`. Both paths give identical rows
+    list aligned with the records). Records with a plain id and collected time (a non-empty
+    string; a zoned ISO 8601 time in range) are appended as they are, column by column, and the
+    columns are turned into Arrow arrays once per batch, in C++, by :meth:`rows`, which also
+    settles texts of other types, bad characters and statuses column-wise. A record whose id or
+    collected time needs a rule goes through :meth:`add`, which applies every input rule of the
+    contract and routes a bad record to :meth:`reject`. Both paths give identical rows
     (``test_normalize`` compares them on generated pages).
     """
 
@@ -481,9 +482,9 @@ class FeedbackBatch:
         else:  # e.g. numeric strings among numbers: only those take the rules
             self._rating.extend([v if type(v) in _NUMBER_TYPES else coerce_rating(v) for v in rating])
         # One record at a time straight into the buffer, never a list of the page's results:
-        # orjson leaves each result in a block a little too small to take the next one, so a
-        # list of them grows the heap by a page per record and glibc hands it back to the OS
-        # when the list goes: ~1 page fault per record, 10x the cost of the serialization.
+        # holding that list grew the heap by about a page per result, which glibc handed back
+        # when the list went, so every page paid ~1 minor page fault per record (getrusage):
+        # 10x the cost of the serialization itself.
         out, ends, dumps = self._attributes, self._attribute_ends, orjson.dumps
         for attributes in columns["attributes"]:
             try:  # _dumps_attributes, inlined: a call per record is measurable here
@@ -526,13 +527,14 @@ class FeedbackBatch:
         self._ids.append(fid)
         self._collected.append_micros(collected)
         self._updated.append_micros(_optional_micros(updated_at))
-        text["provider_status"].append(_text(provider_status))
-        text["category"].append(_text(category))
-        text["title"].append(_text(title))
-        text["body"].append(_text(body))
-        text["user_id"].append(_text(user_id))
-        text["user_email"].append(_text(user_email))
-        text["page_url"].append(_text(page_url))
+        # Texts of other types are made text in rows(), as for the column-wise path.
+        text["provider_status"].append(provider_status)
+        text["category"].append(category)
+        text["title"].append(title)
+        text["body"].append(body)
+        text["user_id"].append(user_id)
+        text["user_email"].append(user_email)
+        text["page_url"].append(page_url)
         kind = type(rating)
         self._rating.append(float(rating) if kind is float and math.isfinite(rating) else coerce_rating(rating))
         self._attributes += _dumps_attributes(attributes)
