@@ -485,12 +485,9 @@ class FeedbackBatch:
         # holding that list grew the heap by about a page per result, which glibc handed back
         # when the list went, so every page paid ~1 minor page fault per record (getrusage):
         # 10x the cost of the serialization itself.
-        out, ends, dumps = self._attributes, self._attribute_ends, orjson.dumps
+        out, ends = self._attributes, self._attribute_ends
         for attributes in columns["attributes"]:
-            try:  # _dumps_attributes, inlined: a call per record is measurable here
-                out += dumps(attributes, option=_JSON_OPTIONS) if attributes else b"{}"
-            except TypeError:
-                out += _dumps_attributes(attributes)
+            out += _dumps_attributes(attributes)
             ends.append(len(out))
 
     def add(
