@@ -87,8 +87,16 @@ def build_provider_asset(provider: str, partitions_def: dg.PartitionsDefinition)
         full_refresh = str(context.run.tags.get(FULL_REFRESH_TAG, "")).lower() == "true"
         warehouse = Warehouse(pipeline.db_path, lock_timeout=pipeline.lock_timeout_seconds)
         context.log.info(f"{provider}: syncing {window}{' (full refresh)' if full_refresh else ''}")
-        report = sync(provider_obj, warehouse, window, full_refresh=full_refresh, logger=context.log)
-        return dg.MaterializeResult(metadata=_metadata(report, report.checks), check_results=_check_results(key, report, report.checks))
+        with warehouse.session() as session:
+            try:
+                with session.cursor() as cursor:
+                    report = sync(provider_obj, cursor, window, full_refresh=full_refresh, logger=context.log)
+                stats = session.check_stats(provider, provider_obj.account_id, window.first_day, window.last_day)
+            finally:
+                # Whatever was committed, before a failure too, is consistent: publish it once.
+                published = session.publish_if_behind()
+        metadata = {**_metadata(report, stats), "published_snapshot": published is not None}
+        return dg.MaterializeResult(metadata=metadata, check_results=_check_results(key, report, stats))
 
     return _asset
 
@@ -111,7 +119,6 @@ def _metadata(report: SyncReport, stats: dict[str, Any]) -> dict[str, Any]:
         "queries": ", ".join(report.queries),
         "resumed_queries": ", ".join(report.resumed) or "none",
         "watermark": report.watermark.isoformat() if report.watermark else "none (window not fully synced)",
-        "published_snapshot": report.published,
         "duration_seconds": round(report.duration, 3),
         "seconds_waiting_for_pages": round(report.seconds["fetch_wait"], 3),
         "seconds_normalizing": round(report.seconds["normalize"], 3),

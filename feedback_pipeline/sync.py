@@ -8,10 +8,10 @@ For a window ``[first day, last day]`` it
 2. resumes any query an earlier run left unfinished from its committed cursor;
 3. streams pages (fetched in a background thread, so the network overlaps normalization and
    writing), normalizes them column-wise and commits bounded batches together with the cursor
-   that covers them, in one transaction each;
-4. publishes a fresh snapshot for analysts whenever it is behind the working database: after
-   this run changed something, and also after an earlier run that was killed between its last
-   commit and its publish (a run that finds nothing new and a current snapshot copies nothing).
+   that covers them, in one transaction each.
+
+It works on one cursor of the step's warehouse session and never publishes: the step publishes
+once, after all of its syncs (``Session.publish_if_behind``).
 """
 
 from __future__ import annotations
@@ -20,15 +20,14 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 from .normalize import FeedbackBatch, gc_paused
 from .providers.base import Page, Provider, Query, StaleCursor, Window
-from .warehouse import CursorRow, Scope, Warehouse, WriteCounts
+from .warehouse import CursorRow, Progress, Scope, WarehouseCursor, WriteCounts
 
 UTC = timezone.utc
 log = logging.getLogger(__name__)
@@ -69,13 +68,11 @@ class SyncReport:
     queries: list[str] = field(default_factory=list)
     resumed: list[str] = field(default_factory=list)
     watermark: datetime | None = None
-    published: bool = False
-    checks: dict[str, Any] = field(default_factory=dict)
-    seconds: dict[str, float] = field(default_factory=lambda: {"fetch_wait": 0.0, "normalize": 0.0, "commit": 0.0, "publish": 0.0})
+    seconds: dict[str, float] = field(default_factory=lambda: {"fetch_wait": 0.0, "normalize": 0.0, "commit": 0.0})
     duration: float = 0.0
 
 
-def plan_queries(provider: Provider, warehouse: Warehouse, window: Window, *, full_refresh: bool) -> list[PlannedQuery]:
+def plan_queries(provider: Provider, warehouse: WarehouseCursor, window: Window, *, full_refresh: bool) -> list[PlannedQuery]:
     """Decide the queries for ``window`` from what is stored (see the module docstring)."""
     if full_refresh:
         return [PlannedQuery(f"refresh:{window}", window, None, sweep=True)]
@@ -103,49 +100,30 @@ def plan_queries(provider: Provider, warehouse: Warehouse, window: Window, *, fu
     return planned
 
 
-def sync(provider: Provider, warehouse: Warehouse, window: Window, *, full_refresh: bool = False, logger: Any = None) -> SyncReport:
-    """Bring ``provider``'s rows of ``window`` up to date; see the module docstring."""
+def sync(provider: Provider, warehouse: WarehouseCursor, window: Window, *, full_refresh: bool = False, logger: Any = None) -> SyncReport:
+    """Bring ``provider``'s rows of ``window`` up to date on ``warehouse`` (a cursor of the step's
+    session); see the module docstring."""
     logger = logger or log
     started = time.monotonic()
     report = SyncReport(provider.name, provider.account_id, window, full_refresh)
     scope = Scope(provider.name, provider.account_id, window.first_day, window.last_day)
-    # One open of the file (which creates or migrates the schema) for all of the planning reads.
-    with warehouse.connect():
-        behind = warehouse.snapshot_behind()
-        plan = plan_queries(provider, warehouse, window, full_refresh=full_refresh)
-        stored = {q.key: warehouse.cursor(provider.name, provider.account_id, q.key) for q in plan}
-    if behind:  # a run killed before its publish left the snapshot behind: publish that first
-        _publish(warehouse, report, warehouse.publish_if_behind)
-    behind = None  # not known again until the closing reads
-    try:
-        with provider.open() as http, ExitStack() as tail:
-            try:
-                for index, planned in enumerate(plan):
-                    report.queries.append(planned.key)
-                    # The last query's final commit keeps the file open for the closing reads.
-                    hold = tail if index == len(plan) - 1 else None
-                    try:
-                        _run_query(provider, http, warehouse, scope, planned, stored.get(planned.key), report, logger, hold=hold)
-                    except StaleCursor:
-                        logger.warning(f"{provider.name}: stored cursor of {planned.key} is no longer accepted; restarting that query")
-                        warehouse.drop_cursor(provider.name, provider.account_id, planned.key)
-                        _run_query(provider, http, warehouse, scope, planned, None, report, logger, hold=hold)
-            finally:
-                report.requests = http.stats.requests
-                report.retries = http.stats.retries
-            with warehouse.connect():
-                synced = warehouse.sync_days(provider.name, provider.account_id, window.first_day, window.last_day)
-                report.checks = warehouse.checks(provider.name, provider.account_id, window.first_day, window.last_day)
-                behind = warehouse.snapshot_behind()
-            report.watermark = min((w for _, w in synced.values()), default=None) if len(synced) == len(window.days()) else None
-    finally:
-        # Whatever was committed, before a failure too, is consistent: publish it. The test is "is
-        # the snapshot behind the working database", not "did this run change something": a run
-        # killed after its last commit but before this point leaves the snapshot behind, and a
-        # later run that finds nothing new must still publish. A no-change run over a current
-        # snapshot copies nothing and, having read that in its closing reads, opens nothing more.
-        if behind is not False:
-            _publish(warehouse, report, warehouse.publish_if_behind)
+    plan = plan_queries(provider, warehouse, window, full_refresh=full_refresh)
+    stored = {q.key: warehouse.stored_cursor(provider.name, provider.account_id, q.key) for q in plan}
+    with provider.open() as http:
+        try:
+            for planned in plan:
+                report.queries.append(planned.key)
+                try:
+                    _run_query(provider, http, warehouse, scope, planned, stored.get(planned.key), report, logger)
+                except StaleCursor:
+                    logger.warning(f"{provider.name}: stored cursor of {planned.key} is no longer accepted; restarting that query")
+                    warehouse.drop_cursor(provider.name, provider.account_id, planned.key)
+                    _run_query(provider, http, warehouse, scope, planned, None, report, logger)
+        finally:
+            report.requests = http.stats.requests
+            report.retries = http.stats.retries
+    synced = warehouse.sync_days(provider.name, provider.account_id, window.first_day, window.last_day)
+    report.watermark = min((w for _, w in synced.values()), default=None) if len(synced) == len(window.days()) else None
     report.duration = time.monotonic() - started
     return report
 
@@ -158,28 +136,17 @@ def _progress(logger: Any, message: str) -> None:
         log.info(message)
 
 
-def _publish(warehouse: Warehouse, report: SyncReport, publish_if_behind: Callable[[], bool]) -> None:
-    """Run ``publish_if_behind`` (``Warehouse.publish_if_behind``); record whether it published."""
-    t0 = time.monotonic()
-    if publish_if_behind():
-        report.published = True
-        report.seconds["publish"] += time.monotonic() - t0
-
-
 def _run_query(
     provider: Provider,
     http: Any,
-    warehouse: Warehouse,
+    warehouse: WarehouseCursor,
     scope: Scope,
     planned: PlannedQuery,
     stored: CursorRow | None,
     report: SyncReport,
     logger: Any,
-    *,
-    hold: ExitStack | None = None,
 ) -> None:
-    """Run one planned query to its end, committing as it goes; ``hold`` keeps the connection of
-    the final commit open in that stack."""
+    """Run one planned query to its end, committing as it goes."""
     if stored is not None:
         # Same query as the unfinished one: keep its lower bound and start time, continue after
         # its last committed page.
@@ -199,19 +166,11 @@ def _run_query(
     def commit(resume: Any) -> None:
         nonlocal batch, last_commit
         t0 = time.monotonic()
-        counts = warehouse.commit(
-            scope,
-            batch.rows(),
-            batch.rejects(),
-            query_key=planned.key,
-            query_days=(planned.window.first_day, planned.window.last_day),
-            changes_since=query.changes_since,
-            started_at=started_at,
-            resume=resume,
-            pages=pages,
-            track_keys=planned.sweep or snapshot,
-            sweep=planned.sweep or snapshot,
+        progress = Progress(
+            planned.key, planned.window.first_day, planned.window.last_day, query.changes_since,
+            started_at, pages, resume, sweep=planned.sweep or snapshot,
         )
+        counts = warehouse.commit(scope, batch.rows(), batch.rejects(), progress)
         report.counts.add(counts)
         report.seconds["commit"] += time.monotonic() - t0
         batch = FeedbackBatch(provider.name, provider.account_id)
@@ -251,8 +210,6 @@ def _run_query(
     # The generator ended: the query is complete. The final commit marks its days synced.
     if last_resume is not None:
         logger.warning(f"{provider.name}: {planned.key} ended with a resume value; treating it as complete")
-    if hold is not None:
-        hold.enter_context(warehouse.connect())
     commit(None)
 
 

@@ -16,6 +16,8 @@ from feedback_pipeline.providers.base import Provider, Query, Window
 from feedback_pipeline.sandbox.app import Sandbox
 from feedback_pipeline.sandbox.core import SandboxState
 from feedback_pipeline.sandbox.server import SandboxServer
+from feedback_pipeline.sync import SyncReport, sync
+from feedback_pipeline.warehouse import PublishResult, Warehouse
 
 UTC = timezone.utc
 # Retries in tests: real backoff shape, tiny delays (the Retry-After floor is tested on its own).
@@ -108,3 +110,74 @@ def fetch_all(provider: Provider, query: Query) -> tuple[FeedbackBatch, list[dic
 
 def day(text: str) -> date:
     return date.fromisoformat(text)
+
+
+def run_sync_published(provider: Provider, wh: Warehouse, window: Window, **kw: object) -> tuple[SyncReport, PublishResult | None]:
+    """What a step does for one provider: one session, the sync, then one publish (also after a
+    failure, as the step does); returns the report and what the publish did."""
+    with wh.session() as session:
+        try:
+            with session.cursor() as cursor:
+                report = sync(provider, cursor, window, **kw)  # type: ignore[arg-type]
+        finally:
+            published = session.publish_if_behind()
+    return report, published
+
+
+def run_sync(provider: Provider, wh: Warehouse, window: Window, **kw: object) -> SyncReport:
+    """``run_sync_published`` when only the report matters."""
+    return run_sync_published(provider, wh, window, **kw)[0]
+
+
+@contextmanager
+def work_db(wh: Warehouse) -> Iterator[object]:
+    """A DuckDB cursor on the working database (in a session of its own) for reads in tests."""
+    with wh.session() as session, session.cursor() as cursor:
+        yield cursor.con
+
+
+# -- warehouse tests: a batch of Mapbox-like records and one commit in a session of its own ------
+
+WAREHOUSE_DAY = date(2026, 3, 1)
+
+
+def batch_of(*records: dict, provider: str = "mapbox") -> FeedbackBatch:
+    """A normalized batch of minimal records (id, created_at, updated_at, status, body, attributes)."""
+    batch = FeedbackBatch(provider, "acct")
+    for r in records:
+        batch.add(
+            r,
+            feedback_id=r["id"],
+            collected_at=r.get("created_at", "2026-03-01T10:00:00Z"),
+            updated_at=r.get("updated_at"),
+            provider_status=r.get("status"),
+            body=r.get("body"),
+            attributes=r.get("attributes"),
+        )
+    return batch
+
+
+def commit_batch(wh: Warehouse, batch: FeedbackBatch, *, resume=None, key: str = "window:q", scope=None, sweep: bool = False):
+    """Commit ``batch`` as one page of query ``key`` over ``scope`` (default: mapbox/acct, 3 days)."""
+    from feedback_pipeline.warehouse import Progress, Scope
+
+    scope = scope or Scope(batch.provider, "acct", WAREHOUSE_DAY, WAREHOUSE_DAY + timedelta(days=2))
+    progress = Progress(key, scope.first_day, scope.last_day, None, datetime(2026, 3, 4, tzinfo=UTC), 1, resume, sweep)
+    with wh.session() as session, session.cursor() as cursor:
+        return cursor.commit(scope, batch.rows(), batch.rejects(), progress)
+
+
+def work_rows(wh: Warehouse, sql: str = "SELECT feedback_id, body, ingested_at FROM feedback ORDER BY feedback_id", params=None) -> list[tuple]:
+    with wh.session() as session:
+        return session.query(sql, params)
+
+
+def snapshot_rows(wh: Warehouse, sql: str = "SELECT feedback_id, body, ingested_at FROM feedback ORDER BY feedback_id") -> list[tuple]:
+    """What a new analyst connection to FEEDBACK_DB sees."""
+    import duckdb
+
+    con = duckdb.connect(str(wh.path), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()

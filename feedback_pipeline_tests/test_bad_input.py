@@ -39,10 +39,9 @@ from feedback_pipeline.providers.mapbox import MapboxProvider
 from feedback_pipeline.sandbox.core import Fault
 from feedback_pipeline.sandbox.server import SandboxServer
 from feedback_pipeline.settings import PipelineResource
-from feedback_pipeline.sync import sync
 from feedback_pipeline.warehouse import Warehouse
 
-from .conftest import FAST_RETRIES, make_sandbox
+from .conftest import FAST_RETRIES, make_sandbox, run_sync, work_db
 
 UTC = timezone.utc
 PROVIDERS = ("mintlify", "usersnap", "formbricks", "mapbox", "feedbackkit")
@@ -152,7 +151,7 @@ class Outcome:
 
 
 def read(wh: Warehouse, provider: str | None = None) -> Outcome:
-    with wh.connect() as con:
+    with work_db(wh) as con:
         where = "WHERE provider = ?" if provider else ""
         args = [provider] if provider else []
         cur = con.execute(f"SELECT * FROM feedback {where}", args)
@@ -171,7 +170,7 @@ def read(wh: Warehouse, provider: str | None = None) -> Outcome:
 def run(tmp_path: Path, provider: Provider, win: Window | None = None) -> Outcome:
     wh = Warehouse(tmp_path / f"{provider.name}-{uuid.uuid4().hex[:6]}.duckdb")
     try:
-        report = sync(provider, wh, win or window())
+        report = run_sync(provider, wh, win or window())
     except ProviderError as exc:
         out = read(wh)
         out.error = exc
@@ -444,7 +443,7 @@ def test_records_without_an_id_key_and_non_objects_are_rejected_and_the_page_kep
     assert len(out.reject("record_not_an_object")) == 4
     assert good <= set(out.rows)
     # A rerun over the same bad records replaces their rejects instead of adding more.
-    again = sync(make_provider(sb, "feedbackkit", rewrite_records(edit)), out.wh, window())
+    again = run_sync(make_provider(sb, "feedbackkit", rewrite_records(edit)), out.wh, window())
     assert again.counts.rejects_written == 0
     assert len(read(out.wh).rejects) == len(out.rejects)
 
@@ -524,8 +523,8 @@ def test_a_foreign_tenants_record_is_rejected_without_its_content(sb: SandboxSer
     assert len(rejects) == 1 and rejects[0]["payload"] is None
     assert foreign["id"] not in out.rows
     assert good <= set(out.rows)
-    for path in (out.wh.path, out.wh.work_path, out.wh.work_path.with_name(out.wh.work_path.name + ".wal")):
-        if path.exists():
+    for path in out.wh.path.parent.iterdir():  # working database, its WAL, snapshot files
+        if path.is_file() and not path.is_symlink():
             assert b"FOREIGN-CONTENT-7d1c" not in path.read_bytes()
 
 

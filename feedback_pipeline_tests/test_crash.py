@@ -34,10 +34,9 @@ from feedback_pipeline.providers.base import Window
 from feedback_pipeline.sandbox.core import Fault
 from feedback_pipeline.sandbox.server import SandboxServer
 from feedback_pipeline.schema import ROW_COLUMNS
-from feedback_pipeline.sync import sync
 from feedback_pipeline.warehouse import Warehouse
 
-from .conftest import FAST_RETRIES, make_sandbox, uvicorn_errors_silenced
+from .conftest import FAST_RETRIES, make_sandbox, run_sync, uvicorn_errors_silenced, work_db
 
 UTC = timezone.utc
 PROVIDERS = ("mintlify", "usersnap")  # 100 records per page: many pages, commits part-way
@@ -70,7 +69,7 @@ def reference_tables(server: SandboxServer, directory: Path, window: Window) -> 
     for name in PROVIDERS:
         cls = provider_class(name)
         fields = {f: env[s.var] for f, s in cls.resource_class.ENV.items() if s.var in env}
-        sync(cls(cls.resource_class(**fields), policy=FAST_RETRIES), wh, window)
+        run_sync(cls(cls.resource_class(**fields), policy=FAST_RETRIES), wh, window)
     con = duckdb.connect(str(wh.path), read_only=True)
     try:
         return (wh.path, *tables(con))
@@ -305,59 +304,82 @@ def test_a_backfill_killed_at_random_moments_ends_as_an_uninterrupted_run(server
             assert not any(secret.encode() in data for secret in secrets), f"a secret appears in {path.name}"
 
 
-def test_a_publish_killed_mid_copy_leaves_the_snapshot_intact(tmp_path: Path) -> None:
-    """A process killed while it copies the snapshot: FEEDBACK_DB keeps the last good copy."""
-    db = tmp_path / "feedback.duckdb"
-    script = f"""
-import os, shutil, sys
-from feedback_pipeline.warehouse import Warehouse
-wh = Warehouse({str(db)!r})
-wh.initialize()
-with wh.transaction() as con:
-    con.execute("CREATE TABLE IF NOT EXISTS marker (x INTEGER)")
-original = shutil.copyfile
-def dying_copy(src, dst, **kw):
-    with open(src, "rb") as a, open(dst, "wb") as b:
-        b.write(a.read(4096))
-        b.flush()
+# A warehouse whose two snapshot files both exist (so the next publish applies changes in place),
+# then one more change, then a publish killed at the point ``KILL_POINTS[point]`` patches.
+KILLED_PUBLISH = """
+import os, sys
+from datetime import date, datetime, timezone
+from feedback_pipeline.normalize import FeedbackBatch
+from feedback_pipeline.warehouse import Progress, Scope, Warehouse
+import feedback_pipeline.warehouse.changes as changes
+import feedback_pipeline.warehouse.publish as publish
+from feedback_pipeline.warehouse.files import WarehouseFiles
+
+wh = Warehouse(sys.argv[1])
+DAY = date(2026, 3, 1)
+
+def store(ids, body):
+    batch = FeedbackBatch("mapbox", "acct")
+    for i in ids:
+        batch.add({}, feedback_id=i, collected_at="2026-03-01T10:00:00Z", body=body)
+    with wh.session() as session, session.cursor() as cursor:
+        cursor.commit(Scope("mapbox", "acct", DAY, DAY), batch.rows(), batch.rejects(), Progress("window:q", DAY, DAY, None, datetime.now(timezone.utc), 1, None))
+
+def die(*args, **kwargs):
     os.kill(os.getpid(), 9)
-shutil.copyfile = dying_copy
-wh.publish()
+
+def apply_then_die(*args, **kwargs):
+    original_apply(*args, **kwargs)
+    die()
+
+store(["a", "b"], "v1"); wh.publish_if_behind()
+store(["c"], "v2"); wh.publish_if_behind()
+store(["a"], "v3"); assert wh.publish_if_behind().mode == "incremental"
+store(["b", "d"], "v4")
+point = sys.argv[2]
+if point == "full copy before its rename":
+    wh.files.idle().unlink()
+    publish.fsync_file = die
+elif point == "apply before its commit":
+    original_apply = publish._apply
+    publish._apply = apply_then_die
+elif point == "between apply and switch":
+    WarehouseFiles.switch = die
+elif point == "after the switch, before recording it":
+    changes.record_snapshot = die
+wh.publish_if_behind()
 """
-    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, timeout=60)
+BEFORE = [("a", "v3"), ("b", "v1"), ("c", "v2")]
+AFTER = [("a", "v3"), ("b", "v4"), ("c", "v2"), ("d", "v4")]
+
+
+@pytest.mark.parametrize(
+    "point, seen",
+    [
+        ("full copy before its rename", BEFORE),
+        ("apply before its commit", BEFORE),
+        ("between apply and switch", BEFORE),
+        ("after the switch, before recording it", AFTER),
+    ],
+)
+def test_a_publish_killed_at_any_point_leaves_a_complete_snapshot_and_the_next_publish_repairs(tmp_path: Path, point: str, seen: list) -> None:
+    db = tmp_path / "feedback.duckdb"
+    done = subprocess.run([sys.executable, "-c", KILLED_PUBLISH, str(db), point], cwd=tmp_path, capture_output=True, timeout=120)
     assert done.returncode == -signal.SIGKILL, done.stderr.decode()[-2000:]
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        names = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
-    finally:
-        con.close()
-    assert {"feedback", "feedback_rejects"} <= names and "marker" not in names  # the last good snapshot
+
+    def analyst_sees() -> list[tuple]:
+        con = duckdb.connect(str(db), read_only=True)
+        try:
+            return con.execute("SELECT feedback_id, body FROM feedback ORDER BY feedback_id").fetchall()
+        finally:
+            con.close()
+
+    assert analyst_sees() == seen
     wh = Warehouse(db)
-    wh.publish()  # the next run publishes normally
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        assert "marker" in {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
-    finally:
-        con.close()
-
-
-def test_a_publish_killed_mid_copy_leaves_no_litter(tmp_path: Path) -> None:
-    db = tmp_path / "feedback.duckdb"
-    script = f"""
-import os, shutil
-from feedback_pipeline.warehouse import Warehouse
-wh = Warehouse({str(db)!r})
-wh.initialize()
-def dying_copy(src, dst, **kw):
-    open(dst, "wb").write(b"partial")
-    os.kill(os.getpid(), 9)
-shutil.copyfile = dying_copy
-wh.publish()
-"""
-    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, timeout=60)
-    assert done.returncode == -signal.SIGKILL, done.stderr.decode()[-2000:]
-    Warehouse(db).publish()  # the next run's publish
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")) == []
+    assert wh.publish_if_behind() is not None  # the next run's publish redoes what was not recorded
+    assert analyst_sees() == AFTER
+    assert wh.publish_if_behind() is None
+    assert sorted(p.name for p in tmp_path.iterdir() if ".tmp" in p.name) == []  # no litter left
 
 
 @pytest.fixture(scope="module")
@@ -381,18 +403,20 @@ from feedback_pipeline.providers.formbricks import FormbricksProvider, Formbrick
 from feedback_pipeline.sync import sync
 from feedback_pipeline.warehouse import Warehouse
 wh = Warehouse({str(db)!r})
-wh.initialize()  # the (empty) first snapshot
-wh.publish = lambda: os.kill(os.getpid(), 9)  # the machine dies right before publishing
+wh.publish_if_behind()  # the (empty) first snapshot
 provider = FormbricksProvider(FormbricksResource(hub_url={env["FORMBRICKS_HUB_URL"]!r}, api_key={env["FORMBRICKS_HUB_API_KEY"]!r}, tenant_id={env["FORMBRICKS_TENANT_ID"]!r}))
-sync(provider, wh, Window.for_days(date.fromisoformat({window.first_day.isoformat()!r}), date.fromisoformat({window.last_day.isoformat()!r})))
+with wh.session() as session:
+    with session.cursor() as cursor:
+        sync(provider, cursor, Window.for_days(date.fromisoformat({window.first_day.isoformat()!r}), date.fromisoformat({window.last_day.isoformat()!r})))
+    os.kill(os.getpid(), 9)  # the machine dies right before the step publishes
 """
     done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, timeout=120)
     assert done.returncode == -signal.SIGKILL, done.stderr.decode()[-3000:]
     wh = Warehouse(db)
     cls = provider_class("formbricks")
     fields = {f: env[s.var] for f, s in cls.resource_class.ENV.items() if s.var in env}
-    sync(cls(cls.resource_class(**fields), policy=FAST_RETRIES), wh, window)  # the next hourly run
-    with wh.connect() as con:
+    run_sync(cls(cls.resource_class(**fields), policy=FAST_RETRIES), wh, window)  # the next hourly run
+    with work_db(wh) as con:
         work = sorted(con.execute(f"SELECT {CONTENT} FROM feedback").fetchall())
     assert len(work) > 40
     con = duckdb.connect(str(db), read_only=True)

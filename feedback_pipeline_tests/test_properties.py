@@ -64,10 +64,9 @@ from feedback_pipeline.providers.base import Provider, Window
 from feedback_pipeline.sandbox.core import Fault
 from feedback_pipeline.sandbox.server import SandboxServer
 from feedback_pipeline.schema import ROW_COLUMNS
-from feedback_pipeline.sync import sync
 from feedback_pipeline.warehouse import Warehouse
 
-from .conftest import FAST_RETRIES, make_sandbox, uvicorn_errors_silenced
+from .conftest import FAST_RETRIES, make_sandbox, run_sync, run_sync_published, uvicorn_errors_silenced, work_db
 
 UTC = timezone.utc
 PROVIDERS = ("mintlify", "usersnap", "feedbackkit", "formbricks", "mapbox")
@@ -344,12 +343,12 @@ class PipelineMachine(RuleBasedStateMachine):
         name = ready[pick % len(ready)]
         window = self.converged[name]
         before = self._read()
-        report = sync(self.providers[name], self.wh, window, full_refresh=False)
+        report, published = run_sync_published(self.providers[name], self.wh, window, full_refresh=False)
         self._snapshot = None
         after = self._read()
         STATS["runs"] += 1
         assert report.counts.changed == 0, (name, window, report.counts)
-        assert not report.published
+        assert published is None
         assert after.rows == before.rows, f"{name} {window}: a no-change rerun changed rows"
         assert sorted(after.rejects) == sorted(before.rejects)
 
@@ -364,7 +363,7 @@ class PipelineMachine(RuleBasedStateMachine):
         error: ProviderError | None = None
         report = None
         try:
-            report = sync(provider, self.wh, window, full_refresh=full_refresh)
+            report = run_sync(provider, self.wh, window, full_refresh=full_refresh)
         except ProviderError as exc:  # anything else is a bug
             error = exc
         finally:
@@ -435,7 +434,7 @@ class PipelineMachine(RuleBasedStateMachine):
         """Read (and check) the working and the published database, once per database change."""
         if self._snapshot is not None:
             return self._snapshot
-        with self.wh.connect() as con:
+        with work_db(self.wh) as con:
             rows, duplicates, rejects = read_tables(con)
             bad_dates = con.execute(
                 "SELECT count(*) FROM feedback WHERE collected_date IS DISTINCT FROM CAST(timezone('UTC', collected_at) AS DATE)"
@@ -469,7 +468,7 @@ class PipelineMachine(RuleBasedStateMachine):
     def tables_are_consistent(self) -> None:
         STATS["checks"] += 1
         # Runs re-read (and check) both databases; provider changes leave them as they were.
-        if self._snapshot is None and self.wh.work_path.exists():
+        if self._snapshot is None and self.wh.files.work.exists():
             self._read()
 
 

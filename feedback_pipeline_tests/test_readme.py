@@ -11,10 +11,9 @@ import pytest
 
 from feedback_pipeline.providers import provider_class
 from feedback_pipeline.schema import PROVIDERS
-from feedback_pipeline.sync import sync
 from feedback_pipeline.warehouse import Warehouse
 
-from .conftest import FAST_RETRIES, recent_window
+from .conftest import FAST_RETRIES, recent_window, run_sync
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 SQL_BLOCKS = re.findall(r"```sql\n(.*?)```", README, flags=re.S)
@@ -27,7 +26,7 @@ def analyst_db(sandbox_server, tmp_path_factory) -> Path:
     for name in PROVIDERS:
         cls = provider_class(name)
         resource = cls.resource_class(**{field: env.get(s.var, s.default) for field, s in cls.resource_class.ENV.items()})
-        sync(cls(resource, policy=FAST_RETRIES), wh, recent_window(30))
+        run_sync(cls(resource, policy=FAST_RETRIES), wh, recent_window(30))
     return wh.path
 
 

@@ -42,10 +42,9 @@ from feedback_pipeline.sandbox.core import Fault
 from feedback_pipeline.sandbox.server import SandboxServer
 from feedback_pipeline.sandbox.usersnap import JWT_KID, JWT_SECRET
 from feedback_pipeline.settings import PipelineResource
-from feedback_pipeline.sync import sync
 from feedback_pipeline.warehouse import Warehouse
 
-from .conftest import FAST_RETRIES, make_sandbox
+from .conftest import FAST_RETRIES, make_sandbox, run_sync
 
 UTC = timezone.utc
 PROVIDERS = ("mintlify", "usersnap", "formbricks", "mapbox", "feedbackkit")
@@ -322,7 +321,7 @@ def test_exceptions_of_direct_engine_runs_leak_nothing(sb: SandboxServer, tmp_pa
                 original = provider.http_client
                 provider.http_client = lambda _o=original, _t=transport, **kw: _o(**{"transport": _t, **kw})  # type: ignore[method-assign]
             with pytest.raises(ProviderError) as caught:
-                sync(provider, Warehouse(tmp_path / f"{name}{echo_status}.duckdb"), window)
+                run_sync(provider, Warehouse(tmp_path / f"{name}{echo_status}.duckdb"), window)
             for header in captured.authorization:
                 if header.startswith("Bearer ey"):
                     leaks.add_token(header.split(" ", 1)[1])
@@ -344,7 +343,7 @@ def test_usersnap_tokens_are_hs256_with_kid_and_expire_within_five_minutes(sb: S
     provider.http_client = lambda **kw: original(**{"transport": capture, **kw})  # type: ignore[method-assign]
     sb.sandbox.state.add_fault("usersnap", Fault(kind="rate_limit", count=2, retry_after="0"))
     before = time.time()
-    report = sync(provider, Warehouse(tmp_path / "u.duckdb"), Window.for_days(today() - timedelta(days=1), today()))
+    report = run_sync(provider, Warehouse(tmp_path / "u.duckdb"), Window.for_days(today() - timedelta(days=1), today()))
     assert report.retries == 2 and len(capture.authorization) == report.requests
     for header in capture.authorization:
         scheme, token = header.split(" ", 1)
@@ -419,9 +418,9 @@ def test_sql_looking_ids_text_and_account_round_trip_verbatim(sb: SandboxServer,
     sb.sandbox.add("feedbackkit", {"id": "'); DROP TABLE feedback_rejects;--", "createdAt": "'; SELECT 1; --", "description": "$1"})
     wh = Warehouse(tmp_path / "sql.duckdb")
     window = Window.for_days(today(), today())
-    first = sync(provider, wh, window)
+    first = run_sync(provider, wh, window)
     assert first.counts.inserted == len(SQL_LOOKING) and first.counts.rejected == 1
-    second = sync(provider, wh, window)
+    second = run_sync(provider, wh, window)
     assert second.counts.changed == 0  # the keys compare equal too
     con = duckdb.connect(str(wh.path), read_only=True)
     try:

@@ -16,7 +16,7 @@ from feedback_pipeline.sandbox.core import Fault
 from feedback_pipeline.sync import plan_queries, sync
 from feedback_pipeline.warehouse import Warehouse
 
-from .conftest import FAST_RETRIES, make_sandbox, recent_window
+from .conftest import FAST_RETRIES, make_sandbox, recent_window, run_sync, run_sync_published, work_db
 
 UTC = timezone.utc
 
@@ -45,8 +45,13 @@ def provider_for(server) -> FormbricksProvider:
 
 
 def table(wh: Warehouse) -> list[tuple]:
-    with wh.connect() as con:
+    with work_db(wh) as con:
         return con.execute("SELECT * EXCLUDE (ingested_at) FROM feedback ORDER BY feedback_id").fetchall()
+
+
+def sync_days(wh: Warehouse, window: Window) -> dict:
+    with wh.session() as session, session.cursor() as cursor:
+        return cursor.sync_days("formbricks", "tenant-sandbox", window.first_day, window.last_day)
 
 
 def expected_ids(server, window: Window) -> set[str]:
@@ -64,20 +69,20 @@ def requests(server) -> int:
 
 def test_first_run_reads_the_window_and_a_rerun_with_nothing_new_costs_one_request(sandbox, tmp_path: Path):
     wh, provider, window = Warehouse(tmp_path / "f.duckdb"), provider_for(sandbox), recent_window(30)
-    first = sync(provider, wh, window)
+    first = run_sync(provider, wh, window)
     assert {r[2] for r in table(wh)} == expected_ids(sandbox, window)
     assert first.requests == 3  # 3,000 records at 1,000 per page
     before = table(wh)
     sandbox.sandbox.state.clear_log()
-    second = sync(provider, wh, window)
+    second, published = run_sync_published(provider, wh, window)
     assert requests(sandbox) == 1
-    assert second.counts.changed == 0 and not second.published
+    assert second.counts.changed == 0 and published is None
     assert table(wh) == before
 
 
 def test_an_incremental_run_fetches_only_changes_and_updates_those_rows(sandbox, tmp_path: Path):
     wh, provider, window = Warehouse(tmp_path / "f.duckdb"), provider_for(sandbox), recent_window(30)
-    sync(provider, wh, window)
+    run_sync(provider, wh, window)
     store = sandbox.sandbox.emulators["formbricks"].store
     changed_id = sorted(expected_ids(sandbox, window))[5]
     sandbox.sandbox.update("formbricks", changed_id, {"value_text": "edited later"})
@@ -85,7 +90,7 @@ def test_an_incremental_run_fetches_only_changes_and_updates_those_rows(sandbox,
     new["collected_at"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
     new["updated_at"] = datetime.now(UTC).isoformat()
     sandbox.sandbox.add("formbricks", new)
-    report = sync(provider, wh, window)
+    report = run_sync(provider, wh, window)
     assert report.requests == 1
     assert (report.counts.inserted, report.counts.updated) == (1, 1)
     bodies = dict((r[2], r[10]) for r in table(wh))
@@ -95,18 +100,18 @@ def test_an_incremental_run_fetches_only_changes_and_updates_those_rows(sandbox,
 def test_a_run_that_fails_part_way_resumes_without_refetching_committed_pages(sandbox, tmp_path: Path):
     window = recent_window(30)
     reference = Warehouse(tmp_path / "ref.duckdb")
-    sync(provider_for(sandbox), reference, window)
+    run_sync(provider_for(sandbox), reference, window)
 
     wh = Warehouse(tmp_path / "f.duckdb")
     sandbox.sandbox.state.add_fault("formbricks", Fault(kind="server_error", after=2, count=None, status=503))
     with pytest.raises(ProviderUnavailable, match="HTTP 503"):
-        sync(provider_for(sandbox), wh, window)
-    with wh.connect() as con:
+        run_sync(provider_for(sandbox), wh, window)
+    with work_db(wh) as con:
         kept = con.execute("SELECT (SELECT count(*) FROM feedback) + (SELECT count(*) FROM feedback_rejects)").fetchone()[0]
     assert kept == 2000  # both fetched pages were kept (rows and rejects), with their cursor
     sandbox.sandbox.state.clear_faults()
     sandbox.sandbox.state.clear_log()
-    report = sync(provider_for(sandbox), wh, window)
+    report = run_sync(provider_for(sandbox), wh, window)
     assert report.resumed == [f"window:{window}"]
     assert requests(sandbox) == 1  # only the page after the cursor
     assert table(wh) == table(reference)
@@ -114,12 +119,12 @@ def test_a_run_that_fails_part_way_resumes_without_refetching_committed_pages(sa
 
 def test_full_refresh_removes_records_deleted_at_the_provider(sandbox, tmp_path: Path):
     wh, provider, window = Warehouse(tmp_path / "f.duckdb"), provider_for(sandbox), recent_window(30)
-    sync(provider, wh, window)
+    run_sync(provider, wh, window)
     victim = sorted(expected_ids(sandbox, window))[0]
     sandbox.sandbox.delete("formbricks", victim)
-    sync(provider, wh, window)
+    run_sync(provider, wh, window)
     assert victim in {r[2] for r in table(wh)}  # a plain run may keep it
-    report = sync(provider, wh, window, full_refresh=True)
+    report = run_sync(provider, wh, window, full_refresh=True)
     assert report.counts.deleted == 1
     assert {r[2] for r in table(wh)} == expected_ids(sandbox, window)
 
@@ -127,11 +132,11 @@ def test_full_refresh_removes_records_deleted_at_the_provider(sandbox, tmp_path:
 def test_a_backfill_of_old_days_leaves_other_days_state_alone(sandbox, tmp_path: Path):
     wh, provider = Warehouse(tmp_path / "f.duckdb"), provider_for(sandbox)
     recent = recent_window(3)
-    sync(provider, wh, recent)
-    before = wh.sync_days("formbricks", "tenant-sandbox", recent.first_day, recent.last_day)
+    run_sync(provider, wh, recent)
+    before = sync_days(wh, recent)
     old = Window.for_days(recent.first_day - timedelta(days=20), recent.first_day - timedelta(days=10))
-    sync(provider, wh, old)
-    assert wh.sync_days("formbricks", "tenant-sandbox", recent.first_day, recent.last_day) == before
+    run_sync(provider, wh, old)
+    assert sync_days(wh, recent) == before
     dates = {r[4] for r in table(wh)}
     assert min(dates) >= old.first_day and all(d <= old.last_day or d >= recent.first_day for d in dates)
 
@@ -140,8 +145,9 @@ def test_a_new_day_gets_a_window_read_and_synced_days_a_change_query(sandbox, tm
     wh, provider = Warehouse(tmp_path / "f.duckdb"), provider_for(sandbox)
     window = recent_window(8)
     yesterday_and_before = Window(window.start, window.end - timedelta(days=1))
-    sync(provider, wh, yesterday_and_before)
-    plan = plan_queries(provider, wh, window, full_refresh=False)
+    run_sync(provider, wh, yesterday_and_before)
+    with wh.session() as session, session.cursor() as cursor:
+        plan = plan_queries(provider, cursor, window, full_refresh=False)
     assert [(q.key.split(":")[0], q.window.first_day, q.window.last_day) for q in plan] == [
         ("changes", window.first_day, window.last_day - timedelta(days=1)),
         ("window", window.last_day, window.last_day),
@@ -151,11 +157,11 @@ def test_a_new_day_gets_a_window_read_and_synced_days_a_change_query(sandbox, tm
 
 def test_an_old_hub_without_the_change_feed_is_reread_and_stays_correct(sandbox, tmp_path: Path):
     wh, provider, window = Warehouse(tmp_path / "f.duckdb"), provider_for(sandbox), recent_window(30)
-    sync(provider, wh, window)
+    run_sync(provider, wh, window)
     sandbox.sandbox.state.hub_supports_updated_sort = False
     changed_id = sorted(expected_ids(sandbox, window))[3]
     sandbox.sandbox.update("formbricks", changed_id, {"value_number": 42})
-    report = sync(provider, wh, window)
+    report = run_sync(provider, wh, window)
     assert report.counts.updated == 1 and report.requests == 3
     assert {r[2]: r[11] for r in table(wh)}[changed_id] == 42.0
 
@@ -173,26 +179,33 @@ def snapshot_stat(wh: Warehouse) -> tuple[int, int, int]:
     return stat.st_ino, stat.st_mtime_ns, stat.st_size
 
 
-def test_a_run_publishes_when_the_snapshot_is_behind_not_only_when_it_changed_something(sandbox, tmp_path: Path, monkeypatch):
+def test_a_run_publishes_when_the_snapshot_is_behind_not_only_when_it_changed_something(sandbox, tmp_path: Path):
     wh, provider, window = Warehouse(tmp_path / "f.duckdb"), provider_for(sandbox), recent_window(30)
-    assert sync(provider, wh, window).published
-    # (a) Nothing new and a current snapshot: the file is not copied again.
+    assert run_sync_published(provider, wh, window)[1] is not None
+    # (a) Nothing new and a current snapshot: no file is written.
     before = snapshot_stat(wh)
-    quiet = sync(provider, wh, window)
-    assert quiet.counts.changed == 0 and not quiet.published
+    quiet, published = run_sync_published(provider, wh, window)
+    assert quiet.counts.changed == 0 and published is None
     assert snapshot_stat(wh) == before
-    # (b) A run commits a change and dies before publishing (publish() never ran) ...
+    # (b) A step commits a change and dies before publishing (its session never publishes) ...
     changed_id = sorted(expected_ids(sandbox, window))[3]
     sandbox.sandbox.update("formbricks", changed_id, {"value_text": "committed, never published"})
-    monkeypatch.setattr(wh, "publish", lambda: None)
-    assert sync(provider, wh, window).counts.updated == 1
-    monkeypatch.undo()
+    with wh.session() as session, session.cursor() as cursor:
+        assert sync(provider, cursor, window).counts.updated == 1
     assert published_table(wh) != table(wh)
     # ... the next run finds nothing new at the provider, and publishes anyway.
-    catch_up = sync(provider, wh, window)
-    assert catch_up.counts.changed == 0 and catch_up.published
+    catch_up, published = run_sync_published(provider, wh, window)
+    assert catch_up.counts.changed == 0 and published is not None
     assert published_table(wh) == table(wh)
-    # And then it is current again: the run after copies nothing.
+    # And then it is current again: the run after writes nothing.
     before = snapshot_stat(wh)
-    assert not sync(provider, wh, window).published
+    assert run_sync_published(provider, wh, window)[1] is None
     assert snapshot_stat(wh) == before
+
+
+def test_sync_never_publishes(sandbox, tmp_path: Path):
+    wh, provider, window = Warehouse(tmp_path / "f.duckdb"), provider_for(sandbox), recent_window(3)
+    with wh.session() as session:
+        with session.cursor() as cursor:
+            assert sync(provider, cursor, window).counts.inserted > 0
+        assert not wh.path.exists() and session.behind()

@@ -9,7 +9,7 @@ import duckdb
 import pytest
 
 from feedback_pipeline.normalize import FeedbackBatch
-from feedback_pipeline.warehouse import Scope, Warehouse
+from feedback_pipeline.warehouse import Progress, Scope, Warehouse
 
 UTC = timezone.utc
 DAY1, DAY2 = date(2026, 4, 1), date(2026, 4, 2)
@@ -28,15 +28,13 @@ def store(wh: Warehouse, provider: str, rows: list[dict]) -> None:
             page_url=row.get("page"),
             attributes=row.get("attributes"),
         )
-    wh.commit(
-        Scope(provider, "acct", DAY1, DAY2), batch.rows(), batch.rejects(),
-        query_key="window:test", query_days=(DAY1, DAY2), changes_since=None,
-        started_at=datetime.now(UTC), resume=None, pages=1,
-    )
+    progress = Progress("window:test", DAY1, DAY2, None, datetime.now(UTC), 1, None)
+    with wh.session() as session, session.cursor() as cursor:
+        cursor.commit(Scope(provider, "acct", DAY1, DAY2), batch.rows(), batch.rejects(), progress)
 
 
 def query(wh: Warehouse, sql: str) -> list[tuple]:
-    wh.publish()
+    wh.publish_if_behind()
     con = duckdb.connect(str(wh.path), read_only=True)  # what analysts open
     try:
         return con.execute(sql).fetchall()

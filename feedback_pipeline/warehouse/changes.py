@@ -1,0 +1,72 @@
+"""The publish generation and the change log that lets publishing copy only what changed.
+
+``pipeline_publish.generation`` counts the committed transactions that changed what analysts see;
+each such transaction bumps it and, in the same transaction, logs what it changed in
+``pipeline_changes`` at the new generation:
+
+* ``(provider, account_id, feedback_id)``: that key's row was inserted, updated or deleted;
+* ``(provider, account_id, NULL)``: that account's rejects changed;
+* ``(NULL, NULL, NULL)``: anything may have changed (schema migration, reset): copy everything.
+
+The log holds every change after ``pipeline_publish.changes_since``; a snapshot file at generation
+``g >= changes_since`` is brought up to date by applying the keys logged after ``g``. Pruning
+keeps the log from growing: entries at or below both snapshot files' generations are no longer
+needed by either.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import duckdb
+
+
+def bump(con: duckdb.DuckDBPyConnection) -> int:
+    """Mark the snapshot behind, inside the transaction that changes what analysts see (so the
+    change and the mark commit together); returns the new generation to log the change at."""
+    return con.execute("UPDATE pipeline_publish SET generation = generation + 1 RETURNING generation").fetchone()[0]
+
+
+def log_keys(con: duckdb.DuckDBPyConnection, generation: int, provider: str, account_id: str, keys_sql: str, params: dict[str, Any] | None = None) -> None:
+    """Log the feedback ids that ``keys_sql`` (a query with one column, ``feedback_id``) returns."""
+    con.execute(
+        f"INSERT INTO pipeline_changes SELECT $gen, $p_log, $a_log, feedback_id FROM ({keys_sql})",
+        {**(params or {}), "gen": generation, "p_log": provider, "a_log": account_id},
+    )
+
+
+def log_rejects(con: duckdb.DuckDBPyConnection, generation: int, provider: str, account_id: str) -> None:
+    con.execute("INSERT INTO pipeline_changes VALUES (?, ?, ?, NULL)", [generation, provider, account_id])
+
+
+def log_everything(con: duckdb.DuckDBPyConnection, generation: int) -> None:
+    if con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'pipeline_changes' AND database_name = current_database()").fetchone()[0]:
+        con.execute("INSERT INTO pipeline_changes VALUES (?, NULL, NULL, NULL)", [generation])
+
+
+def generations(con: duckdb.DuckDBPyConnection) -> tuple[int, int, int]:
+    """(generation, published, changes_since) of the working database."""
+    return con.execute("SELECT generation, published, coalesce(changes_since, generation) FROM pipeline_publish").fetchone()
+
+
+def needs_everything(con: duckdb.DuckDBPyConnection, since: int) -> bool:
+    """True when a change after ``since`` asks for a full copy."""
+    return con.execute("SELECT count(*) > 0 FROM pipeline_changes WHERE generation > ? AND provider IS NULL", [since]).fetchone()[0]
+
+
+def record_snapshot(con: duckdb.DuckDBPyConnection, file: str, generation: int, *, live: bool) -> None:
+    """After a snapshot file reached ``generation``: remember it, mark it published when it is
+    the live one, and prune what neither file needs any more. Call inside a transaction."""
+    con.execute(
+        "INSERT INTO pipeline_snapshot_files VALUES (?, ?) ON CONFLICT (file) DO UPDATE SET generation = excluded.generation",
+        [file, generation],
+    )
+    if live:
+        con.execute("UPDATE pipeline_publish SET published = ?", [generation])
+    # A file never recorded counts as generation 0, so nothing it may need is pruned before it exists.
+    floor = con.execute(
+        "SELECT least(coalesce((SELECT generation FROM pipeline_snapshot_files WHERE file = 'a'), 0), "
+        "coalesce((SELECT generation FROM pipeline_snapshot_files WHERE file = 'b'), 0))"
+    ).fetchone()[0]
+    con.execute("DELETE FROM pipeline_changes WHERE generation <= ?", [floor])
+    con.execute("UPDATE pipeline_publish SET changes_since = greatest(coalesce(changes_since, 0), ?)", [floor])

@@ -1,0 +1,97 @@
+"""The schema, as an append-only list of migrations, and the analyst views (``views/*.sql``).
+
+The working database and every snapshot file are built by the same migrations, so a snapshot
+has exactly the working database's tables and views (working-only tables stay empty in it).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from importlib import resources
+from typing import Any
+
+import duckdb
+
+from ..schema import FEEDBACK_COLUMNS, REJECT_COLUMNS
+from . import changes
+from .model import UTC
+
+VIEWS = ("feedback_daily_counts", "feedback_status_funnel", "nps_daily", "mintlify_page_helpfulness")
+
+
+def _ddl_columns(columns: tuple[tuple[str, str, Any], ...]) -> str:
+    return ",\n    ".join(f"{name} {sqltype}" for name, sqltype, _ in columns)
+
+
+def _view(name: str) -> str:
+    return resources.files(__package__).joinpath("views", f"{name}.sql").read_text(encoding="utf-8")
+
+
+# Migrations: index i brings the schema from version i to i + 1. Append, never edit.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        f"CREATE TABLE feedback (\n    {_ddl_columns(FEEDBACK_COLUMNS)}\n)",
+        f"CREATE TABLE feedback_rejects (\n    {_ddl_columns(REJECT_COLUMNS)}\n)",
+        # Per provider account and collected day: when the day was last read completely and up
+        # to which instant every change of it is known (the watermark of change queries).
+        """CREATE TABLE pipeline_sync_days (
+            provider VARCHAR NOT NULL, account_id VARCHAR NOT NULL, day DATE NOT NULL,
+            synced_at TIMESTAMPTZ NOT NULL, watermark TIMESTAMPTZ NOT NULL,
+            PRIMARY KEY (provider, account_id, day))""",
+        # In-flight queries: the resume value of the last committed page of an unfinished query.
+        """CREATE TABLE pipeline_cursors (
+            provider VARCHAR NOT NULL, account_id VARCHAR NOT NULL, query_key VARCHAR NOT NULL,
+            first_day DATE NOT NULL, last_day DATE NOT NULL, changes_since TIMESTAMPTZ,
+            started_at TIMESTAMPTZ NOT NULL, resume JSON NOT NULL, pages INTEGER NOT NULL,
+            updated_at TIMESTAMPTZ NOT NULL,
+            PRIMARY KEY (provider, account_id, query_key))""",
+        # Keys seen by an unfinished full refresh (rows of the window not seen get deleted at its end).
+        """CREATE TABLE pipeline_refresh_keys (
+            provider VARCHAR NOT NULL, account_id VARCHAR NOT NULL, query_key VARCHAR NOT NULL,
+            feedback_id VARCHAR NOT NULL)""",
+    ),
+    # 2: analyst views (README "Querying"); views, so they are always as fresh as the table.
+    tuple(_view(name) for name in VIEWS),
+    # 3: the publish generation. `generation` counts the committed transactions that changed what
+    # analysts see (bumped inside them); `published` is the generation FEEDBACK_DB shows.
+    (
+        "CREATE TABLE pipeline_publish (generation BIGINT NOT NULL, published BIGINT NOT NULL)",
+        "INSERT INTO pipeline_publish VALUES (0, 0)",
+    ),
+    # 4: the change log that makes publishing incremental (see changes.py): the keys each
+    # generation changed, and the generation each snapshot file was last brought to.
+    (
+        """CREATE TABLE pipeline_changes (
+            generation BIGINT NOT NULL, provider VARCHAR, account_id VARCHAR, feedback_id VARCHAR)""",
+        "CREATE TABLE pipeline_snapshot_files (file VARCHAR PRIMARY KEY, generation BIGINT NOT NULL)",
+        "ALTER TABLE pipeline_publish ADD COLUMN changes_since BIGINT",
+        "UPDATE pipeline_publish SET changes_since = generation",
+    ),
+)
+# The first schema version that has ``pipeline_publish``: migrations from then on mark the
+# snapshot behind, and (with the change log) due for a full copy.
+GENERATION_SINCE = 3
+
+
+def schema_version(con: duckdb.DuckDBPyConnection, catalog: str | None = None) -> int:
+    table = f"{catalog}.pipeline_schema_version" if catalog else "pipeline_schema_version"
+    return con.execute(f"SELECT coalesce(max(version), 0) FROM {table}").fetchone()[0]
+
+
+def migrate(con: duckdb.DuckDBPyConnection, *, snapshot: bool = False) -> None:
+    """Bring the database of ``con``'s current catalog to the newest schema, one transaction per
+    migration. In the working database each migration from ``GENERATION_SINCE`` on marks the
+    snapshot behind and due for a full copy (new tables or views must reach it); ``snapshot``
+    builds a snapshot file's schema, which has no generation of its own to bump."""
+    con.execute("CREATE TABLE IF NOT EXISTS pipeline_schema_version (version INTEGER NOT NULL, applied_at TIMESTAMPTZ NOT NULL)")
+    current = schema_version(con)
+    if current > len(MIGRATIONS):
+        raise RuntimeError(f"the warehouse has schema version {current}, newer than this pipeline knows ({len(MIGRATIONS)}); upgrade the pipeline.")
+    for version in range(current, len(MIGRATIONS)):
+        con.execute("BEGIN TRANSACTION")
+        for statement in MIGRATIONS[version]:
+            con.execute(statement)
+        if not snapshot and version + 1 >= GENERATION_SINCE:
+            changes.log_everything(con, changes.bump(con))
+        con.execute("INSERT INTO pipeline_schema_version VALUES (?, ?)", [version + 1, datetime.now(UTC)])
+        con.execute("COMMIT")

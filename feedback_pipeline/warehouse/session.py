@@ -1,0 +1,158 @@
+"""Opening the warehouse: the writer lock, ONE working-database connection per session, and the
+per-thread cursors that sync, commit and read through it.
+
+A session holds the OS file lock ``<FEEDBACK_DB>.lock`` from open to close, so writer processes
+(a UI backfill, the schedule, a CLI reset) never overlap, and keeps one DuckDB connection to the
+working database open for its whole life (opening it costs a checkpoint on close; a step opens it
+once). Threads of the step each take ``session.cursor()`` (a DuckDB cursor: its own transactions
+and temporary tables on the same database); a threading lock serializes their commit
+transactions, which all bump the one publish generation.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas  # noqa: F401 - pyarrow imports it lazily on the first array; pay that at import time
+import pyarrow as pa
+from filelock import FileLock
+
+from . import maintenance, publish, state, stats, writes
+from .files import WarehouseFiles
+from .migrations import migrate
+from .model import CursorRow, Progress, PublishResult, Scope, WriteCounts
+
+DEFAULT_MEMORY_LIMIT = "64MB"
+
+
+class Warehouse:
+    """The feedback warehouse at ``path`` (``FEEDBACK_DB``): files.py names its files."""
+
+    def __init__(self, path: str | os.PathLike[str], *, lock_timeout: float = 600.0, memory_limit: str = DEFAULT_MEMORY_LIMIT):
+        self.files = WarehouseFiles(Path(path))
+        self.lock_timeout = lock_timeout
+        self.memory_limit = memory_limit
+
+    @property
+    def path(self) -> Path:
+        return self.files.path
+
+    @contextmanager
+    def session(self) -> Iterator["Session"]:
+        """Take the writer lock, open and migrate the working database; both held until exit."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.files.lock), timeout=self.lock_timeout):
+            con = duckdb.connect(
+                str(self.files.work),
+                config={"storage_compatibility_version": publish.STORAGE_VERSION, "memory_limit": self.memory_limit, "threads": 2},
+            )
+            try:
+                con.execute("SET TimeZone = 'UTC'")
+                migrate(con)
+                yield Session(self.files, con)
+            finally:
+                con.close()
+
+    def publish_if_behind(self) -> PublishResult | None:
+        """Publish in a session of its own, when the snapshot is behind."""
+        with self.session() as session:
+            return session.publish_if_behind()
+
+    def reset(self, provider: str, account_id: str | None = None) -> dict[str, int]:
+        """Forget a provider or one account of it, then publish (maintenance.reset)."""
+        with self.session() as session:
+            return session.reset(provider, account_id)
+
+
+class Session:
+    """One open working database under the writer lock (see the module docstring)."""
+
+    def __init__(self, files: WarehouseFiles, con: duckdb.DuckDBPyConnection):
+        self.files = files
+        self._con = con
+        self._commits = threading.Lock()
+
+    @contextmanager
+    def cursor(self) -> Iterator["WarehouseCursor"]:
+        """A cursor for one thread; closed on exit."""
+        con = self._con.cursor()
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+            yield WarehouseCursor(con, self._commits)
+        finally:
+            con.close()
+
+    def check_stats(self, provider: str, account_id: str, first_day: date, last_day: date) -> dict[str, Any]:
+        """The window-scoped numbers behind the asset checks (stats.check_stats)."""
+        with self.cursor() as cur:
+            return cur.check_stats(provider, account_id, first_day, last_day)
+
+    def query(self, sql: str, params: Any = None) -> list[tuple]:
+        """Rows of a read on the working database (operators, tests)."""
+        with self.cursor() as cur:
+            return cur.query(sql, params)
+
+    def behind(self) -> bool:
+        """True when ``FEEDBACK_DB`` is missing or older than the working database."""
+        with self._commits:
+            return publish.behind(self._con, self.files)
+
+    def publish_if_behind(self) -> PublishResult | None:
+        """Publish once, when the snapshot is behind the working database; None when it is
+        current (a run that changed nothing copies nothing). See publish.py."""
+        with self._commits:
+            return publish.publish_if_behind(self._con, self.files)
+
+    def publish(self) -> PublishResult:
+        """Publish even when current (operators, tests)."""
+        with self._commits:
+            return publish.publish(self._con, self.files)
+
+    def reset(self, provider: str, account_id: str | None = None) -> dict[str, int]:
+        """Forget a provider or one account of it, then publish."""
+        with self._commits:
+            removed = maintenance.reset(self._con, provider, account_id)
+            publish.publish_if_behind(self._con, self.files)
+        return removed
+
+
+class WarehouseCursor:
+    """What the sync engine needs from the warehouse, on one thread's DuckDB cursor."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, commits: threading.Lock):
+        self.con = con
+        self._commits = commits
+
+    def sync_days(self, provider: str, account_id: str, first_day: date, last_day: date) -> dict[date, tuple[datetime, datetime]]:
+        return state.sync_days(self.con, provider, account_id, first_day, last_day)
+
+    def stored_cursor(self, provider: str, account_id: str, query_key: str) -> CursorRow | None:
+        return state.stored_cursor(self.con, provider, account_id, query_key)
+
+    def drop_cursor(self, provider: str, account_id: str, query_key: str) -> None:
+        with self._commits:
+            self.con.execute("BEGIN TRANSACTION")
+            try:
+                state.drop_cursor(self.con, provider, account_id, query_key)
+            except BaseException:
+                self.con.execute("ROLLBACK")
+                raise
+            self.con.execute("COMMIT")
+
+    def commit(self, scope: Scope, rows: pa.Table, rejects: pa.Table, progress: Progress) -> WriteCounts:
+        """Write one batch with the cursor that covers it, in one transaction (writes.commit)."""
+        with self._commits:
+            return writes.commit(self.con, scope, rows, rejects, progress)
+
+    def check_stats(self, provider: str, account_id: str, first_day: date, last_day: date) -> dict[str, Any]:
+        return stats.check_stats(self.con, provider, account_id, first_day, last_day)
+
+    def query(self, sql: str, params: Any = None) -> list[tuple]:
+        return self.con.execute(sql, params).fetchall()

@@ -1,0 +1,202 @@
+"""The commit of one batch: rows, rejects, the query's cursor and the change log, ONE transaction.
+
+A commit runs as named stages on one DuckDB cursor, inside ``BEGIN ... COMMIT``:
+
+1. ``stage``: the batch's rows of the run's days, as the Arrow table itself (deduplicated into a
+   temporary table only when an id repeats);
+2. ``classify``: each staged key against the stored row: insert, update, same, or stale (an older
+   copy than the stored one). Only stored rows whose key is staged are read, so the cost follows
+   the batch, not the table;
+3. ``replace``: delete the updated keys, insert new and updated rows (bulk, from Arrow);
+4. ``rejects``: clear rejects of records now stored, upsert the batch's rejects;
+5. ``cursor``: store the resume point, or finish the query (sweep unseen rows, mark days synced);
+6. ``log``: when anything analysts see changed, bump the generation and log the changed keys.
+
+Every value that reaches SQL is a bound parameter or an Arrow table scanned by name.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..schema import CONTENT_COLUMNS, ROW_COLUMNS
+from . import changes, state
+from .model import UTC, Progress, Scope, WriteCounts
+
+
+def commit(con: duckdb.DuckDBPyConnection, scope: Scope, rows: pa.Table, rejects: pa.Table, progress: Progress) -> WriteCounts:
+    """Write one batch and the cursor that covers it in ONE transaction (see the module docstring);
+    any exception rolls all of it back."""
+    now = datetime.now(UTC)
+    who = {"p": scope.provider, "a": scope.account_id}
+    counts = WriteCounts(rejected=rejects.num_rows)
+    con.execute("BEGIN TRANSACTION")
+    try:
+        staged = stage(con, scope, rows, counts)
+        if staged:
+            classify(con, staged, who, counts)
+            replace(con, staged, who, counts, now)
+            counts.rejects_cleared = clear_stored_rejects(con, staged, who)
+            if progress.sweep:
+                con.execute(f"INSERT INTO pipeline_refresh_keys SELECT $p, $a, $k, feedback_id FROM {staged}", {**who, "k": progress.query_key})
+        if rejects.num_rows:
+            counts.rejects_written = write_rejects(con, who, rejects, now)
+        state.write_cursor(con, scope, progress, now)
+        if progress.resume is None:
+            if progress.sweep:
+                counts.deleted = sweep(con, scope, progress)
+            state.finish_query(con, scope, progress, now)
+        if counts.changed:
+            log(con, scope, counts)
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    finally:
+        _unregister(con)
+    con.execute("COMMIT")
+    return counts
+
+
+def stage(con: duckdb.DuckDBPyConnection, scope: Scope, rows: pa.Table, counts: WriteCounts) -> str | None:
+    """Expose the batch's rows of the run's days, one row per id; the relation's name, or None
+    when the batch has no row of the run's days."""
+    in_window = _in_scope(rows, scope)
+    counts.out_of_window = rows.num_rows - in_window.num_rows
+    if not in_window.num_rows:
+        return None
+    if pc.count_distinct(in_window.column("feedback_id")).as_py() == in_window.num_rows:
+        con.register("_stage", in_window)  # DuckDB scans the Arrow batch in place (no copy)
+        return "_stage"
+    # The same id twice: keep the latest updated_at, else the last received.
+    batch = in_window.append_column("_seq", pa.array(range(in_window.num_rows), type=pa.int64()))
+    con.register("_batch", batch)
+    con.execute(
+        """CREATE OR REPLACE TEMP TABLE _deduped AS
+        SELECT * EXCLUDE (_seq) FROM _batch
+        QUALIFY row_number() OVER (PARTITION BY feedback_id ORDER BY updated_at DESC NULLS LAST, _seq DESC) = 1"""
+    )
+    con.unregister("_batch")
+    return "_deduped"
+
+
+def classify(con: duckdb.DuckDBPyConnection, staged: str, who: dict[str, Any], counts: WriteCounts) -> None:
+    """``_actions``: insert, update, same or stale for each staged key."""
+    distinct = " OR ".join(f"f.{c} IS DISTINCT FROM s.{c}" for c in CONTENT_COLUMNS)
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE _actions AS
+        WITH existing AS (
+            SELECT * FROM feedback
+            WHERE provider = $p AND account_id = $a AND feedback_id IN (SELECT feedback_id FROM {staged})
+        )
+        SELECT s.feedback_id,
+            CASE WHEN f.feedback_id IS NULL THEN 'insert'
+                 WHEN f.updated_at IS NOT NULL AND s.updated_at IS NOT NULL AND s.updated_at < f.updated_at THEN 'stale'
+                 WHEN {distinct} THEN 'update'
+                 ELSE 'same' END AS action
+        FROM {staged} s LEFT JOIN existing f USING (feedback_id)""",
+        who,
+    )
+    tally = dict(con.execute("SELECT action, count(*) FROM _actions GROUP BY action").fetchall())
+    counts.inserted = tally.get("insert", 0)
+    counts.updated = tally.get("update", 0)
+    counts.unchanged = tally.get("same", 0) + tally.get("stale", 0)
+
+
+def replace(con: duckdb.DuckDBPyConnection, staged: str, who: dict[str, Any], counts: WriteCounts, now: datetime) -> None:
+    """Delete the stored copies of updated keys, insert new and updated rows in one bulk insert."""
+    if counts.updated:
+        con.execute(
+            "DELETE FROM feedback WHERE provider = $p AND account_id = $a AND feedback_id IN "
+            "(SELECT feedback_id FROM _actions WHERE action = 'update')",
+            who,
+        )
+    if counts.inserted or counts.updated:
+        columns = ", ".join(f"s.{c}" for c in ROW_COLUMNS)
+        con.execute(
+            f"""INSERT INTO feedback BY NAME
+            SELECT {columns}, $now AS ingested_at
+            FROM {staged} s JOIN _actions a USING (feedback_id)
+            WHERE a.action IN ('insert', 'update')""",
+            {"now": now},
+        )
+
+
+def clear_stored_rejects(con: duckdb.DuckDBPyConnection, staged: str, who: dict[str, Any]) -> int:
+    """A record stored at last clears the rejects it had earlier."""
+    return con.execute(
+        f"DELETE FROM feedback_rejects WHERE provider = $p AND account_id = $a AND record_key IN (SELECT feedback_id FROM {staged})",
+        who,
+    ).fetchone()[0]
+
+
+def write_rejects(con: duckdb.DuckDBPyConnection, who: dict[str, Any], rejects: pa.Table, now: datetime) -> int:
+    """Upsert rejects by (record_key, reason); an identical reject is left as it is (its
+    ``rejected_at`` included), so a rerun over the same bad record changes nothing."""
+    con.register("_rejects", rejects)
+    con.execute(
+        """CREATE OR REPLACE TEMP TABLE _rej AS
+        SELECT r.* FROM (SELECT * FROM _rejects QUALIFY row_number() OVER (PARTITION BY record_key, reason) = 1) r
+        LEFT JOIN (SELECT * FROM feedback_rejects WHERE provider = $p AND account_id = $a) f
+          ON f.record_key = r.record_key AND f.reason = r.reason
+        WHERE f.record_key IS NULL OR f.payload::VARCHAR IS DISTINCT FROM r.payload OR f.feedback_id IS DISTINCT FROM r.feedback_id""",
+        who,
+    )
+    con.unregister("_rejects")
+    written = con.execute("SELECT count(*) FROM _rej").fetchone()[0]
+    if written:
+        con.execute(
+            "DELETE FROM feedback_rejects WHERE provider = $p AND account_id = $a AND (record_key, reason) IN (SELECT record_key, reason FROM _rej)",
+            who,
+        )
+        con.execute("INSERT INTO feedback_rejects BY NAME SELECT *, $now AS rejected_at FROM _rej", {"now": now})
+    return written
+
+
+def sweep(con: duckdb.DuckDBPyConnection, scope: Scope, progress: Progress) -> int:
+    """Delete rows of the query's days that the finished full read did not return (kept in
+    ``_swept`` for the change log)."""
+    con.execute(
+        """CREATE OR REPLACE TEMP TABLE _swept AS
+        SELECT feedback_id FROM feedback WHERE provider = $p AND account_id = $a
+        AND collected_date BETWEEN $first AND $last
+        AND feedback_id NOT IN (SELECT feedback_id FROM pipeline_refresh_keys
+                                WHERE provider = $p AND account_id = $a AND query_key = $k)""",
+        {"p": scope.provider, "a": scope.account_id, "k": progress.query_key, "first": progress.first_day, "last": progress.last_day},
+    )
+    return con.execute(
+        "DELETE FROM feedback WHERE provider = $p AND account_id = $a AND feedback_id IN (SELECT feedback_id FROM _swept)",
+        {"p": scope.provider, "a": scope.account_id},
+    ).fetchone()[0]
+
+
+def log(con: duckdb.DuckDBPyConnection, scope: Scope, counts: WriteCounts) -> None:
+    """Bump the generation and log what this commit changed (see changes.py)."""
+    generation = changes.bump(con)
+    if counts.inserted or counts.updated:
+        changes.log_keys(con, generation, scope.provider, scope.account_id, "SELECT feedback_id FROM _actions WHERE action IN ('insert', 'update')")
+    if counts.deleted:
+        changes.log_keys(con, generation, scope.provider, scope.account_id, "SELECT feedback_id FROM _swept")
+    if counts.rejects_written or counts.rejects_cleared:
+        changes.log_rejects(con, generation, scope.provider, scope.account_id)
+
+
+def _in_scope(rows: pa.Table, scope: Scope) -> pa.Table:
+    """Rows whose collected date lies in the run's range: a run writes no row outside it."""
+    if not rows.num_rows:
+        return rows
+    dates = rows.column("collected_date")
+    mask = pc.and_(pc.greater_equal(dates, pa.scalar(scope.first_day)), pc.less_equal(dates, pa.scalar(scope.last_day)))
+    return rows.filter(mask)
+
+
+def _unregister(con: duckdb.DuckDBPyConnection) -> None:
+    for name in ("_stage", "_batch", "_rejects"):
+        try:
+            con.unregister(name)
+        except Exception:  # noqa: BLE001 - not registered in this commit
+            pass

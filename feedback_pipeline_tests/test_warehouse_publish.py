@@ -1,0 +1,216 @@
+"""Publishing: two snapshot files used in turn, changes applied in place, a full copy only when
+needed, an atomic switch, readers never disturbed."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from datetime import timedelta
+from pathlib import Path
+
+import duckdb
+import pytest
+
+import feedback_pipeline.warehouse.changes as changes
+import feedback_pipeline.warehouse.publish as publish
+from feedback_pipeline.normalize import FeedbackBatch
+from feedback_pipeline.warehouse import STORAGE_VERSION, Scope, Warehouse
+
+from .conftest import WAREHOUSE_DAY as D1
+from .conftest import batch_of, commit_batch, snapshot_rows, work_rows
+
+TABLES = {
+    "feedback": "SELECT * FROM feedback ORDER BY ALL",
+    "feedback_rejects": "SELECT * FROM feedback_rejects ORDER BY ALL",
+    "pipeline_sync_days": "SELECT * FROM pipeline_sync_days ORDER BY ALL",
+    "pipeline_cursors": "SELECT * FROM pipeline_cursors ORDER BY ALL",
+}
+
+
+@pytest.fixture
+def wh(tmp_path: Path) -> Warehouse:
+    return Warehouse(tmp_path / "feedback.duckdb")
+
+
+def stats(wh: Warehouse) -> dict[str, tuple[int, int, int]]:
+    """inode, mtime and size of every snapshot file (and what FEEDBACK_DB points at)."""
+    out = {p.name: (s.st_ino, s.st_mtime_ns, s.st_size) for p in wh.files.snapshots if p.exists() for s in [os.stat(p)]}
+    out["link"] = os.readlink(wh.path) if wh.path.is_symlink() else None
+    return out
+
+
+def test_the_snapshot_is_a_v1_4_file_readable_read_only_through_feedback_db(wh: Warehouse):
+    commit_batch(wh, batch_of({"id": "a"}))
+    assert wh.publish_if_behind().mode == "full"
+    assert wh.path.is_symlink() and os.readlink(wh.path) == "feedback.duckdb.a"
+    con = duckdb.connect(str(wh.path), read_only=True)
+    assert con.execute("SELECT count(*) FROM feedback").fetchone()[0] == 1
+    tags = con.execute("SELECT tags FROM duckdb_databases() WHERE NOT internal AND database_name = current_database()").fetchone()[0]
+    assert tags["storage_version"].startswith(STORAGE_VERSION)
+    con.close()
+    assert not Path(f"{wh.files.snapshots[0]}.wal").exists()  # a reader through the symlink needs no WAL
+
+
+def test_an_incremental_publish_equals_a_full_copy_row_for_row(wh: Warehouse, tmp_path: Path):
+    """Inserts, updates, a sweep, rejects written and cleared, a reset of another provider: every
+    publish after the first two applies changes in place, and the analysts' file then holds
+    exactly what a full copy of the working database holds."""
+    mintlify = FeedbackBatch("mintlify", "acct")
+    mintlify.add({}, feedback_id="m1", collected_at="2026-03-01T00:00:00Z", body="m")
+    commit_batch(wh, mintlify, scope=Scope("mintlify", "acct", D1, D1))
+    commit_batch(wh, batch_of(*({"id": f"k{i}", "body": "v1"} for i in range(50))), resume={"after": 1})
+    assert wh.publish_if_behind().mode == "full"  # file a: first publish
+    commit_batch(wh, batch_of({"id": "k1", "body": "v2"}, {"id": "new", "body": "v1"}))
+    assert wh.publish_if_behind().mode == "full"  # file b did not exist yet
+    modes = []
+    bad = batch_of({"id": "k2", "body": "v3"}, {"id": "late", "created_at": "not a date"})
+    bad.reject({"body": "no id"}, "missing_id")
+    steps = [
+        lambda: commit_batch(wh, bad),
+        lambda: commit_batch(wh, batch_of({"id": "late", "body": "stored now"}, *({"id": f"k{i}", "body": "v1"} for i in range(40))), key="refresh:q", sweep=True),
+        lambda: wh.reset("mintlify"),
+        lambda: commit_batch(wh, batch_of({"id": "k3", "body": "v4", "created_at": "2026-03-02T00:00:00Z"})),
+    ]
+    for step in steps:
+        step()
+        result = wh.publish_if_behind()
+        modes.append(result.mode if result else None)
+    assert modes == ["incremental", "incremental", None, "incremental"]
+    full = Warehouse(tmp_path / "full" / "feedback.duckdb")
+    full.path.parent.mkdir()
+    with wh.session() as session, session.cursor() as cursor:  # a full copy of the same working database
+        publish._full_copy(cursor.con, wh.files, full.files.snapshots[0], changes.generations(cursor.con)[0])
+    for table, sql in TABLES.items():
+        published = snapshot_rows(wh, sql)
+        con = duckdb.connect(str(full.files.snapshots[0]), read_only=True)
+        try:
+            copied = con.execute(sql).fetchall()
+        finally:
+            con.close()
+        assert published == copied, table
+        assert published == work_rows(wh, sql), table
+    assert ("mintlify",) not in snapshot_rows(wh, "SELECT DISTINCT provider FROM feedback")
+
+
+def test_a_run_that_changes_nothing_writes_no_file(wh: Warehouse):
+    commit_batch(wh, batch_of({"id": "a", "body": "x"}), resume={"after": "c1"})
+    assert wh.publish_if_behind() is not None
+    commit_batch(wh, batch_of({"id": "b"}))
+    assert wh.publish_if_behind() is not None
+    before = stats(wh)
+    # Unchanged rows with a new cursor, a finished query marking days synced, a dropped cursor:
+    # nothing analysts see changed.
+    commit_batch(wh, batch_of({"id": "a", "body": "x"}), resume={"after": "c2"})
+    commit_batch(wh, batch_of(), resume=None)
+    with wh.session() as session:
+        with session.cursor() as cursor:
+            cursor.drop_cursor("mapbox", "acct", "window:q")
+        assert session.publish_if_behind() is None
+    assert stats(wh) == before
+    # FEEDBACK_DB deleted by hand is behind.
+    wh.path.unlink()
+    assert wh.publish_if_behind() is not None and [r[0] for r in snapshot_rows(wh)] == ["a", "b"]
+
+
+def test_the_change_log_is_pruned_below_both_files_generations(wh: Warehouse):
+    for n in range(4):
+        commit_batch(wh, batch_of({"id": f"r{n}", "body": str(n)}))
+        wh.publish_if_behind()
+    generation, published, since = work_rows(wh, "SELECT generation, published, changes_since FROM pipeline_publish")[0]
+    files = dict(work_rows(wh, "SELECT file, generation FROM pipeline_snapshot_files"))
+    assert published == generation and files["a"] != files["b"]
+    assert since == min(files.values())
+    assert work_rows(wh, "SELECT min(generation), count(*) FROM pipeline_changes") == [(generation, 1)]  # only what file a lacks
+
+
+def test_a_file_older_than_the_change_log_is_rebuilt_in_full(wh: Warehouse):
+    for n in range(3):
+        commit_batch(wh, batch_of({"id": f"r{n}"}))
+        wh.publish_if_behind()
+    with wh.session() as session, session.cursor() as cursor:
+        cursor.con.execute("UPDATE pipeline_publish SET changes_since = generation")  # as if pruned past file b
+    commit_batch(wh, batch_of({"id": "r9"}))
+    assert wh.publish_if_behind().mode == "full"
+    assert [r[0] for r in snapshot_rows(wh)] == ["r0", "r1", "r2", "r9"]
+
+
+def _hold_reader(path: str, ready, release, result) -> None:
+    con = duckdb.connect(path, read_only=True)
+    before = con.execute("SELECT count(*) FROM feedback").fetchone()[0]
+    ready.set()
+    release.wait(60)
+    after = con.execute("SELECT count(*) FROM feedback").fetchone()[0]
+    result.put((before, after))
+    con.close()
+
+
+def test_a_reader_holding_the_idle_file_forces_a_full_copy_and_is_never_disturbed(wh: Warehouse):
+    commit_batch(wh, batch_of({"id": "a"}))
+    wh.publish_if_behind()  # file a
+    commit_batch(wh, batch_of({"id": "b"}))
+    wh.publish_if_behind()  # file b
+    commit_batch(wh, batch_of({"id": "c"}))
+    assert wh.publish_if_behind().mode == "incremental"  # file a again, nobody held it
+    ctx = multiprocessing.get_context("spawn")
+    ready, release, result = ctx.Event(), ctx.Event(), ctx.Queue()
+    reader = ctx.Process(target=_hold_reader, args=(str(wh.path), ready, release, result))  # holds file a
+    reader.start()
+    try:
+        assert ready.wait(60)
+        commit_batch(wh, batch_of({"id": "d"}))
+        assert wh.publish_if_behind().mode == "incremental"  # file b: free
+        commit_batch(wh, batch_of({"id": "e"}))
+        assert wh.publish_if_behind().mode == "full"  # file a is held: a new file takes its name
+        assert [r[0] for r in snapshot_rows(wh)] == ["a", "b", "c", "d", "e"]  # a new connection sees it all
+    finally:
+        release.set()
+        reader.join(60)
+    assert result.get(timeout=5) == (3, 3)  # the held session kept its consistent view
+
+
+def test_a_regular_file_left_by_an_older_version_is_replaced_by_the_symlink(wh: Warehouse):
+    commit_batch(wh, batch_of({"id": "a"}))
+    wh.publish_if_behind()
+    wh.path.unlink()
+    wh.path.write_bytes(b"an old snapshot copy")
+    assert wh.publish_if_behind() is not None  # behind: FEEDBACK_DB is not one of the snapshot files
+    assert wh.path.is_symlink() and [r[0] for r in snapshot_rows(wh)] == ["a"]
+
+
+def test_a_failed_publish_changes_nothing_analysts_see_and_is_redone(wh: Warehouse, monkeypatch):
+    commit_batch(wh, batch_of({"id": "a"}))
+    wh.publish_if_behind()
+    commit_batch(wh, batch_of({"id": "b"}))
+
+    def disk_full(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(publish, "fsync_file", disk_full)
+    with pytest.raises(OSError, match="disk full"):
+        wh.publish_if_behind()
+    monkeypatch.undo()
+    assert [r[0] for r in snapshot_rows(wh)] == ["a"]
+    assert wh.publish_if_behind() is not None and [r[0] for r in snapshot_rows(wh)] == ["a", "b"]
+    assert wh.publish_if_behind() is None
+
+
+def test_reset_forgets_one_provider_only_and_publishes(wh: Warehouse):
+    commit_batch(wh, batch_of({"id": "a"}), resume={"after": "x"})
+    other = FeedbackBatch("mintlify", "acct")
+    other.add({}, feedback_id="m", collected_at="2026-03-01T00:00:00Z")
+    commit_batch(wh, other, scope=Scope("mintlify", "acct", D1, D1 + timedelta(days=1)))
+    removed = wh.reset("mapbox")
+    assert removed["feedback"] == 1 and removed["pipeline_cursors"] == 1
+    assert work_rows(wh, "SELECT provider FROM feedback") == [("mintlify",)]
+    assert snapshot_rows(wh, "SELECT provider FROM feedback") == [("mintlify",)]
+
+
+def test_the_reset_command_uses_feedback_db(tmp_path: Path, monkeypatch, capsys):
+    from feedback_pipeline.cli import main
+
+    wh = Warehouse(tmp_path / "x.duckdb")
+    commit_batch(wh, batch_of({"id": "a"}))
+    monkeypatch.setenv("FEEDBACK_DB", str(wh.path))
+    assert main(["reset", "mapbox"]) == 0
+    assert "removed 1 from feedback" in capsys.readouterr().out
+    assert work_rows(wh, "SELECT count(*) FROM feedback") == [(0,)]

@@ -1,0 +1,72 @@
+"""Sessions: the writer lock held for a session's life, one connection shared by thread cursors,
+commits serialized, check numbers scoped to the window."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import filelock
+import pytest
+
+from feedback_pipeline.normalize import FeedbackBatch
+from feedback_pipeline.warehouse import Progress, Scope, Warehouse
+
+from .conftest import WAREHOUSE_DAY as D1
+from .conftest import batch_of, commit_batch, work_rows
+
+
+@pytest.fixture
+def wh(tmp_path: Path) -> Warehouse:
+    return Warehouse(tmp_path / "feedback.duckdb")
+
+
+def test_a_session_holds_the_writer_lock_until_it_closes(wh: Warehouse):
+    other = Warehouse(wh.path, lock_timeout=0.2)
+    with wh.session():
+        with pytest.raises(filelock.Timeout):
+            with other.session():
+                pass
+    with other.session():  # released on exit
+        pass
+
+
+def test_threads_commit_through_their_own_cursors_one_transaction_at_a_time(wh: Warehouse):
+    providers = ("mintlify", "usersnap", "formbricks", "mapbox")
+    errors: list[BaseException] = []
+
+    def work(session, provider: str) -> None:
+        try:
+            with session.cursor() as cursor:
+                for n in range(5):
+                    batch = FeedbackBatch(provider, "acct")
+                    for i in range(20):
+                        batch.add({}, feedback_id=f"{n}-{i}", collected_at="2026-03-01T10:00:00Z", body=provider)
+                    progress = Progress("window:q", D1, D1, None, datetime.now(timezone.utc), n + 1, {"n": n} if n < 4 else None)
+                    cursor.commit(Scope(provider, "acct", D1, D1), batch.rows(), batch.rejects(), progress)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    with wh.session() as session:
+        threads = [threading.Thread(target=work, args=(session, p)) for p in providers]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    assert errors == []
+    assert work_rows(wh, "SELECT provider, count(*) FROM feedback GROUP BY ALL ORDER BY ALL") == [(p, 100) for p in sorted(providers)]
+    assert work_rows(wh, "SELECT count(DISTINCT generation) FROM pipeline_changes WHERE provider IS NOT NULL") == [(20,)]
+
+
+def test_check_stats_count_only_the_window(wh: Warehouse):
+    scope = Scope("mapbox", "acct", D1, D1 + timedelta(days=9))
+    commit_batch(wh, batch_of({"id": "in1"}, {"id": "in2", "created_at": "2026-03-02T00:00:00Z"}, {"id": "out", "created_at": "2026-03-08T00:00:00Z"}), scope=scope)
+    with wh.session() as session:
+        with session.cursor() as cursor:  # damage the window on purpose: a key twice, a wrong date
+            cursor.con.execute("INSERT INTO feedback SELECT * REPLACE ('dup' AS feedback_id) FROM feedback WHERE feedback_id = 'in1'")
+            cursor.con.execute("INSERT INTO feedback SELECT * REPLACE ('dup' AS feedback_id) FROM feedback WHERE feedback_id = 'in1'")
+            cursor.con.execute("UPDATE feedback SET collected_date = DATE '2026-03-03' WHERE feedback_id = 'in2'")
+        stats = session.check_stats("mapbox", "acct", D1, D1 + timedelta(days=2))
+    assert (stats["rows_in_range"], stats["duplicate_keys"], stats["bad_collected"]) == (4, 1, 1)
+    assert stats["newest_synced_day"] == D1 + timedelta(days=9) and stats["newest_synced_at"] is not None

@@ -1,0 +1,188 @@
+"""The batch commit: rows and cursor in one transaction, upsert rules, rejects, sweeps, change log."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+import feedback_pipeline.warehouse.state as state
+from feedback_pipeline.normalize import FeedbackBatch
+from feedback_pipeline.warehouse import Progress, Scope, Warehouse
+
+from .conftest import WAREHOUSE_DAY as D1
+from .conftest import batch_of, commit_batch, work_rows
+
+commit = commit_batch
+rows = work_rows
+
+
+@pytest.fixture
+def wh(tmp_path: Path) -> Warehouse:
+    return Warehouse(tmp_path / "feedback.duckdb")
+
+
+def stored_cursor(wh: Warehouse, key: str = "window:q"):
+    with wh.session() as session, session.cursor() as cursor:
+        return cursor.stored_cursor("mapbox", "acct", key)
+
+
+def test_rows_and_cursor_commit_together(wh: Warehouse):
+    commit(wh, batch_of({"id": "a", "body": "x"}), resume={"after": "c1"})
+    assert [r[:2] for r in rows(wh)] == [("a", "x")]
+    assert stored_cursor(wh).resume == {"after": "c1"}
+
+
+def test_failure_before_commit_keeps_previous_rows_and_cursor(wh: Warehouse, monkeypatch):
+    commit(wh, batch_of({"id": "a", "body": "old"}), resume={"after": "c1"})
+    original = state.write_cursor
+
+    def write_then_fail(*args, **kwargs):
+        original(*args, **kwargs)
+        raise RuntimeError("injected failure before COMMIT")
+
+    monkeypatch.setattr(state, "write_cursor", write_then_fail)
+    with pytest.raises(RuntimeError, match="injected"):
+        commit(wh, batch_of({"id": "a", "body": "new"}, {"id": "b", "body": "b"}), resume={"after": "c2"})
+    monkeypatch.undo()
+    assert [r[:2] for r in rows(wh)] == [("a", "old")]
+    assert stored_cursor(wh).resume == {"after": "c1"}
+    assert rows(wh, "SELECT generation FROM pipeline_publish") == rows(wh, "SELECT max(generation) FROM pipeline_changes")
+
+
+def test_unchanged_rows_are_not_rewritten_and_keep_ingested_at(wh: Warehouse):
+    record = {"id": "a", "body": "same", "updated_at": "2026-03-01T11:00:00Z", "attributes": {"k": [1, 2]}}
+    first = commit(wh, batch_of(record))
+    before = rows(wh)
+    generation = rows(wh, "SELECT generation FROM pipeline_publish")
+    second = commit(wh, batch_of(record))
+    assert (first.inserted, second.inserted, second.updated, second.unchanged) == (1, 0, 0, 1)
+    assert rows(wh) == before
+    assert second.changed == 0
+    assert rows(wh, "SELECT generation FROM pipeline_publish") == generation  # nothing to publish
+
+
+def test_changed_rows_are_replaced_once(wh: Warehouse):
+    commit(wh, batch_of({"id": "a", "body": "v1", "updated_at": "2026-03-01T11:00:00Z"}))
+    counts = commit(wh, batch_of({"id": "a", "body": "v2", "updated_at": "2026-03-02T11:00:00Z"}))
+    assert counts.updated == 1
+    assert [r[:2] for r in rows(wh)] == [("a", "v2")]
+
+
+def test_same_id_twice_keeps_latest_updated_at_else_last_received(wh: Warehouse):
+    commit(
+        wh,
+        batch_of(
+            {"id": "a", "body": "newest", "updated_at": "2026-03-02T00:00:00Z"},
+            {"id": "a", "body": "older", "updated_at": "2026-03-01T00:00:00Z"},
+            {"id": "b", "body": "first"},
+            {"id": "b", "body": "last"},
+        ),
+    )
+    assert [r[:2] for r in rows(wh)] == [("a", "newest"), ("b", "last")]
+
+
+def test_batches_with_and_without_repeated_ids_alternate_on_one_cursor(wh: Warehouse):
+    """A batch of distinct ids is staged in place (the Arrow table itself), one with a repeated id
+    through a deduplicated temp table; both are named _stage, one after the other."""
+    scope = Scope("mapbox", "acct", D1, D1 + timedelta(days=2))
+
+    def progress(resume):
+        return Progress("window:q", scope.first_day, scope.last_day, None, datetime(2026, 3, 4, tzinfo=timezone.utc), 1, resume)
+
+    with wh.session() as session, session.cursor() as cursor:
+        for batch, resume in (
+            (batch_of({"id": "a", "body": "1"}, {"id": "a", "body": "2"}), {"n": 1}),
+            (batch_of({"id": "b", "body": "3"}, {"id": "c", "body": "4"}), {"n": 2}),
+            (batch_of({"id": "c", "body": "5"}, {"id": "c", "body": "6"}, {"id": "d", "body": "7"}), None),
+        ):
+            cursor.commit(scope, batch.rows(), batch.rejects(), progress(resume))
+    assert [r[:2] for r in rows(wh)] == [("a", "2"), ("b", "3"), ("c", "6"), ("d", "7")]
+
+
+def test_an_older_copy_never_overwrites_a_newer_row(wh: Warehouse):
+    commit(wh, batch_of({"id": "a", "body": "new", "updated_at": "2026-03-02T00:00:00Z"}))
+    counts = commit(wh, batch_of({"id": "a", "body": "stale", "updated_at": "2026-03-01T00:00:00Z"}))
+    assert counts.updated == 0
+    assert [r[:2] for r in rows(wh)] == [("a", "new")]
+
+
+def test_rows_outside_the_run_range_are_not_written(wh: Warehouse):
+    counts = commit(wh, batch_of({"id": "in", "created_at": "2026-03-03T23:59:59.999999Z"}, {"id": "out", "created_at": "2026-03-04T00:00:00Z"}))
+    assert counts.out_of_window == 1
+    assert [r[0] for r in rows(wh)] == ["in"]
+
+
+def test_rejects_are_upserted_and_cleared_when_the_record_is_stored(wh: Warehouse):
+    bad = {"id": "a", "created_at": "not a date"}
+    noid = {"body": "no id"}
+    batch = batch_of(bad)
+    batch.reject(noid, "missing_id")
+    first = commit(wh, batch)
+    again = batch_of(bad)
+    again.reject(noid, "missing_id")
+    second = commit(wh, again)
+    stored = rows(wh, "SELECT feedback_id, record_key, reason, rejected_at FROM feedback_rejects ORDER BY reason")
+    assert (first.rejects_written, second.rejects_written) == (2, 0)
+    assert [(r[0], r[2]) for r in stored] == [(None, "missing_id"), ("a", "unparseable_collected_at")]
+    assert stored[0][1].startswith("sha256:")
+    commit(wh, batch_of({"id": "a"}))
+    assert rows(wh, "SELECT reason FROM feedback_rejects") == [("missing_id",)]
+
+
+def test_sweep_deletes_only_unseen_rows_of_the_query_days(wh: Warehouse):
+    commit(wh, batch_of({"id": "keep"}, {"id": "gone"}, {"id": "other-day", "created_at": "2026-03-05T00:00:00Z"}), scope=Scope("mapbox", "acct", D1, D1 + timedelta(days=9)))
+    commit(wh, batch_of({"id": "keep"}), key="refresh:q", resume={"c": 1}, sweep=True)
+    counts = commit(wh, batch_of(), key="refresh:q", resume=None, sweep=True)
+    assert counts.deleted == 1
+    assert sorted(r[0] for r in rows(wh)) == ["keep", "other-day"]
+
+
+def test_each_change_is_logged_at_the_generation_of_its_commit(wh: Warehouse):
+    """The change log names exactly the keys a commit inserted, updated or deleted, and the
+    accounts whose rejects changed; unchanged rows are not logged."""
+    commit(wh, batch_of({"id": "a", "body": "1"}, {"id": "b", "body": "1"}))
+    commit(wh, batch_of({"id": "a", "body": "1"}, {"id": "b", "body": "2"}))  # b updated, a same
+    sweep = batch_of({"id": "b", "body": "2"})
+    sweep.reject({"body": "no id"}, "missing_id")
+    commit(wh, sweep, key="refresh:q", sweep=True)  # a deleted, a reject written
+    logged = rows(wh, "SELECT generation, provider, account_id, feedback_id FROM pipeline_changes WHERE provider IS NOT NULL ORDER BY ALL")
+    g = logged[0][0]
+    assert logged == [
+        (g, "mapbox", "acct", "a"), (g, "mapbox", "acct", "b"),
+        (g + 1, "mapbox", "acct", "b"),
+        (g + 2, "mapbox", "acct", "a"), (g + 2, "mapbox", "acct", None),
+    ]
+    assert rows(wh, "SELECT generation FROM pipeline_publish") == [(g + 2,)]
+
+
+def test_sql_looking_text_and_ids_are_stored_verbatim(wh: Warehouse):
+    nasty = "Robert'); DROP TABLE feedback;--"
+    commit(wh, batch_of({"id": "x' OR '1'='1", "body": nasty}))
+    assert [r[:2] for r in rows(wh)] == [("x' OR '1'='1", nasty)]
+
+
+def test_finishing_a_query_marks_its_days_synced_and_drops_its_cursor(wh: Warehouse):
+    commit(wh, batch_of({"id": "a"}), resume={"after": "x"})
+    commit(wh, batch_of(), resume=None)
+    assert stored_cursor(wh) is None
+    with wh.session() as session, session.cursor() as cursor:
+        days = cursor.sync_days("mapbox", "acct", D1, D1 + timedelta(days=5))
+    assert sorted(days) == [D1, D1 + timedelta(days=1), D1 + timedelta(days=2)]
+
+
+def test_a_dropped_cursor_is_forgotten_with_its_refresh_keys(wh: Warehouse):
+    commit(wh, batch_of({"id": "a"}), key="refresh:q", resume={"after": "x"}, sweep=True)
+    with wh.session() as session, session.cursor() as cursor:
+        cursor.drop_cursor("mapbox", "acct", "refresh:q")
+    assert stored_cursor(wh, "refresh:q") is None
+    assert rows(wh, "SELECT count(*) FROM pipeline_refresh_keys") == [(0,)]
+
+
+def test_other_providers_rows_are_untouched(wh: Warehouse):
+    other = FeedbackBatch("mintlify", "acct")
+    other.add({}, feedback_id="a", collected_at="2026-03-01T00:00:00Z", body="mintlify's")
+    commit(wh, other, scope=Scope("mintlify", "acct", D1, D1))
+    commit(wh, batch_of({"id": "a", "body": "mapbox's"}), key="refresh:q", sweep=True)
+    assert rows(wh, "SELECT provider, body FROM feedback ORDER BY provider") == [("mapbox", "mapbox's"), ("mintlify", "mintlify's")]
