@@ -19,8 +19,25 @@ from .model import UTC
 VIEWS = ("feedback_daily_counts", "feedback_status_funnel", "nps_daily", "mintlify_page_helpfulness")
 
 
-def _ddl_columns(columns: tuple[tuple[str, str, Any], ...]) -> str:
-    return ",\n    ".join(f"{name} {sqltype}" for name, sqltype, _ in columns)
+# Long free texts: DuckDB's automatic choice stores them uncompressed; ZSTD makes them ~4x
+# smaller (measured on sandbox data: the feedback table 51.7 MB -> 13.4 MB), and DuckDB 1.4
+# reads ZSTD columns of storage version v1.4.0 files.
+ZSTD_COLUMNS = frozenset({"title", "body", "attributes", "payload"})
+
+
+def _ddl_columns(columns: tuple[tuple[str, str, Any], ...], compressed: frozenset[str] = frozenset()) -> str:
+    return ",\n    ".join(f"{name} {sqltype}" + (" USING COMPRESSION zstd" if name in compressed else "") for name, sqltype, _ in columns)
+
+
+def _recreate(table: str, columns: tuple[tuple[str, str, Any], ...]) -> tuple[str, ...]:
+    """Statements that rebuild ``table`` with ZSTD_COLUMNS compressed (DuckDB has no ALTER for a
+    column's compression); the rows are copied as they are."""
+    return (
+        f"CREATE TABLE {table}_rebuilt (\n    {_ddl_columns(columns, ZSTD_COLUMNS)}\n)",
+        f"INSERT INTO {table}_rebuilt SELECT * FROM {table}",
+        f"DROP TABLE {table}",
+        f"ALTER TABLE {table}_rebuilt RENAME TO {table}",
+    )
 
 
 def _view(name: str) -> str:
@@ -67,6 +84,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE pipeline_publish ADD COLUMN changes_since BIGINT",
         "UPDATE pipeline_publish SET changes_since = generation",
     ),
+    # 5: the long texts compressed with ZSTD (see ZSTD_COLUMNS).
+    (*_recreate("feedback", FEEDBACK_COLUMNS), *_recreate("feedback_rejects", REJECT_COLUMNS)),
 )
 # The first schema version that has ``pipeline_publish``: migrations from then on mark the
 # snapshot behind, and (with the change log) due for a full copy.

@@ -8,8 +8,9 @@ Two snapshot files are used in turn (files.py). A publish
    ``pipeline_*`` state tables, and stores the generation it reached; then CHECKPOINTs it, so it
    needs no WAL;
 2. falls back to a full, compacted copy into a new file renamed over the idle name when the idle
-   file cannot be updated in place: missing, an older schema, too old for the change log, or held
-   by a reader (DuckDB's file lock refuses the read-write ATTACH; the reader keeps its inode);
+   file cannot be updated in place: missing, an older schema, too old for the change log, held
+   by a reader (DuckDB's file lock refuses the read-write ATTACH; the reader keeps its inode), or
+   behind by more than ``FULL_COPY_SHARE`` of the table (a backfill);
 3. switches ``FEEDBACK_DB`` to the idle file (atomic symlink replace, directory fsync) and only
    then records the generation as published and prunes the change log.
 
@@ -36,6 +37,10 @@ STORAGE_VERSION = "v1.4.0"  # readable by every DuckDB client from 1.4 on (CONTR
 ALIAS = "snapshot"
 # Small state tables copied whole on every publish (operators read them in the snapshot).
 STATE_TABLES = ("pipeline_sync_days", "pipeline_cursors", "pipeline_schema_version")
+# Past this share of the table changed (and this many keys), a compacted full copy costs about
+# what deleting and re-inserting the keys does, and leaves no deleted rows behind.
+FULL_COPY_SHARE = 0.25
+FULL_COPY_MIN_KEYS = 10_000
 
 
 def behind(con: duckdb.DuckDBPyConnection, files: WarehouseFiles) -> bool:
@@ -84,6 +89,9 @@ def _apply_changes(con: duckdb.DuckDBPyConnection, target: os.PathLike[str], gen
     try:
         held = con.execute(f"SELECT generation FROM {ALIAS}.pipeline_publish").fetchone()[0]
         if schema_version(con, ALIAS) != schema_version(con) or held < since or held > generation or changes.needs_everything(con, held):
+            return None
+        changed = con.execute("SELECT count(DISTINCT (provider, account_id, feedback_id)) FROM pipeline_changes WHERE generation > ?", [held]).fetchone()[0]
+        if changed > max(FULL_COPY_MIN_KEYS, FULL_COPY_SHARE * con.execute("SELECT count(*) FROM feedback").fetchone()[0]):
             return None
         con.execute("BEGIN TRANSACTION")
         try:
