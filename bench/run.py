@@ -192,6 +192,9 @@ def summarize_run(report: dict[str, Any], page_min: dict[str, int] | None = None
             "rows_unchanged": meta.get("rows_unchanged"),
             "rows_rejected": meta.get("rows_rejected"),
             "published_snapshot": meta.get("published_snapshot"),
+            "publish_mode": meta.get("publish_mode"),
+            "publish_rows_applied": meta.get("publish_rows_applied"),
+            "seconds_publishing": meta.get("seconds_publishing"),
             "min_requests": (page_min or {}).get(name, C.min_requests(received, C.PAGE_SIZES[name])),
         }
     wall = report["wall_seconds"]
@@ -217,7 +220,31 @@ def summarize_run(report: dict[str, Any], page_min: dict[str, int] | None = None
         "peak_tree_pss_mb": C.mb(report.get("peak_tree_pss_bytes")),
         "sandbox_cpu_seconds": report["sandbox_cpu_seconds"],
         "other_processes_cores": report["other_processes_cores"],
+        "publishes": [p["publish_mode"] for p in providers.values() if p["publish_mode"] not in (None, "none")],
+        "publish_seconds": sum((p["seconds_publishing"] or 0.0) for p in providers.values()),
+        "publish_rows_applied": sum((p["publish_rows_applied"] or 0) for p in providers.values()),
         "providers": providers,
+    }
+
+
+def file_sizes(db: Path, json_bytes: int) -> dict[str, Any]:
+    """Bytes of each warehouse file (the working file, its WAL, both snapshot files and theirs)
+    against the JSON the APIs served for the same records (the raw drain's bytes)."""
+    names = {"working": ".work", "working_wal": ".work.wal", "snapshot_a": ".a", "snapshot_b": ".b", "snapshot_wals": None}
+    sizes = {}
+    for key, suffix in names.items():
+        if suffix is None:
+            paths = [db.with_name(db.name + s) for s in (".a.wal", ".b.wal")]
+        else:
+            paths = [db.with_name(db.name + suffix)]
+        sizes[key] = sum(p.stat().st_size for p in paths if p.exists())
+    total = sum(sizes.values())
+    return {
+        **{f"{key}_mb": C.mb(value) for key, value in sizes.items()},
+        "total_mb": C.mb(total),
+        "json_served_mb": C.mb(json_bytes),
+        "working_to_json": sizes["working"] / json_bytes if json_bytes else None,
+        "total_to_json": total / json_bytes if json_bytes else None,
     }
 
 
@@ -247,12 +274,15 @@ def one_repeat(index: int, sandbox: SandboxProcess, base_env: dict[str, str], da
     out["backfill"] = summarize_run(report, page_min)
     out["backfill"]["rss_samples"] = report["rss_samples"]
     out["backfill"]["import_and_build_seconds"] = report["import_and_build_seconds"]
-    out["backfill"]["database_mb"] = C.mb(sum(f.stat().st_size for f in run_dir.glob("feedback.duckdb*") if f.is_file()))
+    out["backfill"]["database_mb"] = C.mb(sum(f.stat().st_size for f in run_dir.glob("feedback.duckdb*") if f.is_file() and not f.is_symlink()))
+    db, served = run_dir / "feedback.duckdb", out["raw_drain"]["bytes"]
+    out["backfill"]["files"] = file_sizes(db, served)
     log(f"repeat {index + 1}: backfill {out['backfill']['wall_seconds']:.2f}s, peak RSS {out['backfill']['peak_rss_mb']:.0f} MB")
 
     warm_up(sandbox.env, first_d, last_d)
     log(f"repeat {index + 1}: incremental run {inc_first}..{last}, no changes")
     out["incremental_no_change"] = summarize_run(run_job(env, inc_first, last, run_dir, "incremental-no-change", sandbox))
+    out["incremental_no_change"]["files"] = file_sizes(db, served)
 
     touched = {}
     for name in C.PROVIDERS:
@@ -262,6 +292,7 @@ def one_repeat(index: int, sandbox: SandboxProcess, base_env: dict[str, str], da
     log(f"repeat {index + 1}: incremental run, {C.TOUCH_FRACTION:.0%} of the records changed ({sum(touched.values())} touched)")
     out["incremental_changed"] = summarize_run(run_job(env, inc_first, last, run_dir, "incremental-changed", sandbox))
     out["incremental_changed"]["touched"] = touched
+    out["incremental_changed"]["files"] = file_sizes(db, served)
     shutil.rmtree(run_dir, ignore_errors=True)
     return out
 
@@ -345,6 +376,17 @@ def evaluate_targets(res: dict[str, Any]) -> list[dict[str, Any]]:
         "value": f"{inc['asset_seconds']:.2f} s (sum of duration_seconds); run wall {inc['wall_seconds']:.2f} s",
         "pass": inc["asset_seconds"] < C.TARGET_INCREMENTAL_SECONDS,
     })
+    files = res["incremental_changed"].get("files") or {}
+    if files:
+        targets.append({
+            "name": "working file <= JSON served",
+            "value": f"working {files['working_mb']:.1f} MB ({files['working_to_json']:.2f}x), WAL {files['working_wal_mb']:.1f} MB, "
+            f"snapshots {files['snapshot_a_mb']:.1f} + {files['snapshot_b_mb']:.1f} MB, all {files['total_mb']:.1f} MB ({files['total_to_json']:.2f}x) "
+            f"of {files['json_served_mb']:.1f} MB JSON served",
+            "pass": files["working_to_json"] <= 1.0 and files["total_to_json"] <= 2.5,
+        })
+    else:
+        targets.append({"name": "working file <= JSON served", "value": "-", "pass": None})
     norm = res["normalization"]
     best = 100_000 / norm["best_records_per_second"] if norm.get("best_records_per_second") else None
     mix = 100_000 / norm["records_per_second"] if norm["records_per_second"] else None
@@ -436,6 +478,11 @@ def render(res: dict[str, Any]) -> str:
     req1 = ", ".join(f"{n} {_f(p['requests'])}" for n, p in inc1["providers"].items())
     upd = sum((p["rows_updated"] or 0) for p in inc1["providers"].values())
     lines.append(f"| Incremental run, 1% changed | {_f(inc1['asset_seconds'])} s in asset steps (run {_f(inc1['wall_seconds'])} s); requests: {req1}; {_f(upd, 0)} rows updated | info | |")
+    for label, run in (("backfill", back), ("incremental run, no changes", inc0), ("incremental run, 1% changed", inc1)):
+        modes = ", ".join(run.get("publishes") or []) or "none"
+        lines.append(f"| Publish in the {label} | {modes}; {_f(run.get('publish_seconds'))} s, {_f(run.get('publish_rows_applied'), 0)} rows applied | follows the change | |")
+    t = targets["working file <= JSON served"]
+    lines.append(f"| Warehouse files (after the last run) | {t['value']} | working <= 1x, all <= 2.5x the JSON served | {_verdict(t['pass'])} |")
     t = targets["normalization: 100,000 records of the mix well under 1 s"]
     lines.append(
         f"| Normalization alone (normalize + rows(), page by page) | {_f(norm.get('best_records_per_second'), 0)} records/s at best, {_f(norm['records_per_second'], 0)} median: {t['value']}; "

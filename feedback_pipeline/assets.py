@@ -95,7 +95,13 @@ def build_provider_asset(provider: str, partitions_def: dg.PartitionsDefinition)
             finally:
                 # Whatever was committed, before a failure too, is consistent: publish it once.
                 published = session.publish_if_behind()
-        metadata = {**_metadata(report, stats), "published_snapshot": published is not None}
+        metadata = {
+            **_metadata(report, stats),
+            "published_snapshot": published is not None,
+            "publish_mode": published.mode if published else "none",
+            "publish_rows_applied": published.rows_applied if published else 0,
+            "seconds_publishing": round(published.seconds, 3) if published else 0.0,
+        }
         return dg.MaterializeResult(metadata=metadata, check_results=_check_results(key, report, stats))
 
     return _asset
