@@ -218,11 +218,11 @@ def test_the_reset_command_uses_feedback_db(tmp_path: Path, monkeypatch, capsys)
 
 def test_a_file_behind_by_a_large_share_of_the_table_is_rebuilt_in_full(wh: Warehouse, monkeypatch):
     monkeypatch.setattr(publish, "FULL_COPY_MIN_KEYS", 0)
-    commit_batch(wh, batch_of(*({"id": f"r{i}"} for i in range(8))))
+    commit_batch(wh, batch_of(*({"id": f"r{i}"} for i in range(20))))
     wh.publish_if_behind()
     with wh.session() as session:
         session.publish()  # both files exist and are current
     commit_batch(wh, batch_of({"id": "r0", "body": "changed"}))
-    assert wh.publish_if_behind().mode == "incremental"  # 1 of 8 keys
+    assert wh.publish_if_behind().mode == "incremental"  # 1 of 20 keys
     commit_batch(wh, batch_of(*({"id": f"r{i}", "body": "changed"} for i in range(1, 4))))
-    assert wh.publish_if_behind().mode == "full"  # this file lacks 4 of 8 keys
+    assert wh.publish_if_behind().mode == "full"  # this file lacks 4 of 20 keys

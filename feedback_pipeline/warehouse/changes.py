@@ -4,9 +4,12 @@
 each such transaction bumps it and, in the same transaction, logs what it changed in
 ``pipeline_changes`` at the new generation:
 
-* ``(provider, account_id, feedback_id)``: that key's row was inserted, updated or deleted;
-* ``(provider, account_id, NULL)``: that account's rejects changed;
-* ``(NULL, NULL, NULL)``: anything may have changed (schema migration, reset): copy everything.
+* ``(provider, account_id, feedback_id, collected_date)``: that key's row was inserted or
+  updated and now has that collected date (NULL: the row was deleted); publishing reads the
+  current rows back within the changed dates only, so it scans those days' row groups, not the
+  table;
+* ``(provider, account_id, NULL, NULL)``: that account's rejects changed;
+* ``(NULL, NULL, NULL, NULL)``: anything may have changed (schema migration, reset): copy everything.
 
 The log holds every change after ``pipeline_publish.changes_since``; a snapshot file at generation
 ``g >= changes_since`` is brought up to date by applying the keys logged after ``g``. Pruning
@@ -28,20 +31,21 @@ def bump(con: duckdb.DuckDBPyConnection) -> int:
 
 
 def log_keys(con: duckdb.DuckDBPyConnection, generation: int, provider: str, account_id: str, keys_sql: str, params: dict[str, Any] | None = None) -> None:
-    """Log the feedback ids that ``keys_sql`` (a query with one column, ``feedback_id``) returns."""
+    """Log the keys that ``keys_sql`` returns (columns ``feedback_id``, ``collected_date``: the
+    row's date now, NULL for a deleted row)."""
     con.execute(
-        f"INSERT INTO pipeline_changes SELECT $gen, $p_log, $a_log, feedback_id FROM ({keys_sql})",
+        f"INSERT INTO pipeline_changes SELECT $gen, $p_log, $a_log, feedback_id, collected_date FROM ({keys_sql})",
         {**(params or {}), "gen": generation, "p_log": provider, "a_log": account_id},
     )
 
 
 def log_rejects(con: duckdb.DuckDBPyConnection, generation: int, provider: str, account_id: str) -> None:
-    con.execute("INSERT INTO pipeline_changes VALUES (?, ?, ?, NULL)", [generation, provider, account_id])
+    con.execute("INSERT INTO pipeline_changes VALUES (?, ?, ?, NULL, NULL)", [generation, provider, account_id])
 
 
 def log_everything(con: duckdb.DuckDBPyConnection, generation: int) -> None:
     if con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'pipeline_changes' AND database_name = current_database()").fetchone()[0]:
-        con.execute("INSERT INTO pipeline_changes VALUES (?, NULL, NULL, NULL)", [generation])
+        con.execute("INSERT INTO pipeline_changes VALUES (?, NULL, NULL, NULL, NULL)", [generation])
 
 
 def generations(con: duckdb.DuckDBPyConnection) -> tuple[int, int, int]:

@@ -18,9 +18,9 @@ def reset(con: duckdb.DuckDBPyConnection, provider: str, account_id: str | None 
     con.execute("BEGIN TRANSACTION")
     try:
         generation = changes.bump(con)
-        con.execute(f"INSERT INTO pipeline_changes SELECT $gen, provider, account_id, feedback_id FROM feedback WHERE {where}", {**args, "gen": generation})
+        con.execute(f"INSERT INTO pipeline_changes SELECT $gen, provider, account_id, feedback_id, NULL FROM feedback WHERE {where}", {**args, "gen": generation})
         con.execute(
-            f"INSERT INTO pipeline_changes SELECT DISTINCT $gen, provider, account_id, NULL FROM feedback_rejects WHERE {where}",
+            f"INSERT INTO pipeline_changes SELECT DISTINCT $gen, provider, account_id, NULL, NULL FROM feedback_rejects WHERE {where}",
             {**args, "gen": generation},
         )
         for table in RESET_TABLES:

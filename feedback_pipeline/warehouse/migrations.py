@@ -79,7 +79,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # generation changed, and the generation each snapshot file was last brought to.
     (
         """CREATE TABLE pipeline_changes (
-            generation BIGINT NOT NULL, provider VARCHAR, account_id VARCHAR, feedback_id VARCHAR)""",
+            generation BIGINT NOT NULL, provider VARCHAR, account_id VARCHAR, feedback_id VARCHAR,
+            collected_date DATE)""",
         "CREATE TABLE pipeline_snapshot_files (file VARCHAR PRIMARY KEY, generation BIGINT NOT NULL)",
         "ALTER TABLE pipeline_publish ADD COLUMN changes_since BIGINT",
         "UPDATE pipeline_publish SET changes_since = generation",

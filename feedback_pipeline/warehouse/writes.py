@@ -52,7 +52,7 @@ def commit(con: duckdb.DuckDBPyConnection, scope: Scope, rows: pa.Table, rejects
                 counts.deleted = sweep(con, scope, progress)
             state.finish_query(con, scope, progress, now)
         if counts.changed:
-            log(con, scope, counts)
+            log(con, scope, counts, staged)
     except BaseException:
         con.execute("ROLLBACK")
         raise
@@ -174,13 +174,16 @@ def sweep(con: duckdb.DuckDBPyConnection, scope: Scope, progress: Progress) -> i
     ).fetchone()[0]
 
 
-def log(con: duckdb.DuckDBPyConnection, scope: Scope, counts: WriteCounts) -> None:
+def log(con: duckdb.DuckDBPyConnection, scope: Scope, counts: WriteCounts, staged: str | None) -> None:
     """Bump the generation and log what this commit changed (see changes.py)."""
     generation = changes.bump(con)
-    if counts.inserted or counts.updated:
-        changes.log_keys(con, generation, scope.provider, scope.account_id, "SELECT feedback_id FROM _actions WHERE action IN ('insert', 'update')")
+    if staged and (counts.inserted or counts.updated):
+        changes.log_keys(
+            con, generation, scope.provider, scope.account_id,
+            f"SELECT s.feedback_id, s.collected_date FROM {staged} s JOIN _actions a USING (feedback_id) WHERE a.action IN ('insert', 'update')",
+        )
     if counts.deleted:
-        changes.log_keys(con, generation, scope.provider, scope.account_id, "SELECT feedback_id FROM _swept")
+        changes.log_keys(con, generation, scope.provider, scope.account_id, "SELECT feedback_id, NULL::DATE AS collected_date FROM _swept")
     if counts.rejects_written or counts.rejects_cleared:
         changes.log_rejects(con, generation, scope.provider, scope.account_id)
 
