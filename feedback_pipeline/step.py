@@ -52,6 +52,12 @@ class StepOutcome:
         return [o for o in self.outcomes if o.error is None]
 
     @property
+    def snapshot_published(self) -> bool:
+        """Whether the analysts' snapshot was published during the step (by the step's publish
+        or, with today's ``sync``, by a provider's own)."""
+        return self.published or any(o.report is not None and o.report.published for o in self.outcomes)
+
+    @property
     def failed(self) -> list[ProviderOutcome]:
         return [o for o in self.outcomes if o.error is not None]
 
@@ -190,7 +196,7 @@ def failure(outcome: StepOutcome) -> dg.Failure:
     lines = [describe(o.provider, o.error) for o in failed if o.error is not None]
     ok = [o.provider for o in outcome.succeeded]
     if ok:
-        lines.append(f"{', '.join(ok)} committed their rows" + (" and the analysts' snapshot was published." if outcome.published else "."))
+        lines.append(f"{', '.join(ok)} committed their rows" + (" and the analysts' snapshot was published." if outcome.snapshot_published else "."))
     metadata: dict[str, Any] = {"failed_providers": ", ".join(o.provider for o in failed)}
     for o in failed:
         prefix = "" if len(failed) == 1 else f"{o.provider}_"
