@@ -169,3 +169,14 @@ def materialization_metadata(done: ProviderOutcome, published: bool) -> dict[str
         "seconds_committing": _seconds(report.seconds["commit"]),
         "dagster/row_count": stats.rows_in_window,
     }
+
+
+def metadata_by_provider(result: dg.ExecuteInProcessResult) -> dict[str, dict[str, Any]]:
+    """Each provider's materialization metadata (plain values) in a finished in-process run: the
+    step materializes several assets, one event per partition, all with the same metadata."""
+    out: dict[str, dict[str, Any]] = {}
+    for event in result.get_asset_materialization_events():
+        for provider, name in ASSET_NAMES.items():
+            if event.asset_key == dg.AssetKey(name):
+                out[provider] = {k: v.value for k, v in event.materialization.metadata.items()}
+    return out
