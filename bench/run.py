@@ -365,9 +365,10 @@ def evaluate_targets(res: dict[str, Any]) -> list[dict[str, Any]]:
     cli = res["cli_one_partition"]
     targets.append({
         "name": "one-partition five-asset `dagster asset materialize` within 2x of importing the definitions",
-        "value": f"{cli['cli_seconds']:.2f} s vs import {cli['import_seconds']:.2f} s = {cli['ratio']:.2f}x (first run, creating the instance: {cli['cli_first_seconds']:.2f} s)",
-        "ratio": cli["ratio"],
-        "pass": cli["ratio"] <= 2.0,
+        "value": f"{cli['cli_seconds']:.2f} s vs import {cli['import_seconds']:.2f} s = {cli['ratio']:.2f}x (first run, creating the instance: {cli['cli_first_seconds']:.2f} s)"
+        if cli else "not run with --quick",
+        "ratio": cli["ratio"] if cli else None,
+        "pass": cli["ratio"] <= 2.0 if cli else None,
     })
     if cfg.get("latency_ms"):
         speedup = drain["seconds"] / back["wall_seconds"] if back["wall_seconds"] else None
@@ -591,8 +592,9 @@ def main(argv: list[str] | None = None) -> int:
         log("Dagster's fixed cost: import vs one-partition `dagster asset materialize` of the five assets")
         from .fixed_cost import cli_one_partition
 
-        cli = cli_one_partition(base_env, today.isoformat(), workdir)
-        log(f"import {cli['import_seconds']:.2f}s, CLI run {cli['cli_seconds']:.2f}s ({cli['ratio']:.2f}x)")
+        cli = None if args.quick else cli_one_partition(base_env, today.isoformat(), workdir)  # ~1 min: not in the smoke test
+        if cli:
+            log(f"import {cli['import_seconds']:.2f}s, CLI run {cli['cli_seconds']:.2f}s ({cli['ratio']:.2f}x)")
 
         log("normalization alone (sandbox idle)")
         from .normalization import measure_in_child

@@ -65,7 +65,7 @@ def test_quick_benchmark_writes_every_section(tmp_path: Path) -> None:
     assert sum(result["incremental_changed"]["touched"].values()) > 0
     assert set(result["sandbox"]["records_per_second"]) == set(PROVIDERS)
     names = {t["name"] for t in result["targets"]}
-    assert len(names) == 7 and all("pass" in t for t in result["targets"])
+    assert len(names) == 9 and all("pass" in t for t in result["targets"])
 
     # The markdown table is printed and saved beside the JSON.
     assert "| measure | value | target | result |" in proc.stdout
