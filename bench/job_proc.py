@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 import warnings
+from datetime import date
 from typing import Any
 
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
@@ -163,7 +164,6 @@ def main() -> int:
     import dagster as dg
 
     from feedback_pipeline.definitions import build_definitions
-    from feedback_pipeline.schema import PROVIDERS
 
     executor = config.get("executor") or "in_process"
     defs = build_definitions(dict(os.environ))
@@ -229,22 +229,22 @@ def main() -> int:
                 "status": step.get("status"),
             }
 
-    providers: dict[str, dict[str, Any]] = {}
-    for name in PROVIDERS:
-        events = result.asset_materializations_for_node(f"{name}_feedback")
-        if events:
-            providers[name] = {k: _metadata_value(v) for k, v in events[0].metadata.items()}
+    from feedback_pipeline.assets import metadata_by_provider
+
+    providers = {name: {k: _metadata_value(v) for k, v in meta.items()} for name, meta in metadata_by_provider(result).items()}
 
     failures = []
     for event in result.get_step_failure_events():
-        error = event.event_specific_data.error
-        message = error.cause.message if error.cause else error.message
+        data = event.event_specific_data
+        error = data.error
+        message = data.user_failure_data.description if data.user_failure_data else (error.cause.message if error.cause else error.message)
         failures.append(f"{event.step_key}: {message.strip()[:500]}")
 
     report: dict[str, Any] = {
         "success": result.success,
         "failures": failures,
         "first": config["first"],
+        "partitions": (date.fromisoformat(config["last"]) - date.fromisoformat(config["first"])).days + 1,
         "last": config["last"],
         "wall_seconds": wall,
         "wall_start": wall_start,

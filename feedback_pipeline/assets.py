@@ -1,27 +1,33 @@
-"""The asset factory: one ``<provider>_feedback`` asset per provider, all built the same way.
+"""The five ``<provider>_feedback`` assets, materialized by ONE step.
 
-Each asset materializes a range of UTC collected-date partitions of the ``feedback`` table for
-its provider in one run (single-run backfill policy), reports what it did as metadata, and
-evaluates its checks in the same step (no extra process per check).
+One ``@multi_asset`` holds the five asset specs (``can_subset``: a run materializes any subset),
+so a run over any selection and partition range is one step in one process: the providers sync
+concurrently inside it (:mod:`feedback_pipeline.step`), and Dagster's per-step bookkeeping is paid
+once per run, not once per provider. Each provider's materialization reports what it did as
+metadata, with its checks' results (:mod:`feedback_pipeline.checks`).
 """
 
-
-from datetime import datetime, timedelta, timezone
+# No `from __future__ import annotations` here: Dagster checks the `context` annotation at runtime.
+from collections.abc import Iterator
+from datetime import timedelta, timezone
 from typing import Any
 
 import dagster as dg
 
+from .checks import check_results, check_specs
 from .providers import provider_class
-from .providers.base import Window
-from .schema import COLUMN_DESCRIPTIONS, FEEDBACK_COLUMNS
-from .settings import FULL_REFRESH_TAG, PipelineResource
-from .sync import SyncReport, sync
-from .warehouse import Warehouse
+from .providers.base import Provider, Window
+from .schema import COLUMN_DESCRIPTIONS, FEEDBACK_COLUMNS, PROVIDERS
+from .settings import FULL_REFRESH_TAG, PROVIDERS_TAG, PipelineResource
+from .step import ProviderOutcome, failure, run_providers
+from .warehouse import PublishResult, Warehouse
 
 UTC = timezone.utc
 WRITER_POOL = "feedback_duckdb_writer"
-REJECT_RATE_WARN = 0.01
-FRESHNESS_HOURS = 2.0
+STEP_NAME = "feedback_sync"
+# The hourly schedule refreshes every asset each hour; two hours without a materialization means
+# a tick was missed or failed.
+FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=2))
 
 DESCRIPTIONS = {
     "mintlify": "Documentation feedback from Mintlify (contextual, code snippet, agent, thumbs).",
@@ -30,14 +36,6 @@ DESCRIPTIONS = {
     "mapbox": "End-user map and navigation feedback from the Mapbox Feedback API.",
     "feedbackkit": "Feature requests and bug reports from FeedbackKit.",
 }
-
-CHECKS = {
-    "unique_keys": "No (provider, account_id, feedback_id) appears twice in feedback.",
-    "collected_at_valid": "No row has a NULL collected_at or a collected_date that is not its UTC date.",
-    "reject_rate": f"Rejected records stay under {REJECT_RATE_WARN:.0%} of all records (warns above).",
-    "newest_partition_fresh": f"The newest partition was synced within the last {FRESHNESS_HOURS:g} hours (warns otherwise).",
-}
-
 
 # The contract's asset names (CONTRACT.md section 2), spelled out so they can be found.
 ASSET_NAMES: dict[str, str] = {
@@ -48,68 +46,109 @@ ASSET_NAMES: dict[str, str] = {
     "feedbackkit": "feedbackkit_feedback",
 }
 
+TABLE_METADATA: dict[str, Any] = {
+    "dagster/table_name": "feedback",
+    "dagster/column_schema": dg.TableSchema(
+        columns=[dg.TableColumn(name, sqltype.replace(" NOT NULL", ""), description=COLUMN_DESCRIPTIONS[name]) for name, sqltype, _ in FEEDBACK_COLUMNS]
+    ),
+}
+
 
 def asset_key(provider: str) -> dg.AssetKey:
     return dg.AssetKey(ASSET_NAMES[provider])
 
 
-def build_provider_asset(provider: str, partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
-    """The ``<provider>_feedback`` asset (see the module docstring)."""
-    key = asset_key(provider)
-
-    @dg.asset(
-        key=key,
-        partitions_def=partitions_def,
-        backfill_policy=dg.BackfillPolicy.single_run(),
-        pool=WRITER_POOL,
+def asset_spec(provider: str) -> dg.AssetSpec:
+    return dg.AssetSpec(
+        key=asset_key(provider),
         group_name="feedback",
         kinds={"duckdb", "api"},
         description=DESCRIPTIONS[provider]
         + " Rows land in the `feedback` table (one row per provider, account_id, feedback_id), partitioned by UTC collected date.",
-        required_resource_keys={provider, "pipeline"},
-        check_specs=[dg.AssetCheckSpec(name, asset=key, description=text) for name, text in CHECKS.items()],
-        metadata={
-            "dagster/table_name": "feedback",
-            "dagster/column_schema": dg.TableSchema(
-                columns=[
-                    dg.TableColumn(name, sqltype.replace(" NOT NULL", ""), description=COLUMN_DESCRIPTIONS[name])
-                    for name, sqltype, _ in FEEDBACK_COLUMNS
-                ]
-            ),
-        },
+        metadata=TABLE_METADATA,
         tags={"provider": provider},
+        freshness_policy=FRESHNESS,
     )
-    def _asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+
+
+def build_feedback_assets(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    """The one step that materializes any subset of the five provider assets (module docstring)."""
+
+    @dg.multi_asset(
+        name=STEP_NAME,
+        specs=[asset_spec(p) for p in PROVIDERS],
+        check_specs=[spec for p in PROVIDERS for spec in check_specs(asset_key(p))],
+        can_subset=True,
+        partitions_def=partitions_def,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        pool=WRITER_POOL,
+        required_resource_keys={*PROVIDERS, "pipeline"},
+    )
+    def feedback_sync(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResult]:
+        selected = [p for p in PROVIDERS if asset_key(p) in context.selected_asset_keys]
+        # The runs list shows which providers a run covers, however it was launched (job,
+        # schedule, UI asset selection, CLI); jobs and schedule set it at creation too.
+        context.instance.add_run_tags(context.run_id, {PROVIDERS_TAG: ",".join(selected)})
         pipeline: PipelineResource = context.resources.pipeline
-        provider_obj = provider_class(provider)(getattr(context.resources, provider), policy=pipeline.retry_policy())
         start, end = context.partition_time_window
         window = Window(start.astimezone(UTC), end.astimezone(UTC))
         full_refresh = str(context.run.tags.get(FULL_REFRESH_TAG, "")).lower() == "true"
-        warehouse = Warehouse(pipeline.db_path, lock_timeout=pipeline.lock_timeout_seconds)
-        context.log.info(f"{provider}: syncing {window}{' (full refresh)' if full_refresh else ''}")
-        with warehouse.session() as session:
-            try:
-                with session.cursor() as cursor:
-                    report = sync(provider_obj, cursor, window, full_refresh=full_refresh, logger=context.log)
-                stats = session.check_stats(provider, provider_obj.account_id, window.first_day, window.last_day)
-            finally:
-                # Whatever was committed, before a failure too, is consistent: publish it once.
-                published = session.publish_if_behind()
-        metadata = {
-            **_metadata(report, stats),
-            "published_snapshot": published is not None,
-            "publish_mode": published.mode if published else "none",
-            "publish_rows_applied": published.rows_applied if published else 0,
-            "seconds_publishing": round(published.seconds, 3) if published else 0.0,
-        }
-        return dg.MaterializeResult(metadata=metadata, check_results=_check_results(key, report, stats))
 
-    return _asset
+        def build(name: str) -> Provider:
+            return provider_class(name)(getattr(context.resources, name), policy=pipeline.retry_policy())
+
+        # One session (the writer lock and one connection) for the whole step; one publish at its end.
+        with Warehouse(pipeline.db_path, lock_timeout=pipeline.lock_timeout_seconds).session() as session:
+            outcome = run_providers(selected, build, session, window, full_refresh=full_refresh, logger=context.log)
+        selected_checks = context.selected_asset_check_keys
+        for done in outcome.succeeded:
+            key = asset_key(done.provider)
+            results = check_results(key, done.report, done.stats, done.reasons)
+            planned = [r for r in results if dg.AssetCheckKey(key, r.check_name) in selected_checks]
+            # Runs of the jobs and the schedule do not plan the checks (see definitions.py): their
+            # results are logged as evaluations, so a failed provider leaves no planned check
+            # behind. Logged before the yield: Dagster flushes logged events at the next yield,
+            # and after the last one only if the step does not raise.
+            for result in results:
+                if result not in planned:
+                    context.log_event(unplanned_evaluation(key, result))
+            yield dg.MaterializeResult(asset_key=key, metadata=materialization_metadata(done, outcome.published), check_results=planned)
+        if outcome.failed:
+            raise failure(outcome) from outcome.failed[0].error
+
+    return feedback_sync
 
 
-def _metadata(report: SyncReport, stats: dict[str, Any]) -> dict[str, Any]:
+def unplanned_evaluation(key: dg.AssetKey, result: dg.AssetCheckResult) -> dg.AssetCheckEvaluation:
+    """A check result as an evaluation event of a check the run did not plan. Dagster links it to
+    the materialization of the same run (AssetCheckExecutionRecord.targets_latest_materialization)."""
+    return dg.AssetCheckEvaluation(
+        asset_key=key,
+        check_name=result.check_name or "",
+        passed=result.passed,
+        metadata=result.metadata,
+        severity=result.severity,
+        description=result.description,
+    )
+
+
+def _seconds(value: float) -> float:
+    """Durations to the 0.1 ms: a small run normalizes in well under a millisecond."""
+    return round(value, 4)
+
+
+def materialization_metadata(done: ProviderOutcome, published: PublishResult | None) -> dict[str, Any]:
+    report, stats = done.report, done.stats
+    assert report is not None and stats is not None
     counts = report.counts
+    snapshot = published is not None
     return {
+        "summary": (
+            f"{counts.inserted} new, {counts.updated} updated, {counts.unchanged} unchanged, {counts.deleted} deleted, "
+            f"{counts.rejected} rejected in {report.window.first_day}..{report.window.last_day} "
+            f"from {report.records} records in {report.requests} requests; "
+            + ("analysts' snapshot published" if snapshot else "analysts' snapshot already current")
+        ),
         "window": f"{report.window.first_day}..{report.window.last_day}",
         "full_refresh": report.full_refresh,
         "rows_inserted": counts.inserted,
@@ -117,7 +156,7 @@ def _metadata(report: SyncReport, stats: dict[str, Any]) -> dict[str, Any]:
         "rows_unchanged": counts.unchanged,
         "rows_deleted": counts.deleted,
         "rows_rejected": counts.rejected,
-        "rows_outside_window": counts.out_of_window,
+        "records_outside_window_skipped": counts.out_of_window,
         "records_received": report.records,
         "requests": report.requests,
         "retries": report.retries,
@@ -125,40 +164,24 @@ def _metadata(report: SyncReport, stats: dict[str, Any]) -> dict[str, Any]:
         "queries": ", ".join(report.queries),
         "resumed_queries": ", ".join(report.resumed) or "none",
         "watermark": report.watermark.isoformat() if report.watermark else "none (window not fully synced)",
-        "duration_seconds": round(report.duration, 3),
-        "seconds_waiting_for_pages": round(report.seconds["fetch_wait"], 3),
-        "seconds_normalizing": round(report.seconds["normalize"], 3),
-        "seconds_committing": round(report.seconds["commit"], 3),
-        "dagster/row_count": stats["rows_in_range"],
+        "analyst_snapshot_published": snapshot,
+        "publish_mode": published.mode if published else "none (snapshot already current)",
+        "publish_rows_applied": published.rows_applied if published else 0,
+        "seconds_publishing": _seconds(published.seconds) if published else 0.0,
+        "duration_seconds": _seconds(report.duration),
+        "seconds_waiting_for_pages": _seconds(report.seconds["fetch_wait"]),
+        "seconds_normalizing": _seconds(report.seconds["normalize"]),
+        "seconds_committing": _seconds(report.seconds["commit"]),
+        "dagster/row_count": stats.rows_in_window,
     }
 
 
-def _check_results(key: dg.AssetKey, report: SyncReport, stats: dict[str, Any]) -> list[dg.AssetCheckResult]:
-    total = stats["total_rows"] + stats["total_rejects"]
-    rate = stats["total_rejects"] / total if total else 0.0
-    newest_at = stats["newest_synced_at"]
-    age_hours = (datetime.now(UTC) - newest_at).total_seconds() / 3600 if newest_at else None
-    today = datetime.now(UTC).date()
-    fresh = newest_at is not None and stats["newest_synced_day"] >= today - timedelta(days=1) and age_hours <= FRESHNESS_HOURS
-    warn = dg.AssetCheckSeverity.WARN
-    return [
-        dg.AssetCheckResult(asset_key=key, check_name="unique_keys", passed=stats["duplicate_keys"] == 0, metadata={"duplicate_keys": stats["duplicate_keys"]}),
-        dg.AssetCheckResult(asset_key=key, check_name="collected_at_valid", passed=stats["bad_collected"] == 0, metadata={"bad_rows": stats["bad_collected"]}),
-        dg.AssetCheckResult(
-            asset_key=key,
-            check_name="reject_rate",
-            passed=rate <= REJECT_RATE_WARN,
-            severity=warn,
-            metadata={"rejects": stats["total_rejects"], "rows": stats["total_rows"], "reject_rate": round(rate, 5)},
-        ),
-        dg.AssetCheckResult(
-            asset_key=key,
-            check_name="newest_partition_fresh",
-            passed=fresh,
-            severity=warn,
-            metadata={
-                "newest_synced_day": str(stats["newest_synced_day"]),
-                "hours_since_sync": round(age_hours, 2) if age_hours is not None else -1.0,
-            },
-        ),
-    ]
+def metadata_by_provider(result: dg.ExecuteInProcessResult) -> dict[str, dict[str, Any]]:
+    """Each provider's materialization metadata (plain values) in a finished in-process run: the
+    step materializes several assets, one event per partition, all with the same metadata."""
+    out: dict[str, dict[str, Any]] = {}
+    for event in result.get_asset_materialization_events():
+        for provider, name in ASSET_NAMES.items():
+            if event.asset_key == dg.AssetKey(name):
+                out[provider] = {k: v.value for k, v in event.materialization.metadata.items()}
+    return out

@@ -77,12 +77,9 @@ def _failures(result: dg.ExecuteInProcessResult) -> list[str]:
 
 
 def _step_summary(result: dg.ExecuteInProcessResult) -> dict[str, dict[str, Any]]:
-    out = {}
-    for name in PROVIDERS:
-        events = result.asset_materializations_for_node(f"{name}_feedback")
-        if events:
-            out[name] = {k: v.value for k, v in events[0].metadata.items()}
-    return out
+    from .assets import metadata_by_provider
+
+    return metadata_by_provider(result)
 
 
 def run_demo(server: Any, *, db_path: str, days: int) -> int:

@@ -45,9 +45,14 @@ REDACTED = "***"
 class ProviderError(RuntimeError):
     """A provider request failed. The message is safe to log: URLs and secrets are redacted."""
 
-    def __init__(self, message: str, *, status: int | None = None):
+    def __init__(self, message: str, *, status: int | None = None, endpoint: str | None = None, hint: str | None = None, body: str | None = None):
         super().__init__(message)
         self.status = status
+        # The parts of ``message``, for callers that present them separately (a Dagster Failure's
+        # metadata): "GET /v1/feedback-records", what to check, the redacted body excerpt.
+        self.endpoint = endpoint
+        self.hint = hint
+        self.body = body
 
 
 class ProviderRequestError(ProviderError):
@@ -225,7 +230,11 @@ class HttpClient:
                     failure = f"HTTP {status}"
                     retry_after = parse_retry_after(response.headers.get("Retry-After"))
                 else:
-                    raise ProviderRequestError(self._refusal_message(method, endpoint, response), status=status)
+                    hint, excerpt = self._refusal_hint(status), self._excerpt(response)
+                    raise ProviderRequestError(
+                        f"{self.provider}: {method} {endpoint} returned HTTP {status}: {hint}. Response: {excerpt}",
+                        status=status, endpoint=f"{method} {endpoint}", hint=hint, body=excerpt,
+                    )
                 excerpt = self._excerpt(response)
                 if excerpt:
                     failure = f"{failure}; body: {excerpt}"
@@ -238,6 +247,8 @@ class HttpClient:
                     + (f" (server asked to wait {retry_after:.0f}s)" if retry_after else "")
                     + ". Rows and cursors committed so far are kept; the next run resumes from them.",
                     status=status,
+                    endpoint=f"{method} {endpoint}",
+                    hint=f"failed after {attempt} attempt(s): {failure}; the next run resumes from the committed cursor",
                 )
             log.warning(
                 "%s: %s %s attempt %d/%d: %s; retrying in %.1fs",
@@ -291,18 +302,15 @@ class HttpClient:
         text = self.redact(" ".join(text[: limit * 50].split()))
         return text[:limit] + ("..." if len(text) > limit else "")
 
-    def _refusal_message(self, method: str, endpoint: str, response: httpx.Response) -> str:
-        status = response.status_code
-        hint = self.hints.get(status) or {
+    def _refusal_hint(self, status: int) -> str:
+        """What to check for a refused request: the provider's own hint (naming its variables) or
+        a generic one."""
+        return self.hints.get(status) or {
             400: "the request was rejected as invalid; check the provider's settings and the date range",
             401: "the credentials were rejected; check the provider's key variables",
             403: "the credentials lack permission for this endpoint",
             404: "the resource was not found; check the project/account id and base URL",
         }.get(status, "the provider refused the request")
-        return (
-            f"{self.provider}: {method} {endpoint} returned HTTP {status}: {hint}. "
-            f"Response: {self._excerpt(response)}"
-        )
 
 
 def utc_http_date(when: datetime) -> str:

@@ -16,9 +16,10 @@ def hourly_range(tick_date: date, lookback_days: int, first_partition: date) -> 
     return max(first_partition, tick_date - timedelta(days=lookback_days)), tick_date
 
 
-def build_hourly_schedule(job: dg.UnresolvedAssetJobDefinition, *, lookback_days: int, first_partition: date) -> dg.ScheduleDefinition:
+def build_hourly_schedule(job: dg.UnresolvedAssetJobDefinition, *, lookback_days: int, first_partition: date, tags: dict[str, str] | None = None) -> dg.ScheduleDefinition:
     """Hourly (UTC), stopped until an operator turns it on (UI toggle or ``dagster schedule start``).
-    Late status changes inside the lookback are caught because each tick re-syncs those days."""
+    Late status changes inside the lookback are caught because each tick re-syncs those days.
+    ``tags`` go on every run it requests."""
 
     @dg.schedule(
         name="feedback_ingest_hourly",
@@ -33,7 +34,7 @@ def build_hourly_schedule(job: dg.UnresolvedAssetJobDefinition, *, lookback_days
         first, last = hourly_range(tick.date(), lookback_days, first_partition)
         return dg.RunRequest(
             run_key=tick.strftime("%Y-%m-%dT%H:%M"),
-            tags={RANGE_START_TAG: first.isoformat(), RANGE_END_TAG: last.isoformat()},
+            tags={**(tags or {}), RANGE_START_TAG: first.isoformat(), RANGE_END_TAG: last.isoformat()},
         )
 
     return feedback_ingest_hourly

@@ -22,6 +22,8 @@ DEFAULT_DB = "data/feedback.duckdb"
 DEFAULT_START_DATE = "2024-01-01"
 DEFAULT_LOOKBACK_DAYS = 7
 FULL_REFRESH_TAG = "feedback/full_refresh"
+# The providers a run covers, comma-separated (the runs list shows it).
+PROVIDERS_TAG = "feedback/providers"
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""The asset factory through Dagster: partitions and ranges into DuckDB, metadata, checks."""
+"""The one provider step through Dagster: partitions and ranges into DuckDB, metadata, checks,
+one provider failing while the others commit, the Failure's sentence, the run tag."""
 
 from __future__ import annotations
 
@@ -9,10 +10,13 @@ import dagster as dg
 import duckdb
 import pytest
 
-from feedback_pipeline.assets import build_provider_asset
+from feedback_pipeline.assets import build_feedback_assets
+from feedback_pipeline.checks import CHECKS
 from feedback_pipeline.partitions import feedback_partitions
+from feedback_pipeline.providers import provider_class
 from feedback_pipeline.providers.formbricks import FormbricksResource
-from feedback_pipeline.settings import FULL_REFRESH_TAG, PipelineResource
+from feedback_pipeline.schema import PROVIDERS
+from feedback_pipeline.settings import FULL_REFRESH_TAG, PROVIDERS_TAG, PipelineResource
 
 UTC = timezone.utc
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
@@ -22,26 +26,27 @@ def today() -> date:
     return datetime.now(UTC).date()
 
 
-@pytest.fixture
-def formbricks_asset():
-    return build_provider_asset("formbricks", feedback_partitions(today() - timedelta(days=60)))
+@pytest.fixture(scope="module")
+def feedback_assets() -> dg.AssetsDefinition:
+    return build_feedback_assets(feedback_partitions(today() - timedelta(days=60)))
 
 
 def resources(sandbox, db: Path, **overrides) -> dict:
     env = sandbox.env()
-    hub = FormbricksResource(hub_url=env["FORMBRICKS_HUB_URL"], api_key=env["FORMBRICKS_HUB_API_KEY"], tenant_id=env["FORMBRICKS_TENANT_ID"])
-    return {
-        "formbricks": overrides.get("formbricks", hub),
-        "pipeline": PipelineResource(db_path=str(db), http_base_delay_seconds=0.01, retry_after_floor_seconds=0.01),
-    }
+    res: dict = {name: provider_class(name).resource_class(**{f: env.get(s.var) or s.default for f, s in provider_class(name).resource_class.ENV.items()}) for name in PROVIDERS}
+    res["pipeline"] = PipelineResource(db_path=str(db), http_base_delay_seconds=0.01, retry_after_floor_seconds=0.01, http_max_attempts=2)
+    res.update(overrides)
+    return res
 
 
-def run_range(asset, res, first: date, last: date, **tags) -> dg.ExecuteInProcessResult:
+def run(assets_def, res, first: date, last: date, *, providers=("formbricks",), instance=None, checks=True, **tags) -> dg.ExecuteInProcessResult:
+    selection = dg.AssetSelection.assets(*(f"{p}_feedback" for p in providers))
     return dg.materialize(
-        [asset],
+        [assets_def],
+        selection=selection if checks else selection.without_checks(),
         resources=res,
         tags={RANGE_START: first.isoformat(), RANGE_END: last.isoformat(), **tags},
-        instance=dg.DagsterInstance.ephemeral(),
+        instance=instance or dg.DagsterInstance.ephemeral(),
         raise_on_error=False,
     )
 
@@ -54,61 +59,166 @@ def published(db: Path, sql: str):
         con.close()
 
 
-def materialization(result: dg.ExecuteInProcessResult) -> dg.AssetMaterialization:
-    events = result.asset_materializations_for_node("formbricks_feedback")
-    assert events, "no materialization"
-    return events[0]
+def metadata(result: dg.ExecuteInProcessResult, provider: str) -> dict:
+    events = [e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey(f"{provider}_feedback")]
+    assert events, f"no materialization of {provider}"
+    return {k: v.value for k, v in events[-1].materialization.metadata.items()}
 
 
-def test_one_partition_materializes_into_duckdb(sandbox, tmp_path: Path, formbricks_asset):
+def checks_of(result: dg.ExecuteInProcessResult, provider: str) -> dict[str, dg.AssetCheckEvaluation]:
+    return {e.check_name: e for e in result.get_asset_check_evaluations() if e.asset_key == dg.AssetKey(f"{provider}_feedback")}
+
+
+def test_one_partition_materializes_into_duckdb(sandbox, tmp_path: Path, feedback_assets):
     db = tmp_path / "feedback.duckdb"
     day = today() - timedelta(days=3)
-    result = dg.materialize([formbricks_asset], resources=resources(sandbox, db), partition_key=day.isoformat(), instance=dg.DagsterInstance.ephemeral())
+    result = dg.materialize(
+        [feedback_assets], selection="formbricks_feedback", resources=resources(sandbox, db), partition_key=day.isoformat(), instance=dg.DagsterInstance.ephemeral()
+    )
     assert result.success
-    got = published(db, "SELECT DISTINCT collected_date, provider FROM feedback")
-    assert got == [(day, "formbricks")]
+    assert published(db, "SELECT DISTINCT collected_date, provider FROM feedback") == [(day, "formbricks")]
 
 
-def test_a_range_is_one_run_and_rerunning_it_changes_nothing(sandbox, tmp_path: Path, formbricks_asset):
+def test_a_range_is_one_run_and_rerunning_it_changes_nothing(sandbox, tmp_path: Path, feedback_assets):
     db = tmp_path / "feedback.duckdb"
     first, last = today() - timedelta(days=9), today()
-    result = run_range(formbricks_asset, resources(sandbox, db), first, last)
+    result = run(feedback_assets, resources(sandbox, db), first, last)
     assert result.success
     snapshot = published(db, "SELECT * FROM feedback ORDER BY feedback_id")
     assert len(snapshot) > 150 and {r[4] for r in snapshot} <= {first + timedelta(days=i) for i in range(10)}
-    meta = materialization(result).metadata
-    assert meta["rows_inserted"].value == len(snapshot)
-    assert meta["dagster/row_count"].value == len(snapshot)
-    for key in ("window", "rows_updated", "rows_unchanged", "rows_rejected", "requests", "retries", "pages", "watermark", "duration_seconds"):
-        assert key in meta
-    again = run_range(formbricks_asset, resources(sandbox, db), first, last)
+    meta = metadata(result, "formbricks")
+    assert meta["rows_inserted"] == len(snapshot) and meta["dagster/row_count"] == len(snapshot)
+    again = run(feedback_assets, resources(sandbox, db), first, last)
     assert again.success
     assert published(db, "SELECT * FROM feedback ORDER BY feedback_id") == snapshot  # ingested_at included
-    assert materialization(again).metadata["rows_inserted"].value == 0
+    assert metadata(again, "formbricks")["rows_inserted"] == 0
 
 
-def test_checks_run_with_the_materialization(sandbox, tmp_path: Path, formbricks_asset):
-    result = run_range(formbricks_asset, resources(sandbox, tmp_path / "f.duckdb"), today() - timedelta(days=2), today())
-    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
-    assert set(checks) == {"unique_keys", "collected_at_valid", "reject_rate", "newest_partition_fresh"}
-    assert checks["unique_keys"].passed and checks["collected_at_valid"].passed and checks["newest_partition_fresh"].passed
+def test_metadata_names_say_what_they_count_and_a_summary_comes_first(sandbox, tmp_path: Path, feedback_assets):
+    result = run(feedback_assets, resources(sandbox, tmp_path / "f.duckdb"), today() - timedelta(days=4), today())
+    meta = metadata(result, "formbricks")
+    assert list(meta)[0] == "summary"
+    assert meta["summary"].startswith(f"{meta['rows_inserted']} new, 0 updated, 0 unchanged, 0 deleted, {meta['rows_rejected']} rejected in ")
+    assert meta["analyst_snapshot_published"] is True and "records_outside_window_skipped" in meta
+    assert "published_snapshot" not in meta and "rows_outside_window" not in meta
+    for key in ("window", "rows_updated", "rows_unchanged", "requests", "retries", "pages", "watermark", "duration_seconds"):
+        assert key in meta
+    # A run that normalized records reports the time it took, however small.
+    assert meta["records_received"] > 0 and meta["seconds_normalizing"] > 0
 
 
-def test_an_unconfigured_provider_fails_at_once_naming_the_variables(tmp_path: Path, formbricks_asset):
-    res = {"formbricks": FormbricksResource(), "pipeline": PipelineResource(db_path=str(tmp_path / "f.duckdb"))}
-    result = run_range(formbricks_asset, res, today(), today())
+def test_checks_after_a_healthy_run_pass_and_speak_of_the_runs_window(sandbox, tmp_path: Path, feedback_assets):
+    db = tmp_path / "f.duckdb"
+    first, last = today() - timedelta(days=29), today()
+    result = run(feedback_assets, resources(sandbox, db), first, last, providers=PROVIDERS)
+    assert result.success
+    for provider in PROVIDERS:
+        checks = checks_of(result, provider)
+        assert set(checks) == set(CHECKS), provider
+        assert all(c.passed for c in checks.values()), {n: c.metadata for n, c in checks.items()}
+        rows = published(db, f"SELECT count(*) FROM feedback WHERE provider = '{provider}'")[0][0]
+        assert checks["unique_keys"].metadata["window"].value == f"{first}..{last}"
+        assert checks["unique_keys"].metadata["rows_in_window"].value == rows
+        meta = metadata(result, provider)
+        rate = checks["reject_rate"].metadata
+        assert rate["records_rejected"].value == meta["rows_rejected"]
+        assert rate["records_received_for_window"].value == meta["rows_inserted"] + meta["rows_rejected"]
+        assert "FROM feedback_rejects" in rate["list_them"].value
+
+
+def test_reject_rate_counts_only_this_runs_records_and_names_the_reasons(sandbox, tmp_path: Path, feedback_assets):
+    db = tmp_path / "f.duckdb"
+    run(feedback_assets, resources(sandbox, db), today() - timedelta(days=29), today(), providers=("mintlify",))
+    stored = published(db, "SELECT count(*) FROM feedback_rejects WHERE provider = 'mintlify'")[0][0]
+    # A later run over two days without a bad record: the rejects stored earlier do not count.
+    clean = next(d for d in range(2, 29) if (today() - timedelta(days=d)).toordinal() % 10 not in (3, 4))
+    day = today() - timedelta(days=clean)
+    result = run(feedback_assets, resources(sandbox, db), day, day, providers=("mintlify",))
+    rate = checks_of(result, "mintlify")["reject_rate"]
+    assert stored >= 1 and rate.passed and rate.metadata["records_rejected"].value == 0
+    assert rate.metadata["top_reasons"].value == "none"
+    # The run over a bad record's day: counted, with its reason.
+    bad = next(d for d in range(0, 29) if (today() - timedelta(days=d)).toordinal() % 10 == 3)
+    day = today() - timedelta(days=bad)
+    result = run(feedback_assets, resources(sandbox, db), day, day, providers=("mintlify",))
+    rate = checks_of(result, "mintlify")["reject_rate"]
+    assert rate.metadata["records_rejected"].value == 1 and rate.metadata["top_reasons"].value == "missing_collected_at: 1"
+
+
+def test_an_unconfigured_provider_fails_at_once_naming_the_variables(sandbox, tmp_path: Path, feedback_assets):
+    res = resources(sandbox, tmp_path / "f.duckdb", formbricks=FormbricksResource())
+    result = run(feedback_assets, res, today(), today())
     assert not result.success
     message = result.get_step_failure_events()[0].event_specific_data.error.to_string()
     assert "FORMBRICKS_HUB_URL" in message and "FORMBRICKS_HUB_API_KEY" in message and "FORMBRICKS_TENANT_ID" in message
+    assert sandbox.sandbox.state.requests_for("formbricks") == []
 
 
-def test_full_refresh_tag_replaces_the_partitions(sandbox, tmp_path: Path, formbricks_asset):
+def test_full_refresh_tag_replaces_the_partitions(sandbox, tmp_path: Path, feedback_assets):
     db = tmp_path / "feedback.duckdb"
     first, last = today() - timedelta(days=5), today()
-    run_range(formbricks_asset, resources(sandbox, db), first, last)
+    run(feedback_assets, resources(sandbox, db), first, last)
     victim = published(db, "SELECT feedback_id FROM feedback ORDER BY feedback_id LIMIT 1")[0][0]
     sandbox.sandbox.delete("formbricks", victim)
-    result = run_range(formbricks_asset, resources(sandbox, db), first, last, **{FULL_REFRESH_TAG: "true"})
+    result = run(feedback_assets, resources(sandbox, db), first, last, **{FULL_REFRESH_TAG: "true"})
     assert result.success
-    assert materialization(result).metadata["rows_deleted"].value == 1
+    assert metadata(result, "formbricks")["rows_deleted"] == 1
     assert not published(db, f"SELECT 1 FROM feedback WHERE feedback_id = '{victim}'")
+
+
+# -- one provider failing ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def refused_hub(sandbox, tmp_path: Path, feedback_assets):
+    """A five-provider run in which the Hub refuses the key (HTTP 401)."""
+    db = tmp_path / "f.duckdb"
+    env = sandbox.env()
+    hub = FormbricksResource(hub_url=env["FORMBRICKS_HUB_URL"], api_key="not-the-key", tenant_id=env["FORMBRICKS_TENANT_ID"])
+    instance = dg.DagsterInstance.ephemeral()
+    first = today() - timedelta(days=2)
+    result = run(feedback_assets, resources(sandbox, db, formbricks=hub), first, today(), providers=PROVIDERS, instance=instance, checks=False)
+    return result, db, instance
+
+
+def test_one_provider_failing_leaves_the_others_committed_and_materialized(refused_hub):
+    result, db, _ = refused_hub
+    assert not result.success
+    others = [p for p in PROVIDERS if p != "formbricks"]
+    assert {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()} == {f"{p}_feedback" for p in others}
+    stored = dict(published(db, "SELECT provider, count(*) FROM feedback GROUP BY provider"))
+    assert set(stored) == set(others) and all(n > 0 for n in stored.values())
+    assert len(result.get_step_failure_events()) == 1
+
+
+def test_the_failure_opens_with_the_projects_sentence_naming_only_the_failed_provider(refused_hub):
+    result, _, _ = refused_hub
+    data = result.get_step_failure_events()[0].event_specific_data
+    failure = data.user_failure_data
+    first_line = failure.description.splitlines()[0]
+    assert first_line.startswith("formbricks: GET ") and "HTTP 401" in first_line and "check FORMBRICKS_HUB_API_KEY" in first_line
+    assert "<html" not in failure.description.lower()
+    assert all(p not in first_line for p in PROVIDERS if p != "formbricks")
+    meta = {k: v.value for k, v in failure.metadata.items()}
+    assert meta["failed_providers"] == "formbricks" and meta["provider"] == "formbricks" and meta["status"] == "401"
+    assert meta["endpoint"].startswith("GET ") and "FORMBRICKS_HUB_API_KEY" in meta["what_to_check"]
+    # What Dagster shows as the error's message starts with that sentence.
+    assert data.error.message.split(": ", 1)[1].startswith(first_line)
+
+
+def test_checks_of_a_provider_that_failed_are_not_evaluated_never_failed(refused_hub):
+    result, _, instance = refused_hub
+    assert checks_of(result, "formbricks") == {}
+    storage = instance.event_log_storage
+    for name in CHECKS:
+        # No planned check either: nothing for Dagster to resolve as "Execution failed".
+        assert storage.get_asset_check_execution_history(dg.AssetCheckKey(dg.AssetKey("formbricks_feedback"), name), limit=5) == []
+        history = storage.get_asset_check_execution_history(dg.AssetCheckKey(dg.AssetKey("mapbox_feedback"), name), limit=5)
+        assert [r.status.value for r in history] in (["SUCCEEDED"], ["FAILED"])
+    assert all(c.passed for n, c in checks_of(result, "mapbox").items() if n != "reject_rate")
+
+
+def test_every_run_is_tagged_with_the_providers_it_covers(sandbox, tmp_path: Path, feedback_assets):
+    instance = dg.DagsterInstance.ephemeral()
+    result = run(feedback_assets, resources(sandbox, tmp_path / "f.duckdb"), today(), today(), providers=("mapbox", "formbricks"), instance=instance)
+    assert instance.get_run_by_id(result.run_id).tags[PROVIDERS_TAG] == "formbricks,mapbox"

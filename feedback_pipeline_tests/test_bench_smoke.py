@@ -65,7 +65,7 @@ def test_quick_benchmark_writes_every_section(tmp_path: Path) -> None:
     assert sum(result["incremental_changed"]["touched"].values()) > 0
     assert set(result["sandbox"]["records_per_second"]) == set(PROVIDERS)
     names = {t["name"] for t in result["targets"]}
-    assert len(names) == 8 and all("pass" in t for t in result["targets"])
+    assert len(names) == 10 and all("pass" in t for t in result["targets"])
     files = result["incremental_changed"]["files"]
     assert files["working_mb"] > 0 and files["snapshot_a_mb"] > 0 and files["json_served_mb"] > 0
     assert result["backfill"]["publishes"] and result["incremental_no_change"]["publishes"] == []

@@ -13,14 +13,15 @@ from feedback_pipeline.definitions import build_definitions
 from feedback_pipeline.providers.base import ConfigurationError
 from feedback_pipeline.schedules import RANGE_END_TAG, RANGE_START_TAG, hourly_range
 from feedback_pipeline.schema import PROVIDERS
+from feedback_pipeline.settings import FULL_REFRESH_TAG, PROVIDERS_TAG
 
 UTC = timezone.utc
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = {f"{p}_feedback" for p in PROVIDERS}
 
 
-def job_assets(defs: dg.Definitions) -> set[str]:
-    job = defs.resolve_job_def("feedback_ingest")
+def job_assets(defs: dg.Definitions, name: str = "feedback_ingest") -> set[str]:
+    job = defs.resolve_job_def(name)
     return {key.to_user_string() for key in job.asset_layer.executable_asset_keys}
 
 
@@ -55,6 +56,39 @@ def test_the_assets_share_one_writer_pool_and_a_single_run_backfill_policy():
         assert asset.group_names_by_key[dg.AssetKey(name)] == "feedback"
 
 
+def test_the_five_assets_are_one_step_run_in_process_by_every_launch():
+    defs = build_definitions({})
+    ops = {defs.resolve_assets_def(name).op.name for name in ASSETS}
+    assert ops == {"feedback_sync"}
+    assert defs.resolve_assets_def("mintlify_feedback").can_subset
+    # Set on the Definitions: the jobs, `dagster asset materialize` and UI launches (the implicit
+    # asset job) all use it.
+    assert defs.executor is dg.in_process_executor
+    assert defs.resolve_job_def("feedback_ingest").executor_def is dg.in_process_executor
+    assert defs.resolve_implicit_global_asset_job_def().executor_def is dg.in_process_executor
+    for name in ASSETS:
+        assert defs.resolve_assets_def(name).specs_by_key[dg.AssetKey(name)].freshness_policy is not None
+
+
+def test_the_full_refresh_job_covers_the_same_assets_with_the_tag_preset(sandbox):
+    env = {k: v for k, v in sandbox.env().items() if k.startswith(("MAPBOX", "FORMBRICKS"))}
+    defs = build_definitions(env)
+    job = defs.resolve_job_def("feedback_full_refresh")
+    assert job_assets(defs, "feedback_full_refresh") == job_assets(defs) == {"mapbox_feedback", "formbricks_feedback"}
+    assert job.tags[FULL_REFRESH_TAG] == "true" and FULL_REFRESH_TAG not in defs.resolve_job_def("feedback_ingest").tags
+    assert job.partitions_def == defs.resolve_job_def("feedback_ingest").partitions_def
+    assert "deleted at the provider disappear" in job.description
+    for name in ("feedback_ingest", "feedback_full_refresh"):
+        assert defs.resolve_job_def(name).tags[PROVIDERS_TAG] == "formbricks,mapbox"
+
+
+def test_the_jobs_plan_no_checks_so_a_failed_provider_leaves_none_unevaluated():
+    defs = build_definitions({})
+    assert len(defs.resolve_asset_graph().asset_check_keys) == 3 * len(PROVIDERS)  # the UI lists them ...
+    for name in ("feedback_ingest", "feedback_full_refresh"):
+        assert defs.resolve_job_def(name).asset_layer.asset_graph.asset_check_keys == set()  # ... runs plan none
+
+
 def test_the_hourly_schedule_requests_one_run_over_today_and_the_lookback():
     defs = build_definitions({"FEEDBACK_LOOKBACK_DAYS": "3", "FEEDBACK_START_DATE": "2024-01-01"})
     schedule = defs.resolve_schedule_def("feedback_ingest_hourly")
@@ -63,6 +97,7 @@ def test_the_hourly_schedule_requests_one_run_over_today_and_the_lookback():
     with dg.build_schedule_context(scheduled_execution_time=tick) as context:
         request = schedule.evaluate_tick(context).run_requests[0]
     assert request.tags[RANGE_START_TAG] == "2026-05-07" and request.tags[RANGE_END_TAG] == "2026-05-10"
+    assert request.tags[PROVIDERS_TAG] == ",".join(PROVIDERS)
     assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
 
 

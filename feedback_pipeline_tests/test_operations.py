@@ -12,6 +12,7 @@ import dagster as dg
 import duckdb
 import pytest
 
+from feedback_pipeline.assets import metadata_by_provider
 from feedback_pipeline.definitions import build_definitions
 from feedback_pipeline.sandbox.core import Fault
 from feedback_pipeline.schedules import RANGE_END_TAG, RANGE_START_TAG
@@ -53,12 +54,7 @@ def pipeline(sandbox, tmp_path: Path, monkeypatch):
 
 
 def metadata(result: dg.ExecuteInProcessResult) -> dict[str, dict]:
-    out = {}
-    for name in PROVIDERS:
-        events = result.asset_materializations_for_node(f"{name}_feedback")
-        if events:
-            out[name] = {k: v.value for k, v in events[0].metadata.items()}
-    return out
+    return metadata_by_provider(result)
 
 
 def snapshot(db: Path, sql: str = "SELECT * FROM feedback ORDER BY provider, feedback_id") -> list[tuple]:

@@ -316,7 +316,7 @@ def test_the_five_assets_are_in_group_feedback_with_kinds_descriptions_and_daily
         assert node["isPartitioned"] and node["pools"] == ["feedback_duckdb_writer"]
         assert node["backfillPolicy"]["policyType"] == "SINGLE_RUN"
         assert node["partitionKeys"][0] == expected_keys[0] and len(node["partitionKeys"]) in (PARTITIONS, PARTITIONS + 1)
-        assert "feedback_ingest" in node["jobNames"]
+        assert {"feedback_ingest", "feedback_full_refresh"} <= set(node["jobNames"])
 
 
 def test_a_ui_backfill_of_60_partitions_of_all_five_assets_is_one_run_and_materializes_each_partition(webserver: Webserver):
@@ -354,6 +354,8 @@ def test_a_ui_backfill_of_60_partitions_of_all_five_assets_is_one_run_and_materi
     assert tags["dagster/asset_partition_range_start"] == first.isoformat()
     assert tags["dagster/asset_partition_range_end"] == last.isoformat()
     assert tags["dagster/backfill"] == backfill_id
+    # The runs list says which providers the run covered (tagged by the step itself for UI launches).
+    assert tags["feedback/providers"] == ",".join(PROVIDERS)
     counts = {"/".join(s["assetKey"]["path"]): s for s in backfill["assetBackfillData"]["assetBackfillStatuses"]}
     assert sorted(counts) == ASSETS
     for status in counts.values():

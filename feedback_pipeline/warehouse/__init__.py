@@ -13,6 +13,7 @@ from .migrations import MIGRATIONS
 from .model import CursorRow, Progress, PublishResult, Scope, WriteCounts
 from .publish import STORAGE_VERSION
 from .session import Session, Warehouse, WarehouseCursor
+from .stats import WindowStats
 
 __all__ = [
     "MIGRATIONS",
@@ -24,5 +25,6 @@ __all__ = [
     "Session",
     "Warehouse",
     "WarehouseCursor",
+    "WindowStats",
     "WriteCounts",
 ]

@@ -1,0 +1,45 @@
+"""Dagster's fixed cost through the command line users run.
+
+Times, in fresh child processes, importing the definitions (``python -c "import
+feedback_pipeline.definitions"``, median of 3) and a one-partition run of all five provider
+assets through ``dagster asset materialize -m feedback_pipeline.definitions`` on a persistent
+instance in a temporary ``DAGSTER_HOME`` (what ``make ui`` and an operator's shell use).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from . import common as C
+
+
+def _timed(argv: list[str], env: dict[str, str]) -> float:
+    t0 = time.perf_counter()
+    proc = subprocess.run(argv, cwd=C.ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=600)
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv[:4])} ... exited {proc.returncode}:\n{proc.stderr.decode(errors='replace')[-3000:]}")
+    return seconds
+
+
+def cli_one_partition(env: dict[str, str], day: str, workdir: Path) -> dict[str, Any]:
+    """Import time of the definitions vs one five-asset, one-partition ``dagster asset materialize``."""
+    home = workdir / "cli-dagster-home"
+    home.mkdir(parents=True, exist_ok=True)
+    child = {k: v for k, v in os.environ.items() if not (k.split("_")[0] in {"MINTLIFY", "USERSNAP", "FORMBRICKS", "MAPBOX", "FEEDBACKKIT"} or k.startswith("FEEDBACK_"))}
+    child.update(env)
+    child.update({"DAGSTER_HOME": str(home), "FEEDBACK_DB": str(workdir / "cli" / "feedback.duckdb"), "PYTHONWARNINGS": "ignore"})
+    imports = [_timed([sys.executable, "-c", "import feedback_pipeline.definitions"], child) for _ in range(3)]
+    select = ",".join(f"{p}_feedback" for p in C.PROVIDERS)
+    dagster = str(Path(sys.executable).with_name("dagster"))
+    argv = [dagster, "asset", "materialize", "-m", "feedback_pipeline.definitions", "--select", select, "--partition", day]
+    first = _timed(argv, child)  # creates the instance's SQLite files: reported, not graded
+    runs = [_timed(argv, child) for _ in range(2)]
+    import_s, cli_s = statistics.median(imports), statistics.median(runs)
+    return {"import_seconds": import_s, "cli_seconds": cli_s, "cli_first_seconds": first, "ratio": cli_s / import_s}
