@@ -69,15 +69,15 @@ class ArrayReader:
         *,
         peek: Sequence[str] = (),
         keep: Callable[[Any], bool] | None = None,
-        piece_bytes: int = PIECE_BYTES,
-        max_item_bytes: int = MAX_ITEM_BYTES,
+        piece_bytes: int | None = None,
+        max_item_bytes: int | None = None,
     ):
         if keep is not None and not peek:
             raise ValueError("keep needs the keys it looks at (peek)")
         self.keep = keep
         self.peek = tuple(peek)
-        self.piece_bytes = piece_bytes
-        self.max_item_bytes = max_item_bytes
+        self.piece_bytes = piece_bytes or PIECE_BYTES
+        self.max_item_bytes = max_item_bytes or MAX_ITEM_BYTES
         self.seen = 0
         self.kept = 0
         if keep is not None:

@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 from ..arraystream import MISSING
 from ..http import HttpClient
 from ..normalize import BadTimestamp, FeedbackBatch, parse_timestamp, split
-from .base import EnvSetting, Page, Provider, ProviderResource, Query, Window
+from .base import EnvSetting, Page, Provider, ProviderResource, Query, StaleCursor, Window
 
 # Creation times outside this range are rejected by the shared rules; keep them for that.
 _EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -100,16 +100,15 @@ class FeedbackKitResource(ProviderResource):
     project: str | None = "default"
 
 
-# The resume value of every page but a snapshot's last: the array cannot be resumed part-way (its
-# order is by votes, which change), so a query resumed after an interrupted run reads it again.
+# The resume value of every page but a snapshot's last. It lets the engine commit a snapshot in
+# several batches; it cannot resume anything (see fetch).
 RESTART: Mapping[str, Any] = {"snapshot": "read again"}
 # Records of the window per page: bounds the memory of a page and of the engine's batch.
-PAGE_RECORDS = 5_000
+PAGE_SIZE = 5_000
 
 
 class FeedbackKitProvider(Provider):
     name = "feedbackkit"
-    page_records = PAGE_RECORDS
     resource_class = FeedbackKitResource
     # No update-time filter exists: every run reads the whole project (one request).
     supports_changes = False
@@ -134,19 +133,24 @@ class FeedbackKitProvider(Provider):
         return self.http_client(headers={"X-API-Key": self.config.api_key or "", "Accept": "application/json"})
 
     def fetch(self, query: Query, http: HttpClient) -> Iterator[Page]:
-        # One request returns everything (no paging, no date filter), so the window, changes_since
-        # and resume do not change what is asked: a resumed query reads the whole array again.
-        # The array is read as a stream, in pages of at most PAGE_RECORDS records of the window;
-        # records of other windows are dropped from their creation time alone, unbuilt. Records
-        # whose creation time cannot be read are kept, so they still reach feedback_rejects.
-        # Every page but the last carries a resume value (RESTART), so the engine may commit the
-        # snapshot in several batches; the last one ends the query, and the engine's sweep then
-        # deletes the window's stored rows the snapshot did not return.
+        # One request returns everything (no paging, no date filter), so the window and
+        # changes_since do not change what is asked. The array is read as a stream, in pages of
+        # at most PAGE_SIZE records of the window; records of other windows are dropped from
+        # their creation time alone, unbuilt. Records whose creation time cannot be read are
+        # kept, so they still reach feedback_rejects. Every page but the last carries a resume
+        # value, so the engine may commit the snapshot in several batches; the last one ends the
+        # query, and the engine's sweep then deletes the window's stored rows the snapshot did
+        # not return.
+        if query.resume is not None:
+            # An earlier run stopped part-way through a snapshot. The array cannot be resumed
+            # (ordered by votes, which change), and the keys that run recorded must not count
+            # for this one: the engine drops them with the cursor and restarts the query.
+            raise StaleCursor(f"{self.name}: a snapshot cannot be resumed part-way; reading it again")
         stream = http.stream_json_items(
             self.url,
             endpoint="list feedbacks",
             params={"includeMerged": "true"},
-            batch_size=self.page_records,
+            batch_size=PAGE_SIZE,
             peek=("createdAt", "created_at"),
             keep=_window_filter(query.window),
         )
