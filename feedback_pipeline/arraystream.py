@@ -45,7 +45,8 @@ CUT_ATTEMPTS = 8
 _WHITESPACE = b" \t\r\n"
 
 _COMMA, _CLOSE = ord(","), ord("]")
-# Reader states: the buffer starts at an item, or at the separator after one; the array ended.
+# Reader states: the pending bytes start at an item, or at the separator after one; the array
+# ended.
 _ITEM, _SEPARATOR, _CLOSED = 0, 1, 2
 
 _RAW_ITEMS = msgspec.json.Decoder(list[msgspec.Raw])
@@ -114,9 +115,13 @@ class ArrayReader:
             raise ArrayError("not JSON (empty body)")
         if buf[start : start + 1] != b"[":
             raise ArrayError(_not_an_array(buf, stream, self.max_item_bytes))
-        del buf[: start + 1]
 
-        state = _ITEM  # what the buffer starts with: an item, or the separator after one
+        # The bytes after the last cut, as received (joined once per cut: appending to one
+        # buffer that is also cut at its front copies it again and again).
+        first = bytes(buf[start + 1 :])
+        pending, size = ([first], len(first)) if first else ([], 0)
+        del buf
+        state = _ITEM  # what the pending bytes start with: an item, or the separator after one
         after_comma = False
         next_cut = self.piece_bytes
         for chunk in stream:
@@ -124,33 +129,36 @@ class ArrayReader:
                 if chunk.strip(_WHITESPACE):
                     raise ArrayError("not JSON (data after the array)")
                 continue
-            buf += chunk
             if state == _SEPARATOR:
-                state = _separator(buf, 0)
+                chunk, state = _separator(chunk)
                 if state != _ITEM:
                     continue
                 after_comma = True
-            if len(buf) < next_cut:
+            pending.append(chunk)
+            size += len(chunk)
+            if size < next_cut:
                 continue
-            cut = self._cut(buf)
+            data = b"".join(pending)
+            cut = self._cut(data)
             if cut is None:
-                if len(buf) > self.max_item_bytes:
+                if size > self.max_item_bytes:
                     raise ArrayError(f"not JSON, or an item larger than {self.max_item_bytes >> 20} MB")
-                next_cut = len(buf) + self.piece_bytes
+                pending, next_cut = [data], size + self.piece_bytes
                 continue
             piece, items = cut
-            del buf[: len(piece) - 2]
-            next_cut = self.piece_bytes
-            yield self._select(piece, items)
-            state = _separator(buf, 0)
+            rest, state = _separator(data[len(piece) - 2 :])
             after_comma = state == _ITEM
+            pending, size, next_cut = [rest], len(rest), self.piece_bytes
+            del data
+            yield self._select(piece, items)
         if state == _CLOSED:
             return
-        if state == _SEPARATOR or not buf.strip(_WHITESPACE):
+        data = b"".join(pending)
+        if state == _SEPARATOR or not data.strip(_WHITESPACE):
             raise ArrayError("not JSON (the array is cut short)")
         # The last piece: everything left, which must end the array.
-        tail = b"[" + bytes(buf)
-        del buf[:]
+        tail = b"[" + data
+        del data, pending
         items = _frame(tail)
         if items is None or (after_comma and not items):
             raise ArrayError("not JSON (the array is cut short or malformed)")
@@ -158,15 +166,16 @@ class ArrayReader:
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _cut(self, buf: bytearray) -> tuple[bytes, list[Any]] | None:
-        """The longest prefix of ``buf`` that is whole items (as ``[`` + items + ``]``) and its
+    def _cut(self, data: bytes) -> tuple[bytes, list[Any]] | None:
+        """The longest prefix of ``data`` that is whole items, as ``[`` + items + ``]``, and its
         items (raw or parsed), or None when no guess of an item end held."""
-        end = len(buf)
+        end = len(data)
+        view = memoryview(data)
         for _ in range(CUT_ATTEMPTS):
-            close = buf.rfind(b"}", 0, end)
+            close = data.rfind(b"}", 0, end)
             if close < 0:
                 return None
-            piece = b"[" + bytes(buf[: close + 1]) + b"]"
+            piece = b"".join((b"[", view[: close + 1], b"]"))
             items = _frame(piece)
             if items is not None:
                 return piece, items
@@ -239,27 +248,24 @@ def _parse(text: bytes) -> list[Any]:
         raise ArrayError("not JSON") from None
 
 
-def _separator(buf: bytearray, index: int) -> int:
-    """Consume what follows an item in ``buf`` from ``index``: a comma (then an item comes), the
-    array's end (then only whitespace may come), or nothing yet. Returns the new state and
-    removes what it consumed."""
-    index = _skip_space(buf, index)
-    if index == len(buf):
-        del buf[:]
-        return _SEPARATOR
-    mark = buf[index]
+def _separator(data: bytes) -> tuple[bytes, int]:
+    """Read what follows an item at the start of ``data``: a comma (an item comes next), the
+    array's end (only whitespace may follow), or nothing yet. Returns the bytes after it and
+    the reader's new state."""
+    index = _skip_space(data, 0)
+    if index == len(data):
+        return b"", _SEPARATOR
+    mark = data[index]
     if mark == _COMMA:
-        del buf[: index + 1]
-        return _ITEM
+        return data[index + 1 :], _ITEM
     if mark == _CLOSE:
-        if buf[index + 1 :].strip(_WHITESPACE):
+        if data[index + 1 :].strip(_WHITESPACE):
             raise ArrayError("not JSON (data after the array)")
-        del buf[:]
-        return _CLOSED
+        return b"", _CLOSED
     raise ArrayError("not JSON (no comma between items)")
 
 
-def _skip_space(buf: bytearray, index: int) -> int:
+def _skip_space(buf: bytes | bytearray, index: int) -> int:
     while index < len(buf) and buf[index] in _WHITESPACE:
         index += 1
     return index
