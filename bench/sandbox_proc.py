@@ -1,6 +1,7 @@
 """The sandbox in its own process (so it has its own core): ``python -m bench.sandbox_proc``.
 
-Generates ``--days`` x ``--per-day`` records per provider (seed ``--seed``), with the Mintlify rate
+Generates ``--days`` x ``--per-day`` records per provider (seed ``--seed``; ``--providers`` serves
+only the named emulators), with the Mintlify rate
 limit switched off, serves them with uvicorn on a free loopback port and prints ONE JSON line
 ``{"url", "env", "pid", "records", "generate_seconds"}`` once it accepts connections. It stops
 when its standard input closes (the parent exited) or on SIGTERM.
@@ -21,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-day", type=int, required=True)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--providers", default="", help="comma-separated emulators to serve (default: all five)")
     args = parser.parse_args(argv)
 
     from feedback_pipeline.sandbox.app import Sandbox
@@ -28,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     from feedback_pipeline.sandbox.server import SandboxServer
 
     t0 = time.monotonic()
-    sandbox = Sandbox(SandboxState(seed=args.seed, days=args.days, per_day=args.per_day, mintlify_rate_limit=None))
+    providers = tuple(p for p in args.providers.split(",") if p) or None
+    sandbox = Sandbox(SandboxState(seed=args.seed, days=args.days, per_day=args.per_day, mintlify_rate_limit=None), providers=providers)
     generated = time.monotonic() - t0
     server = SandboxServer(sandbox, port=args.port).start()
 

@@ -8,6 +8,9 @@ a log line is the worst bug it can have. So:
   with 200, wrong envelope) are retried with exponential backoff and full jitter; ``Retry-After``
   is honoured in both forms (delta-seconds and HTTP-date) with a floor of 1 s when it is 0 or
   absent; attempts and total waiting are capped;
+* a JSON array can be read as a stream (:meth:`HttpClient.stream_json_items`): the same rules
+  for the response status and headers; a body that breaks before any item was handed over is
+  retried from its start, one that breaks later fails at once (the caller has used the items);
 * 400, 401, 403, 404 (and other 4xx) fail at once with a message saying what to check;
 * URLs are redacted before they reach any log line, exception or metadata (the Mapbox token
   travels in the query string), headers are never logged, and the ``httpx``/``httpcore`` loggers
@@ -21,7 +24,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -29,6 +32,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 
+from .arraystream import ArrayError, ArrayReader
 from .normalize import loads_json
 
 # httpx logs "HTTP Request: GET <full url>" at INFO: that URL can carry the Mapbox token.
@@ -259,6 +263,27 @@ class HttpClient:
             waited += delay
             self._sleep(delay)
 
+    def stream_json_items(
+        self,
+        url: str,
+        *,
+        endpoint: str,
+        params: Any = None,
+        headers: Mapping[str, str] | None = None,
+        batch_size: int = 5_000,
+        peek: Sequence[str] = (),
+        keep: Callable[[Any], bool] | None = None,
+    ) -> ItemStream:
+        """GET a JSON array and yield its items in lists of at most ``batch_size`` while the body
+        arrives, so neither the body nor the whole array is ever held (an API without paging).
+        ``peek``/``keep`` skip unwanted object items before they are built (see
+        :class:`~feedback_pipeline.arraystream.ArrayReader`). Statuses, ``Retry-After`` and
+        refusals follow :meth:`request_json`; a body that is not a JSON array is a bad page. A
+        failure before the first list was yielded is retried from the start of the body; a
+        failure after it raises :class:`ProviderUnavailable` at once (the caller has used those
+        items; the request must be repeated whole)."""
+        return ItemStream(self, url, endpoint, params, headers, batch_size, tuple(peek), keep)
+
     def redact(self, text: str) -> str:
         """Remove every known secret (also URL- and JSON-escaped), bearer tokens and JWTs (a
         server may echo the ``Authorization`` header; a minted Usersnap token is a credential for
@@ -311,6 +336,114 @@ class HttpClient:
             403: "the credentials lack permission for this endpoint",
             404: "the resource was not found; check the project/account id and base URL",
         }.get(status, "the provider refused the request")
+
+
+class ItemStream:
+    """The lists of items of one streamed JSON array (:meth:`HttpClient.stream_json_items`).
+
+    ``seen`` and ``kept`` count the array's items read and kept by the attempt that is running
+    (the last one, once iteration ended).
+    """
+
+    # Bytes of a non-2xx body read for the error message: enough for any error envelope.
+    ERROR_BODY_BYTES = 1 << 16
+
+    def __init__(self, client: HttpClient, url: str, endpoint: str, params: Any, headers: Mapping[str, str] | None, batch_size: int, peek: tuple[str, ...], keep: Callable[[Any], bool] | None):
+        self._client = client
+        self._url = url
+        self._endpoint = endpoint
+        self._params = params
+        self._headers = headers
+        self._batch_size = batch_size
+        self._peek = peek
+        self._keep = keep
+        self._reader: ArrayReader | None = None
+
+    @property
+    def seen(self) -> int:
+        return self._reader.seen if self._reader is not None else 0
+
+    @property
+    def kept(self) -> int:
+        return self._reader.kept if self._reader is not None else 0
+
+    def __iter__(self) -> Iterator[list[Any]]:
+        client = self._client
+        policy = client.policy
+        method, endpoint = "GET", self._endpoint
+        attempt = 0
+        waited = 0.0
+        handed_over = 0
+        while True:
+            attempt += 1
+            failure: str
+            retry_after: float | None = None
+            status: int | None = None
+            client.stats.requests += 1
+            self._reader = reader = ArrayReader(peek=self._peek, keep=self._keep)
+            try:
+                with client._client.stream(method, self._url, params=self._params, headers=self._headers) as response:
+                    status = response.status_code
+                    if 200 <= status < 300:
+                        content_type = response.headers.get("content-type", "")
+                        if "html" in content_type:
+                            raise BadPage(f"HTML instead of JSON (content-type {content_type.split(';')[0]})")
+                        for items in reader.batches(response.iter_bytes(), self._batch_size):
+                            handed_over += len(items)
+                            yield items
+                        client.stats.count(str(status))
+                        return
+                    client.stats.count(str(status))
+                    body = _bounded(response, self.ERROR_BODY_BYTES)
+                    if status in RETRYABLE_STATUS:
+                        failure = f"HTTP {status}"
+                        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                    else:
+                        raise ProviderRequestError(client._refusal_message(method, endpoint, body), status=status)
+                    excerpt = client._excerpt(body)
+                    if excerpt:
+                        failure = f"{failure}; body: {excerpt}"
+            except (httpx.TransportError, httpx.DecodingError) as exc:
+                failure = f"network error ({type(exc).__name__})"
+                client.stats.count("network")
+            except (BadPage, ArrayError) as bad:
+                failure = f"unexpected response body: {bad}"
+                client.stats.count(str(status))
+            if handed_over:
+                raise ProviderUnavailable(
+                    f"{client.provider}: {method} {endpoint} broke off after {handed_over} item(s) of the body "
+                    f"had been handed over: {failure}. Rows and cursors committed so far are kept; "
+                    "the next run repeats the request.",
+                    status=status,
+                )
+            delay = client._delay(attempt, status, retry_after)
+            if attempt >= policy.max_attempts or waited + delay > policy.max_total_wait:
+                raise ProviderUnavailable(
+                    f"{client.provider}: {method} {endpoint} failed after {attempt} attempt(s) "
+                    f"and {waited:.1f}s of waiting: {failure}"
+                    + (f" (server asked to wait {retry_after:.0f}s)" if retry_after else "")
+                    + ". Rows and cursors committed so far are kept; the next run resumes from them.",
+                    status=status,
+                )
+            log.warning(
+                "%s: %s %s attempt %d/%d: %s; retrying in %.1fs",
+                client.provider, method, endpoint, attempt, policy.max_attempts, failure, delay,
+            )
+            client.stats.retries += 1
+            client.stats.wait_seconds += delay
+            waited += delay
+            client._sleep(delay)
+
+
+def _bounded(response: httpx.Response, limit: int) -> httpx.Response:
+    """The first ``limit`` bytes of a streamed response's body as a read response (for error
+    messages: a misbehaving server's error page must not be read whole)."""
+    body = bytearray()
+    for chunk in response.iter_bytes():
+        body += chunk
+        if len(body) >= limit:
+            break
+    return httpx.Response(response.status_code, headers={"content-type": response.headers.get("content-type", "")}, content=bytes(body))
 
 
 def utc_http_date(when: datetime) -> str:

@@ -151,3 +151,105 @@ def test_tokens_in_urls_never_reach_logs_or_errors(caplog):
 def test_redact_url_masks_secret_parameters_only():
     url = redact_url(f"https://api.mapbox.com/user-feedback/v1/feedback?limit=1000&access_token={TOKEN}&after=abc")
     assert TOKEN not in url and "access_token=***" in url and "limit=1000" in url and "after=abc" in url
+
+
+# -- streaming a JSON array ----------------------------------------------------------------------
+
+
+def array_response(items, *, chunk: int = 64, fail_after: int | None = None, content_type: str = "application/json") -> httpx.Response:
+    """A 200 whose body arrives in ``chunk``-byte pieces; with ``fail_after`` the connection
+    breaks once that many bytes were sent."""
+    import orjson
+
+    body = orjson.dumps(items)
+
+    def stream():
+        for start in range(0, len(body), chunk):
+            if fail_after is not None and start >= fail_after:
+                raise httpx.ReadError("connection reset by peer")
+            yield body[start : start + chunk]
+
+    return httpx.Response(200, content=stream(), headers={"content-type": content_type})
+
+
+def streamed(http: HttpClient, **options) -> list[list]:
+    return list(http.stream_json_items("http://api/x", endpoint="list items", **{"batch_size": 100, **options}))
+
+
+def test_a_streamed_array_comes_in_lists_of_the_batch_size_in_order():
+    items = [{"id": i, "day": i % 10} for i in range(1_050)]
+    transport, seen = scripted(array_response(items))
+    http = client(transport)
+    stream = http.stream_json_items("http://api/x", endpoint="list items", params={"includeMerged": "true"}, batch_size=100, peek=("day",), keep=lambda p: p.day < 5)
+    batches = list(stream)
+    assert all(len(b) == 100 for b in batches[:-1]) and 0 < len(batches[-1]) <= 100
+    assert [i for b in batches for i in b] == [i for i in items if i["day"] < 5]
+    assert (stream.seen, stream.kept) == (1_050, 525)
+    assert len(seen) == 1 and seen[0].url.params["includeMerged"] == "true"
+    assert http.stats.by_status == {"200": 1}
+
+
+def test_a_stream_broken_before_any_item_was_handed_over_is_retried_from_its_start():
+    items = [{"id": i} for i in range(300)]
+    transport, seen = scripted(array_response(items, fail_after=2_000), array_response(items, fail_after=2_000), array_response(items))
+    http = client(transport)
+    # batch_size above the item count: nothing is handed over before the body ends
+    assert [i for b in streamed(http, batch_size=1_000) for i in b] == items
+    assert len(seen) == 3 and http.stats.retries == 2 and http.stats.by_status == {"network": 2, "200": 1}
+
+
+def test_a_stream_broken_after_items_were_handed_over_fails_at_once(monkeypatch):
+    from feedback_pipeline import arraystream
+
+    monkeypatch.setattr(arraystream, "PIECE_BYTES", 8_192)
+    items = [{"id": i, "pad": "x" * 50} for i in range(3_000)]
+    transport, seen = scripted(array_response(items, chunk=4_096, fail_after=100_000), array_response(items))
+    http = client(transport)
+    received = []
+    with pytest.raises(ProviderUnavailable) as info:
+        for batch in http.stream_json_items("http://api/x", endpoint="list items", batch_size=100):
+            received.extend(batch)
+    assert received and received == items[: len(received)]
+    message = str(info.value)
+    assert "mapbox" in message and "list items" in message and "broke off after" in message and "network error" in message
+    assert len(seen) == 1, "not retried: the items handed over were already used"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        httpx.Response(200, content=b"<html>maintenance</html>", headers={"content-type": "text/html"}),
+        httpx.Response(200, content=b"{not json", headers={"content-type": "application/json"}),
+        httpx.Response(200, content=b'{"items": []}', headers={"content-type": "application/json"}),
+        httpx.Response(503, content=b"<html>Service Unavailable</html>", headers={"content-type": "text/html"}),
+    ],
+    ids=["html", "not json", "not an array", "503"],
+)
+def test_a_stream_answered_with_a_bad_body_or_a_5xx_is_retried(bad):
+    transport, seen = scripted(bad, array_response([{"id": 1}]))
+    http = client(transport)
+    assert streamed(http) == [[{"id": 1}]]
+    assert len(seen) == 2 and http.stats.retries == 1
+
+
+def test_a_stream_answered_with_429_honours_retry_after():
+    transport, _ = scripted(httpx.Response(429, headers={"Retry-After": "7"}), array_response([1, 2]))
+    sleeps: list[float] = []
+    assert streamed(client(transport, sleeps=sleeps)) == [[1, 2]]
+    assert sleeps == [7.0]
+
+
+def test_a_refused_stream_fails_at_once_with_a_hint_and_no_secret():
+    refusal = httpx.Response(401, content=f'{{"error": true, "reason": "bad key {TOKEN}"}}'.encode(), headers={"content-type": "application/json"})
+    transport, seen = scripted(refusal)
+    with pytest.raises(ProviderRequestError) as info:
+        streamed(client(transport, hints={401: "check MAPBOX_ACCESS_TOKEN"}))
+    assert info.value.status == 401 and len(seen) == 1
+    assert "check MAPBOX_ACCESS_TOKEN" in str(info.value) and "bad key" in str(info.value) and TOKEN not in str(info.value)
+
+
+def test_a_stream_that_never_becomes_an_array_fails_clearly_after_the_attempts():
+    transport, seen = scripted(httpx.Response(200, content=b"null", headers={"content-type": "application/json"}))
+    with pytest.raises(ProviderUnavailable, match="expected a JSON array") as info:
+        streamed(client(transport))
+    assert len(seen) == 4 and "failed after 4 attempt(s)" in str(info.value)

@@ -10,17 +10,22 @@ from datetime import date, datetime, timedelta, timezone
 import httpx
 import pytest
 
+from feedback_pipeline import arraystream
+from feedback_pipeline import sync as sync_module
 from feedback_pipeline.http import ProviderRequestError, ProviderUnavailable
 from feedback_pipeline.normalize import FeedbackBatch, parse_timestamp
-from feedback_pipeline.providers.base import ConfigurationError, Query, Window
-from feedback_pipeline.providers.feedbackkit import DEFAULT_BASE_URL, FeedbackKitProvider, FeedbackKitResource, camel_keys
+from feedback_pipeline.providers import feedbackkit as feedbackkit_module
+from feedback_pipeline.providers.base import ConfigurationError, Query, StaleCursor, Window
+from feedback_pipeline.providers.feedbackkit import DEFAULT_BASE_URL, RESTART, FeedbackKitProvider, FeedbackKitResource, camel_keys
 from feedback_pipeline.sandbox import core
 from feedback_pipeline.sandbox import feedbackkit as emulator_module
 from feedback_pipeline.sandbox.core import json_response
 from feedback_pipeline.sandbox.feedbackkit import API_KEY, PROJECT, STATUSES, snake
 from feedback_pipeline.schema import STATUS_MAP, RejectReason
+from feedback_pipeline.sync import sync
+from feedback_pipeline.warehouse import Warehouse
 
-from .conftest import FAST_RETRIES, fetch_all, module_sandbox, reset_sandbox
+from .conftest import FAST_RETRIES, fetch_all, module_sandbox, reset_sandbox, uvicorn_errors_silenced
 
 UTC = timezone.utc
 END = date(2026, 3, 15)
@@ -85,13 +90,22 @@ def test_one_request_with_include_merged_yields_one_complete_snapshot_page(kit):
     assert entry.path == "/api/v1/feedbacks" and entry.query == [("includeMerged", "true")]
 
 
-def test_changes_since_and_resume_still_read_the_whole_project_once(kit):
+def test_changes_since_still_reads_the_whole_project_once(kit):
     provider = provider_for(kit)
     assert FeedbackKitProvider.supports_changes is False
-    query = Query(WINDOW, changes_since=datetime(2026, 3, 14, tzinfo=UTC), resume={"anything": 1})
+    query = Query(WINDOW, changes_since=datetime(2026, 3, 14, tzinfo=UTC))
     batch, resumes, stats = fetch_all(provider, query)
     assert resumes == [None] and stats.requests == 1
     assert len(batch) + batch.reject_count == len(store(kit))
+
+
+def test_a_resumed_query_is_refused_as_stale_without_a_request(kit):
+    # A snapshot cannot be resumed part-way: the engine drops the cursor (and the keys the
+    # interrupted run recorded) and restarts the query, which reads the whole array again.
+    provider = provider_for(kit)
+    with provider.open() as http, pytest.raises(StaleCursor):
+        next(provider.fetch(Query(WINDOW, resume=RESTART), http))
+    assert kit.sandbox.state.requests_for("feedbackkit") == []
 
 
 def test_every_record_becomes_a_row_or_a_reject_and_the_window_matches_the_store(kit):
@@ -368,3 +382,154 @@ def test_only_the_windows_records_and_unreadable_ones_are_normalized(kit):
     ids = {r["id"] for r in page.records}
     assert {inside["id"], unreadable["id"], ancient["id"]} <= ids and outside["id"] not in ids
     assert page.notes["snapshot_size"] == len(store(kit)) > len(page.records)
+
+
+# -- the array as a stream: bounded pages, several commits, one sweep ------------------------------
+
+
+class Tap(httpx.BaseTransport):
+    """Forwards to the sandbox over loopback and watches each response body as it is read:
+    ``read`` counts its bytes; with ``cut_after`` the connection breaks after that many bytes,
+    for the first ``cuts`` responses."""
+
+    def __init__(self, cut_after: int | None = None, cuts: int = 1):
+        self.inner = httpx.HTTPTransport()
+        self.cut_after = cut_after
+        self.cuts = cuts
+        self.read = 0
+        self.sizes: list[int] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self.inner.handle_request(request)
+        body, tap = response.stream, self
+        cut = self.cut_after if self.cuts > 0 else None
+        self.cuts -= 1
+        self.read = 0
+        self.sizes.append(int(response.headers.get("content-length", 0)))
+
+        class Watched(httpx.SyncByteStream):
+            def __iter__(self):
+                for chunk in body:
+                    if cut is not None and tap.read + len(chunk) > cut:
+                        raise httpx.ReadError("connection reset (injected by the test)")
+                    tap.read += len(chunk)
+                    yield chunk
+
+            def close(self) -> None:
+                body.close()
+
+        return httpx.Response(response.status_code, headers=response.headers, stream=Watched(), extensions=response.extensions)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def tapped(server, tap: Tap) -> FeedbackKitProvider:
+    provider = provider_for(server)
+    original = provider.http_client
+    provider.http_client = lambda **kw: original(**{"transport": tap, **kw})  # type: ignore[method-assign]
+    return provider
+
+
+@pytest.fixture
+def small_pieces(monkeypatch):
+    """Pages of 50 window records, 16 KB pieces of body, commits every 100 rows: the sandbox's
+    few hundred records then behave as a large project does."""
+    monkeypatch.setattr(feedbackkit_module, "PAGE_SIZE", 50)
+    monkeypatch.setattr(arraystream, "PIECE_BYTES", 16_384)
+    monkeypatch.setattr(sync_module, "COMMIT_ROWS", 100)
+
+
+def test_the_array_is_read_as_a_stream_in_bounded_pages(kit, small_pieces):
+    whole, _, _ = fetch_all(provider_for(kit), Query(WINDOW))
+    tap = Tap()
+    provider = tapped(kit, tap)
+    pages = []
+    with provider.open() as http:
+        for page in provider.fetch(Query(WINDOW), http):
+            if not pages:
+                assert tap.read < tap.sizes[0] / 2, "the first page came before most of the body was read"
+            pages.append(page)
+        assert http.stats.requests == 1
+    assert len(pages) > 5 and all(len(p.records) <= 50 for p in pages)
+    assert all(p.complete_snapshot for p in pages)
+    assert [p.resume for p in pages] == [RESTART] * (len(pages) - 1) + [None]
+    assert pages[-1].notes["snapshot_size"] == len(store(kit))
+    batch = FeedbackBatch("feedbackkit", PROJECT)
+    for page in pages:
+        provider.normalize(page.records, batch)
+    assert batch.rows().to_pylist() == whole.rows().to_pylist()
+
+
+@pytest.mark.parametrize("snake_case", [False, True], ids=["camelCase", "snake_case"])
+def test_small_pages_give_the_rows_of_one_page_in_either_key_case(kit, monkeypatch, snake_case):
+    kit.sandbox.state.feedbackkit_snake_case = snake_case
+    one, _, _ = fetch_all(provider_for(kit), Query(WINDOW))
+    monkeypatch.setattr(feedbackkit_module, "PAGE_SIZE", 7)
+    monkeypatch.setattr(arraystream, "PIECE_BYTES", 4_096)
+    many, resumes, _ = fetch_all(provider_for(kit), Query(WINDOW))
+    assert len(resumes) > 50
+    assert many.rows().to_pylist() == one.rows().to_pylist() and len(one) > 500
+    assert many.rejects().to_pylist() == one.rejects().to_pylist()
+
+
+def window_ids(server) -> set[str]:
+    return {rid for rid, r in store(server).items() if (c := collected(r)) is not None and WINDOW.contains(c)}
+
+
+def stored_ids(wh: Warehouse) -> set[str]:
+    with wh.connect() as con:
+        return {r[0] for r in con.execute("SELECT feedback_id FROM feedback WHERE provider = 'feedbackkit'").fetchall()}
+
+
+def test_records_deleted_at_the_provider_are_swept_when_the_snapshot_spans_several_commits(kit, small_pieces, tmp_path, monkeypatch):
+    wh = Warehouse(tmp_path / "kit.duckdb")
+    first = sync(provider_for(kit), wh, WINDOW)
+    assert stored_ids(wh) == window_ids(kit) and first.pages > 5
+    gone = sorted(window_ids(kit))[:3]
+    for rid in gone:
+        assert kit.sandbox.emulators["feedbackkit"].store.delete(rid)
+    commits: list[object] = []
+    real_commit = Warehouse.commit
+    monkeypatch.setattr(Warehouse, "commit", lambda self, *a, **kw: commits.append(kw["resume"]) or real_commit(self, *a, **kw))
+    again = sync(provider_for(kit), wh, WINDOW)
+    assert commits.count(RESTART) >= 3 and commits[-1] is None, "the snapshot was committed in several batches"
+    assert again.counts.deleted == 3
+    assert stored_ids(wh) == window_ids(kit) and not set(gone) & stored_ids(wh)
+
+
+def test_a_connection_dropped_mid_stream_keeps_what_was_committed_and_the_next_run_reads_the_snapshot_again(kit, small_pieces, tmp_path):
+    wh = Warehouse(tmp_path / "kit.duckdb")
+    sync(provider_for(kit), wh, WINDOW)
+    deleted_before = sorted(window_ids(kit))[0]
+    assert kit.sandbox.emulators["feedbackkit"].store.delete(deleted_before)
+
+    # The body breaks after half of it: pages were handed over and committed, so no retry.
+    size = len(httpx.get(f"{kit.url}/api/v1/feedbacks", params={"includeMerged": "true"}, headers={"X-API-Key": API_KEY}).content)
+    kit.sandbox.state.clear_log()
+    with uvicorn_errors_silenced(), pytest.raises(ProviderUnavailable, match="broke off after") as broken:
+        sync(tapped(kit, Tap(cut_after=size // 2)), wh, WINDOW)
+    assert "the next run repeats the request" in str(broken.value)
+    assert len(kit.sandbox.state.requests_for("feedbackkit")) == 1
+    key = f"window:{WINDOW}"
+    assert wh.cursor("feedbackkit", PROJECT, key) is not None, "the committed pages' cursor is stored"
+    with wh.connect() as con:
+        seen = {r[0] for r in con.execute("SELECT feedback_id FROM pipeline_refresh_keys WHERE query_key = ?", [key]).fetchall()}
+    # A record the interrupted run saw, deleted at the provider before the next run: the next
+    # run must not count the interrupted run's keys as seen.
+    deleted_after = sorted(seen)[0]
+    assert kit.sandbox.emulators["feedbackkit"].store.delete(deleted_after)
+
+    report = sync(provider_for(kit), wh, WINDOW)
+    assert report.resumed == [key] and report.requests == 1
+    assert stored_ids(wh) == window_ids(kit)
+    assert not {deleted_before, deleted_after} & stored_ids(wh)
+    assert wh.cursor("feedbackkit", PROJECT, key) is None
+
+
+def test_a_connection_dropped_before_any_page_is_retried_from_the_start(kit, small_pieces):
+    whole, _, _ = fetch_all(provider_for(kit), Query(WINDOW))
+    tap = Tap(cut_after=8_000, cuts=2)  # before the first 16 KB piece is complete
+    batch, resumes, stats = fetch_all(tapped(kit, tap), Query(WINDOW))
+    assert stats.requests == 3 and stats.by_status == {"network": 2, "200": 1}
+    assert resumes[-1] is None and batch.rows().to_pylist() == whole.rows().to_pylist()

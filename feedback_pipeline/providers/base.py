@@ -165,8 +165,9 @@ class Page:
     """One response's records and what resumes the query after it.
 
     ``resume`` must be JSON-serialisable and is committed in the same transaction as the page's
-    rows; None means the query is finished. ``complete_snapshot`` marks a page that holds every
-    record the provider has (FeedbackKit): rows of the window absent from it were deleted.
+    rows; None means the query is finished. ``complete_snapshot`` marks the pages of a query
+    that together hold every record the provider has (FeedbackKit): rows of the window absent
+    from all of them were deleted.
     """
 
     records: list[Any]

@@ -4,8 +4,10 @@ API facts this module is built on (``shared/providers/feedbackkit.md``):
 
 * ``GET /feedbacks`` returns *every* item of the project in one JSON array sorted by vote count:
   there is no paging and no date or update filter. So one request answers any window, and the
-  page is a complete snapshot: the engine keeps the records collected in its window and treats
-  the window's stored rows missing from the snapshot as deleted at the provider.
+  response is a complete snapshot: the engine keeps the records collected in its window and
+  treats the window's stored rows missing from the snapshot as deleted at the provider. The
+  array grows with the project's whole history (about 570 bytes a record in the sandbox), so it
+  is read as a stream and only the window's records are built (see ``fetch``).
 * Merged items are excluded by default; the contract ingests them as their own rows (with
   ``mergedIntoId`` in ``attributes``), so we always ask for ``includeMerged=true``.
 * Auth is the project key in ``X-API-Key``. ``X-User-Id`` is not sent: it only personalises
@@ -17,13 +19,14 @@ API facts this module is built on (``shared/providers/feedbackkit.md``):
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timezone
 from typing import Any, ClassVar
 
-from ..http import BadPage, HttpClient
+from ..arraystream import MISSING
+from ..http import HttpClient
 from ..normalize import BadTimestamp, FeedbackBatch, parse_timestamp, split
-from .base import EnvSetting, Page, Provider, ProviderResource, Query, Window
+from .base import EnvSetting, Page, Provider, ProviderResource, Query, StaleCursor, Window
 
 # Creation times outside this range are rejected by the shared rules; keep them for that.
 _EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -97,10 +100,11 @@ class FeedbackKitResource(ProviderResource):
     project: str | None = "default"
 
 
-def _check_envelope(body: Any) -> None:
-    # The documented response is a plain array; an object (an error or paged envelope) is not it.
-    if not isinstance(body, list):
-        raise BadPage(f"expected a JSON array of feedback items, got {type(body).__name__}")
+# The resume value of every page but a snapshot's last. It lets the engine commit a snapshot in
+# several batches; it cannot resume anything (see fetch).
+RESTART: Mapping[str, Any] = {"snapshot": "read again"}
+# Records of the window per page: bounds the memory of a page and of the engine's batch.
+PAGE_SIZE = 5_000
 
 
 class FeedbackKitProvider(Provider):
@@ -129,14 +133,33 @@ class FeedbackKitProvider(Provider):
         return self.http_client(headers={"X-API-Key": self.config.api_key or "", "Accept": "application/json"})
 
     def fetch(self, query: Query, http: HttpClient) -> Iterator[Page]:
-        # One request returns everything (no paging, no date filter), so the window, changes_since
-        # and resume do not change what is asked; the engine splits the snapshot by collected date.
-        body = http.get_json(self.url, endpoint="list feedbacks", params={"includeMerged": "true"}, validate=_check_envelope)
-        # Only the window's records are normalized: an hourly run over 8 days must not pay for a
-        # year of snapshot. Records whose creation time cannot be read are kept, so they still
-        # reach feedback_rejects; the rest belong to other partitions.
-        in_window = [r for r in body if _in_window_or_unreadable(r, query.window)]
-        yield Page(records=in_window, resume=None, complete_snapshot=True, notes={"snapshot_size": len(body)})
+        # One request returns everything (no paging, no date filter), so the window and
+        # changes_since do not change what is asked. The array is read as a stream, in pages of
+        # at most PAGE_SIZE records of the window; records of other windows are dropped from
+        # their creation time alone, unbuilt. Records whose creation time cannot be read are
+        # kept, so they still reach feedback_rejects. Every page but the last carries a resume
+        # value, so the engine may commit the snapshot in several batches; the last one ends the
+        # query, and the engine's sweep then deletes the window's stored rows the snapshot did
+        # not return.
+        if query.resume is not None:
+            # An earlier run stopped part-way through a snapshot. The array cannot be resumed
+            # (ordered by votes, which change), and the keys that run recorded must not count
+            # for this one: the engine drops them with the cursor and restarts the query.
+            raise StaleCursor(f"{self.name}: a snapshot cannot be resumed part-way; reading it again")
+        stream = http.stream_json_items(
+            self.url,
+            endpoint="list feedbacks",
+            params={"includeMerged": "true"},
+            batch_size=PAGE_SIZE,
+            peek=("createdAt", "created_at"),
+            keep=_window_filter(query.window),
+        )
+        held: list[Any] | None = None
+        for records in stream:
+            if held is not None:
+                yield Page(records=held, resume=RESTART, complete_snapshot=True, notes={"snapshot_read": stream.seen})
+            held = records
+        yield Page(records=held or [], resume=None, complete_snapshot=True, notes={"snapshot_size": stream.seen})
 
     def normalize(self, records: list[Any], batch: FeedbackBatch) -> None:
         items = [camel_keys(r) for r in batch.objects(records)]
@@ -144,12 +167,33 @@ class FeedbackKitProvider(Provider):
         batch.extend(items, **columns, attributes=attributes)
 
 
-def _in_window_or_unreadable(record: Any, window: Window) -> bool:
-    if not isinstance(record, dict):
-        return True
-    created = record.get("createdAt", record.get("created_at"))
-    try:
-        when = parse_timestamp(created)
-    except BadTimestamp:
-        return True
-    return window.contains(when) or not (_EARLIEST <= when < _LATEST)
+def _window_filter(window: Window) -> Callable[[Any], bool]:
+    """``keep`` for the array stream: whether a record (seen only through its creation time)
+    belongs to ``window``, or has a creation time the shared rules reject (then it is kept, to
+    be rejected). The camelCase key wins when both spellings are present, as in camel_keys."""
+    start, end = window.start, window.end
+    fromisoformat = datetime.fromisoformat
+
+    def keep(probe: Any) -> bool:
+        created = probe.createdAt
+        if created is MISSING:
+            created = probe.created_at
+        if type(created) is str:
+            # The common case without the general rules' fallbacks (parse_timestamp: same result
+            # for whatever fromisoformat reads). Aware times compare across offsets, so no
+            # conversion; a time beyond what UTC holds is outside [1970, 2100) and kept.
+            try:
+                when = fromisoformat(created)
+            except ValueError:
+                pass
+            else:
+                if when.tzinfo is None:
+                    when = when.replace(tzinfo=timezone.utc)
+                return start <= when < end or not (_EARLIEST <= when < _LATEST)
+        try:
+            when = parse_timestamp(None if created is MISSING else created)
+        except BadTimestamp:
+            return True
+        return window.contains(when) or not (_EARLIEST <= when < _LATEST)
+
+    return keep
