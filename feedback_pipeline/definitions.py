@@ -10,7 +10,8 @@ import warnings
 
 import dagster as dg
 
-from .assets import asset_key, build_provider_asset
+from .assets import ASSET_NAMES, asset_key, build_provider_asset
+from .dashboard import DashboardResource, build_dashboard_asset
 from .partitions import feedback_partitions
 from .providers import provider_class
 from .schedules import build_hourly_schedule
@@ -28,8 +29,13 @@ def build_definitions(environ: dict[str, str] | None = None) -> dg.Definitions:
     settings = PipelineSettings.from_env(env)
     partitions = feedback_partitions(settings.start_date)
     assets = [build_provider_asset(name, partitions) for name in PROVIDERS]
+    # Unpartitioned and downstream of every provider asset, so the job's `.downstream()` selection
+    # below takes it in and each run redraws it after the providers, in that same run (Dagster
+    # allows unpartitioned assets in a partitioned asset job: see dashboard/asset.py).
+    assets.append(build_dashboard_asset(list(ASSET_NAMES.values())))
     resources: dict[str, object] = {name: provider_class(name).resource_class.from_environment(env) for name in PROVIDERS}
     resources["pipeline"] = PipelineResource.from_environment(env)
+    resources["dashboard"] = DashboardResource.from_environment(env)
 
     # The job covers every configured provider; with none configured it covers all five, whose
     # steps then fail at once naming the variables to set.
