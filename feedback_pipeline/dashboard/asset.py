@@ -14,8 +14,7 @@ the dashboard as it was; the next run that succeeds (the hourly one) redraws it,
 ``python -m feedback_pipeline.dashboard`` does at once.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: Dagster inspects the `context` annotation at runtime.
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
