@@ -84,4 +84,6 @@ def dashboard_metadata(result: DashboardResult) -> dict[str, dg.MetadataValue]:
         "snapshot": dg.MetadataValue.text(result.key or "unknown (always redrawn)"),
         "file_kib": dg.MetadataValue.float(round(result.bytes / 1024, 1)),
         "build_seconds": dg.MetadataValue.float(round(result.seconds, 3)),
+        "query_seconds": dg.MetadataValue.float(round(result.query_seconds, 3)),
+        "draw_seconds": dg.MetadataValue.float(round(result.draw_seconds, 3)),
     }

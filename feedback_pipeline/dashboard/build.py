@@ -36,6 +36,8 @@ class DashboardResult:
     seconds: float
     bytes: int
     data: DashboardData | None  # None when the build was skipped
+    query_seconds: float = 0.0
+    draw_seconds: float = 0.0
 
 
 def build_dashboard(db_path: str | os.PathLike[str], out_path: str | os.PathLike[str], *, force: bool = False, now: datetime | None = None) -> DashboardResult:
@@ -53,9 +55,11 @@ def build_dashboard(db_path: str | os.PathLike[str], out_path: str | os.PathLike
         data = queries.load(con, now.date())
     finally:
         con.close()
+    queried = time.perf_counter()
     html = render_page(data, draw(data), built_at=now, key=key or "", source=Path(db_path).name)
+    drawn = time.perf_counter()
     size = write_atomically(out, html.encode("utf-8"))
-    return DashboardResult(out, now, True, key, time.perf_counter() - started, size, data)
+    return DashboardResult(out, now, True, key, time.perf_counter() - started, size, data, queried - started, drawn - queried)
 
 
 def draw(data: DashboardData) -> dict[str, str | None]:
