@@ -371,3 +371,18 @@ def test_a_failed_write_leaves_the_previous_file_and_no_temporary_file(tmp_path:
         build_dashboard(wh.path, out, force=True)
     assert out.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_the_command_draws_it_from_feedback_db_and_refuses_without_a_snapshot(tmp_path: Path, monkeypatch, capsys):
+    from feedback_pipeline.dashboard.__main__ import main
+
+    out = tmp_path / "out" / "dashboard.html"
+    monkeypatch.setenv("FEEDBACK_DB", str(tmp_path / "feedback.duckdb"))
+    monkeypatch.setenv("FEEDBACK_DASHBOARD", str(out))
+    assert main([]) == 2 and "No snapshot" in capsys.readouterr().err
+    wh = Warehouse(tmp_path / "feedback.duckdb")
+    store(wh, "mapbox", [{"id": "1", "status": "received"}])
+    wh.publish()
+    assert main([]) == 0 and f"Wrote {out}" in capsys.readouterr().out
+    assert main([]) == 0 and "Unchanged" in capsys.readouterr().out
+    assert main(["--force"]) == 0 and "Wrote" in capsys.readouterr().out
