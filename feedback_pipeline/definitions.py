@@ -11,7 +11,7 @@ import warnings
 import dagster as dg
 
 from .assets import ASSET_NAMES, asset_key, build_provider_asset
-from .dashboard import DashboardResource, build_dashboard_asset
+from .dashboard import DashboardResource, build_dashboard_asset, build_dashboard_refresh_sensor
 from .partitions import feedback_partitions
 from .providers import provider_class
 from .schedules import build_hourly_schedule
@@ -54,7 +54,9 @@ def build_definitions(environ: dict[str, str] | None = None) -> dg.Definitions:
         ),
     )
     schedule = build_hourly_schedule(job, lookback_days=settings.lookback_days, first_partition=settings.start_date)
-    return dg.Definitions(assets=assets, jobs=[job], schedules=[schedule], resources=resources)
+    # A failed step keeps its run from drawing the dashboard: this sensor requests a redraw then.
+    sensors = [build_dashboard_refresh_sensor(list(ASSET_NAMES.values()))]
+    return dg.Definitions(assets=assets, jobs=[job], schedules=[schedule], sensors=sensors, resources=resources)
 
 
 defs = build_definitions()

@@ -386,3 +386,18 @@ def test_the_command_draws_it_from_feedback_db_and_refuses_without_a_snapshot(tm
     assert main([]) == 0 and f"Wrote {out}" in capsys.readouterr().out
     assert main([]) == 0 and "Unchanged" in capsys.readouterr().out
     assert main(["--force"]) == 0 and "Wrote" in capsys.readouterr().out
+
+
+def test_most_voted_requests_leave_out_merged_and_finished_ones_and_read_snake_case(tmp_path: Path):
+    wh = Warehouse(tmp_path / "feedback.duckdb")
+    at = "2026-04-01T10:00:00Z"
+    put(wh, "feedbackkit", [
+        {"feedback_id": "merged", "collected_at": at, "title": "Dup", "provider_status": "pending", "attributes": {"voteCount": 900, "mergedIntoId": "a"}},
+        {"feedback_id": "done", "collected_at": at, "title": "Shipped", "provider_status": "completed", "attributes": {"voteCount": 800}},
+        {"feedback_id": "a", "collected_at": at, "title": "Dark mode", "provider_status": "approved", "attributes": {"voteCount": 40}},
+        {"feedback_id": "b", "collected_at": at, "title": "Offline", "provider_status": "testflight", "attributes": {"vote_count": 70}},
+    ])
+    out = tmp_path / "dashboard.html"
+    build_dashboard(wh.path, out, now=datetime(2026, 4, 2, 8, tzinfo=UTC))
+    _, *rows = Page(out.read_text(encoding="utf-8")).rows("requests")
+    assert rows == [["Offline", "testflight", "70"], ["Dark mode", "approved", "40"]]

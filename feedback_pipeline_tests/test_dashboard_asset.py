@@ -10,7 +10,7 @@ import dagster as dg
 import pytest
 
 from feedback_pipeline.assets import ASSET_NAMES
-from feedback_pipeline.dashboard import ASSET_NAME, DEFAULT_DASHBOARD
+from feedback_pipeline.dashboard import ASSET_NAME, DEFAULT_DASHBOARD, REFRESH_JOB, SENSOR_NAME
 from feedback_pipeline.definitions import build_definitions
 from feedback_pipeline.schedules import RANGE_END_TAG, RANGE_START_TAG
 
@@ -82,3 +82,47 @@ def test_each_run_that_changed_data_redraws_the_file_in_the_same_run(ingest, san
     changed = ingest()
     assert changed["redrawn"] is True and changed["snapshot"] != first["snapshot"]
     assert path.read_bytes() != drawn
+
+
+def test_after_a_run_that_failed_part_way_the_sensor_requests_a_redraw(sandbox, tmp_path: Path, monkeypatch):
+    today = datetime.now(UTC).date()
+    out = tmp_path / "dashboard.html"
+    env = {
+        **sandbox.env(),
+        "MAPBOX_ACCESS_TOKEN": "pk.not-a-valid-token",  # Mapbox fails at once (401); the others commit
+        "FEEDBACK_DB": str(tmp_path / "feedback.duckdb"),
+        "FEEDBACK_DASHBOARD": str(out),
+        "FEEDBACK_START_DATE": (today - timedelta(days=29)).isoformat(),
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    defs = build_definitions(env)
+    instance = dg.DagsterInstance.ephemeral()
+    tags = {RANGE_START_TAG: today.isoformat(), RANGE_END_TAG: today.isoformat()}
+    failed = defs.resolve_job_def("feedback_ingest").execute_in_process(instance=instance, tags=tags, run_config=QUIET, raise_on_error=False)
+    assert not failed.success and not out.exists()  # the dashboard step never ran
+    assert failed.asset_materializations_for_node("formbricks_feedback")  # yet others changed data
+
+    sensor = defs.resolve_sensor_def(SENSOR_NAME)
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    [failure] = [e for e in failed.all_events if e.event_type == dg.DagsterEventType.RUN_FAILURE]
+    context = dg.build_run_status_sensor_context(SENSOR_NAME, failure, instance, failed.dagster_run).for_run_failure()
+    request = sensor(context)
+    assert isinstance(request, dg.RunRequest) and request.run_key == f"after-{failed.run_id}"
+
+    redraw = defs.resolve_job_def(REFRESH_JOB).execute_in_process(instance=instance, run_config=QUIET)
+    assert redraw.success and out.exists()
+    assert "formbricks" in out.read_text(encoding="utf-8")
+
+
+def test_a_failed_run_that_changed_nothing_asks_for_no_redraw(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("FEEDBACK_DB", str(tmp_path / "feedback.duckdb"))
+    defs = build_definitions({"FEEDBACK_DB": str(tmp_path / "feedback.duckdb")})  # no provider configured: every step fails
+    instance = dg.DagsterInstance.ephemeral()
+    today = datetime.now(UTC).date().isoformat()
+    failed = defs.resolve_job_def("feedback_ingest").execute_in_process(
+        instance=instance, tags={RANGE_START_TAG: today, RANGE_END_TAG: today}, run_config=QUIET, raise_on_error=False
+    )
+    [failure] = [e for e in failed.all_events if e.event_type == dg.DagsterEventType.RUN_FAILURE]
+    context = dg.build_run_status_sensor_context(SENSOR_NAME, failure, instance, failed.dagster_run).for_run_failure()
+    assert isinstance(defs.resolve_sensor_def(SENSOR_NAME)(context), dg.SkipReason)

@@ -9,9 +9,9 @@ in ``dagster/_core/definitions/assets/job/asset_job.py`` skips assets without on
 #13472 and #21696), and runs them once per run whatever the partition range. It depends on the
 asset keys only, so it works the same whether the providers are five assets or one multi-asset.
 
-When a provider step fails, Dagster does not run the steps downstream of it, so that run leaves
-the dashboard as it was; the next run that succeeds (the hourly one) redraws it, or
-``python -m feedback_pipeline.dashboard`` does at once.
+When a provider step fails, Dagster does not run the steps downstream of it, so that run does
+not draw the dashboard; the sensor in ``sensor.py`` requests a redraw then (and
+``python -m feedback_pipeline.dashboard`` draws it at once by hand).
 """
 
 # No `from __future__ import annotations`: Dagster inspects the `context` annotation at runtime.
