@@ -182,7 +182,7 @@ def _cell(value: Any) -> str:
 
 
 def _table(table: Table, section: str) -> str:
-    numeric = [all(isinstance(v, (int, float)) or v is None for v in table.column(c)) and table.rows for c in table.columns]
+    numeric = [bool(table.rows) and all(isinstance(v, (int, float)) or v is None for v in table.column(c)) for c in table.columns]
     head = "".join(f'<th{" class=n" if n else ""}>{escape(c)}</th>' for c, n in zip(table.columns, numeric))
     body = "".join(
         "<tr>" + "".join(f'<td{" class=n" if n else ""}>{escape(_cell(v))}</td>' for v, n in zip(row, numeric)) + "</tr>"
