@@ -32,15 +32,18 @@ ui: install
 sandbox: install
 	$(BIN)/feedback-pipeline sandbox
 
-## make bench: throughput, incremental cost and memory (prints a table, writes bench/results/)
+## make bench: throughput, incremental cost and memory (prints a table, writes bench/results/),
+## then the dashboard's build time on a generated warehouse (DASHBOARD_ROWS, default 1,000,000)
+DASHBOARD_ROWS ?= 1000000
 bench: install
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+	$(BIN)/python -m bench.dashboard --rows $(DASHBOARD_ROWS)
 
 ## make e2e: drives the real web UI in headless Chromium (installs Debian chromium packages);
 ## screenshots land in screenshots/. Not part of make test (testpaths only has feedback_pipeline_tests).
 e2e: install
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
-		(apt-get update -qq && apt-get install -y -qq chromium chromium-driver)
+		(apt-get update -qq && apt-get install -y -qq chromium chromium-driver fonts-noto-color-emoji fonts-noto-cjk)
 	$(PIP) install -e ".[e2e]"
 	$(BIN)/python -m pytest -p no:cacheprovider e2e
 

@@ -277,7 +277,7 @@ def one_repeat(index: int, sandbox: SandboxProcess, base_env: dict[str, str], da
 
     run_dir = workdir / f"repeat-{index + 1}"
     run_dir.mkdir(parents=True, exist_ok=True)
-    env = {**base_env, "FEEDBACK_DB": str(run_dir / "feedback.duckdb")}
+    env = {**base_env, "FEEDBACK_DB": str(run_dir / "feedback.duckdb"), "FEEDBACK_DASHBOARD": str(run_dir / "dashboard.html")}
     log(f"repeat {index + 1}: initial backfill {first}..{last} (child process)")
     report = run_job(env, first, last, run_dir, "backfill", sandbox)
     out["backfill"] = summarize_run(report, page_min)
@@ -658,7 +658,7 @@ def main(argv: list[str] | None = None) -> int:
             profile_dir.mkdir()
             warm_up(sandbox.env, first, today)
             prefix = str(results_dir / f"profile-backfill-{total}")
-            report = run_job({**base_env, "FEEDBACK_DB": str(profile_dir / "feedback.duckdb")}, first.isoformat(), today.isoformat(), profile_dir, "profile", sandbox, profile=prefix)
+            report = run_job({**base_env, "FEEDBACK_DB": str(profile_dir / "feedback.duckdb"), "FEEDBACK_DASHBOARD": str(profile_dir / "dashboard.html")}, first.isoformat(), today.isoformat(), profile_dir, "profile", sandbox, profile=prefix)
             profile = {"wall_seconds": report["wall_seconds"], "directory": str(results_dir), **report.get("profile", {}), "providers": summarize_run(report)["providers"]}
     finally:
         if sandbox is not None:

@@ -173,6 +173,7 @@ def browser(request: pytest.FixtureRequest, screenshots: Path):
         f"--user-data-dir={profile}",
     ):
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # console messages for driver.get_log("browser")
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_window_size(1600, 1000)
     driver.implicitly_wait(0)

@@ -10,7 +10,8 @@ import warnings
 
 import dagster as dg
 
-from .assets import asset_key, build_feedback_assets
+from .assets import ASSET_NAMES, asset_key, build_feedback_assets
+from .dashboard import DashboardResource, build_dashboard_asset, build_dashboard_refresh_sensor
 from .partitions import feedback_partitions
 from .providers import provider_class
 from .schedules import build_hourly_schedule
@@ -26,8 +27,14 @@ def build_definitions(environ: dict[str, str] | None = None) -> dg.Definitions:
     env = dict(os.environ if environ is None else environ)
     settings = PipelineSettings.from_env(env)
     partitions = feedback_partitions(settings.start_date)
+    # The dashboard is unpartitioned and downstream of every provider asset, so the jobs'
+    # `.downstream()` selection below takes it in and each run redraws it after the providers, in
+    # that same run (Dagster allows unpartitioned assets in a partitioned asset job: see
+    # dashboard/asset.py).
+    assets = [build_feedback_assets(partitions), build_dashboard_asset(list(ASSET_NAMES.values()))]
     resources: dict[str, object] = {name: provider_class(name).resource_class.from_environment(env) for name in PROVIDERS}
     resources["pipeline"] = PipelineResource.from_environment(env)
+    resources["dashboard"] = DashboardResource.from_environment(env)
 
     # The jobs cover every configured provider; with none configured they cover all five, whose
     # part of the step then fails at once naming the variables to set.
@@ -57,12 +64,15 @@ def build_definitions(environ: dict[str, str] | None = None) -> dg.Definitions:
         ),
     )
     schedule = build_hourly_schedule(ingest, lookback_days=settings.lookback_days, first_partition=settings.start_date, tags=providers_tag)
+    # A failed step keeps its run from drawing the dashboard: this sensor requests a redraw then.
+    sensors = [build_dashboard_refresh_sensor(list(ASSET_NAMES.values()))]
     return dg.Definitions(
-        assets=[build_feedback_assets(partitions)],
+        assets=assets,
         jobs=[ingest, full_refresh],
         schedules=[schedule],
+        sensors=sensors,
         resources=resources,
-        # One executor for the job, `dagster asset materialize` and UI launches alike: the run is
+        # One executor for the jobs, `dagster asset materialize` and UI launches alike: the run is
         # one step (the providers run in threads inside it), so a subprocess per step would only
         # add an interpreter start and a second import of Dagster and the pipeline.
         executor=dg.in_process_executor,

@@ -1,8 +1,9 @@
 """``make demo``: the whole product in one command, against the built-in sandbox.
 
 Runs the real Dagster job twice (a 30-day backfill as one run, then the hourly schedule's
-incremental run), prints progress per provider while it works, and ends with a summary and a
-sample analyst query against ``FEEDBACK_DB``. Exits non-zero, saying why, if anything failed.
+incremental run), prints progress per provider while it works, and ends with a summary, a
+sample analyst query against ``FEEDBACK_DB`` and the path of the dashboard the job drew. Exits
+non-zero, saying why, if anything failed.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import dagster as dg
 import duckdb
 
+from .dashboard import DEFAULT_DASHBOARD
 from .schedules import RANGE_END_TAG, RANGE_START_TAG, hourly_range
 from .schema import PROVIDERS
 
@@ -146,6 +148,10 @@ def run_demo(server: Any, *, db_path: str, days: int) -> int:
             con.close()
     elapsed = time.monotonic() - started
     print(f"\nDone in {elapsed:.1f}s. Query it yourself: duckdb -readonly {db}")
+    # The job's feedback_dashboard asset drew it from the snapshot after each run.
+    dashboard = Path(os.environ.get("FEEDBACK_DASHBOARD") or DEFAULT_DASHBOARD).resolve()
+    if dashboard.exists():
+        print(f"Dashboard: {dashboard}  (open it in a browser: {dashboard.as_uri()})")
     if failures or not (backfill.success and incremental.success):
         print("\nDEMO FAILED:")
         for reason in failures or ["a run did not succeed"]:

@@ -7,6 +7,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
@@ -106,6 +107,24 @@ def fetch_all(provider: Provider, query: Query) -> tuple[FeedbackBatch, list[dic
             provider.normalize(page.records, batch)
             resumes.append(page.resume)
         return batch, resumes, http.stats
+
+
+def sync_sandbox(server: SandboxServer, db_path: Path, days: int = 30) -> Path:
+    """Sync every provider of the sandbox over its last ``days`` days into a warehouse at
+    ``db_path``, the way a run does (sync, then publish); returns the analysts' snapshot path."""
+    from feedback_pipeline.providers import provider_class
+    from feedback_pipeline.schema import PROVIDERS
+
+    env = server.env()
+    wh = Warehouse(db_path)
+    with wh.session() as session:
+        for name in PROVIDERS:
+            cls = provider_class(name)
+            resource = cls.resource_class(**{field: env.get(s.var, s.default) for field, s in cls.resource_class.ENV.items()})
+            with session.cursor() as cursor:
+                sync(cls(resource, policy=FAST_RETRIES), cursor, recent_window(days))
+        session.publish_if_behind()
+    return wh.path
 
 
 def day(text: str) -> date:

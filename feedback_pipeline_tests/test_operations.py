@@ -30,6 +30,7 @@ def pipeline(sandbox, tmp_path: Path, monkeypatch):
     env = {
         **sandbox.env(),
         "FEEDBACK_DB": str(tmp_path / "feedback.duckdb"),
+        "FEEDBACK_DASHBOARD": str(tmp_path / "dashboard.html"),  # the job redraws it; keep it out of the checkout
         "FEEDBACK_START_DATE": (today - timedelta(days=29)).isoformat(),
         "FEEDBACK_HTTP_MAX_ATTEMPTS": "3",
     }

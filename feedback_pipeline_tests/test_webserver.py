@@ -305,6 +305,8 @@ def test_the_instance_runs_with_the_repos_dagster_yaml(webserver: Webserver):
 
 def test_the_five_assets_are_in_group_feedback_with_kinds_descriptions_and_daily_partitions(webserver: Webserver):
     nodes = {"/".join(n["assetKey"]["path"]): n for n in webserver.graphql(ASSET_NODES)["assetNodes"]}
+    dashboard = nodes.pop("feedback_dashboard")  # downstream of the five, unpartitioned
+    assert dashboard["groupName"] == "feedback" and not dashboard["isPartitioned"] and "feedback_ingest" in dashboard["jobNames"]
     assert sorted(nodes) == ASSETS
     expected_keys = _days(webserver.first_partition, datetime.now(UTC).date())
     for name, node in nodes.items():
