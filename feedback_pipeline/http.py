@@ -29,7 +29,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 
-from .normalize import loads_json
+from .jsonio import loads_json
 
 # httpx logs "HTTP Request: GET <full url>" at INFO: that URL can carry the Mapbox token.
 for _name in ("httpx", "httpcore"):
