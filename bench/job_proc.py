@@ -163,7 +163,7 @@ def main() -> int:
     import dagster as dg
 
     from feedback_pipeline.definitions import build_definitions
-    from feedback_pipeline.schema import PROVIDERS
+    from feedback_pipeline.providers import get_spec, names
 
     executor = config.get("executor") or "in_process"
     defs = build_definitions(dict(os.environ))
@@ -230,8 +230,8 @@ def main() -> int:
             }
 
     providers: dict[str, dict[str, Any]] = {}
-    for name in PROVIDERS:
-        events = result.asset_materializations_for_node(f"{name}_feedback")
+    for name in names():
+        events = result.asset_materializations_for_node(get_spec(name).asset_name)
         if events:
             providers[name] = {k: _metadata_value(v) for k, v in events[0].metadata.items()}
 

@@ -21,8 +21,9 @@ from typing import Any
 
 import orjson
 
-from feedback_pipeline.normalize import FeedbackBatch, gc_paused, loads_json
-from feedback_pipeline.providers import provider_class
+from feedback_pipeline.jsonio import gc_paused, loads_json
+from feedback_pipeline.normalize import FeedbackBatch
+from feedback_pipeline.providers import provider_from_env
 from feedback_pipeline.sandbox.app import load_emulators
 from feedback_pipeline.sandbox.core import SandboxState
 from feedback_pipeline.sync import COMMIT_ROWS
@@ -31,14 +32,6 @@ from .common import PAGE_SIZES, PROVIDERS, SEED
 
 UTC = timezone.utc
 HIDDEN_FIELDS = {"mintlify": ("_at",)}  # stored by the emulator, never served
-
-
-def make_provider(name: str, env: dict[str, str]) -> Any:
-    """A provider instance configured from the sandbox's environment (plain values)."""
-    cls = provider_class(name)
-    resource_cls = cls.resource_class
-    kwargs = {field: env[setting.var] for field, setting in resource_cls.ENV.items() if env.get(setting.var)}
-    return cls(resource_cls(**kwargs))
 
 
 def served_pages(name: str, records_per_provider: int, days: int) -> list[bytes]:
@@ -75,7 +68,7 @@ def measure(env: dict[str, str], records_per_provider: int, repeat: int, days: i
     out: dict[str, Any] = {"_calibration": []}
     for name in PROVIDERS:
         pages = served_pages(name, records_per_provider, days)
-        provider = make_provider(name, env)
+        provider = provider_from_env(name, env)
         # Untimed warm-up: first-call costs (pyarrow's time zone database, regex compilation)
         # are paid once per process, not per record.
         warm = FeedbackBatch(provider.name, provider.account_id)

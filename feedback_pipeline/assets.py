@@ -11,7 +11,7 @@ from typing import Any
 
 import dagster as dg
 
-from .providers import provider_class
+from .providers import get_spec
 from .providers.base import Window
 from .schema import COLUMN_DESCRIPTIONS, FEEDBACK_COLUMNS
 from .settings import FULL_REFRESH_TAG, PipelineResource
@@ -23,14 +23,6 @@ WRITER_POOL = "feedback_duckdb_writer"
 REJECT_RATE_WARN = 0.01
 FRESHNESS_HOURS = 2.0
 
-DESCRIPTIONS = {
-    "mintlify": "Documentation feedback from Mintlify (contextual, code snippet, agent, thumbs).",
-    "usersnap": "Widget feedback from Usersnap projects (comments, ratings, NPS).",
-    "formbricks": "Survey responses from a self-hosted Formbricks Hub tenant.",
-    "mapbox": "End-user map and navigation feedback from the Mapbox Feedback API.",
-    "feedbackkit": "Feature requests and bug reports from FeedbackKit.",
-}
-
 CHECKS = {
     "unique_keys": "No (provider, account_id, feedback_id) appears twice in feedback.",
     "collected_at_valid": "No row has a NULL collected_at or a collected_date that is not its UTC date.",
@@ -39,18 +31,8 @@ CHECKS = {
 }
 
 
-# The contract's asset names (CONTRACT.md section 2), spelled out so they can be found.
-ASSET_NAMES: dict[str, str] = {
-    "mintlify": "mintlify_feedback",
-    "usersnap": "usersnap_feedback",
-    "formbricks": "formbricks_feedback",
-    "mapbox": "mapbox_feedback",
-    "feedbackkit": "feedbackkit_feedback",
-}
-
-
 def asset_key(provider: str) -> dg.AssetKey:
-    return dg.AssetKey(ASSET_NAMES[provider])
+    return dg.AssetKey(get_spec(provider).asset_name)
 
 
 def build_provider_asset(provider: str, partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
@@ -64,7 +46,7 @@ def build_provider_asset(provider: str, partitions_def: dg.PartitionsDefinition)
         pool=WRITER_POOL,
         group_name="feedback",
         kinds={"duckdb", "api"},
-        description=DESCRIPTIONS[provider]
+        description=get_spec(provider).description
         + " Rows land in the `feedback` table (one row per provider, account_id, feedback_id), partitioned by UTC collected date.",
         required_resource_keys={provider, "pipeline"},
         check_specs=[dg.AssetCheckSpec(name, asset=key, description=text) for name, text in CHECKS.items()],
@@ -81,7 +63,7 @@ def build_provider_asset(provider: str, partitions_def: dg.PartitionsDefinition)
     )
     def _asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         pipeline: PipelineResource = context.resources.pipeline
-        provider_obj = provider_class(provider)(getattr(context.resources, provider), policy=pipeline.retry_policy())
+        provider_obj = get_spec(provider).provider(getattr(context.resources, provider), policy=pipeline.retry_policy())
         start, end = context.partition_time_window
         window = Window(start.astimezone(UTC), end.astimezone(UTC))
         full_refresh = str(context.run.tags.get(FULL_REFRESH_TAG, "")).lower() == "true"

@@ -12,9 +12,8 @@ import dagster as dg
 
 from .assets import asset_key, build_provider_asset
 from .partitions import feedback_partitions
-from .providers import provider_class
+from .providers import configured, get_spec, names
 from .schedules import build_hourly_schedule
-from .schema import PROVIDERS
 from .settings import PipelineResource, PipelineSettings
 
 
@@ -27,14 +26,13 @@ def build_definitions(environ: dict[str, str] | None = None) -> dg.Definitions:
     env = dict(os.environ if environ is None else environ)
     settings = PipelineSettings.from_env(env)
     partitions = feedback_partitions(settings.start_date)
-    assets = [build_provider_asset(name, partitions) for name in PROVIDERS]
-    resources: dict[str, object] = {name: provider_class(name).resource_class.from_environment(env) for name in PROVIDERS}
+    assets = [build_provider_asset(name, partitions) for name in names()]
+    resources: dict[str, object] = {name: get_spec(name).resource_from_env(env) for name in names()}
     resources["pipeline"] = PipelineResource.from_environment(env)
 
     # The job covers every configured provider; with none configured it covers all five, whose
     # steps then fail at once naming the variables to set.
-    configured = [name for name in PROVIDERS if provider_class(name).resource_class.is_configured(env)]
-    selection = dg.AssetSelection.assets(*(asset_key(n) for n in configured or PROVIDERS)).downstream()
+    selection = dg.AssetSelection.assets(*(asset_key(n) for n in configured(env) or names())).downstream()
     job = dg.define_asset_job(
         "feedback_ingest",
         selection=selection,

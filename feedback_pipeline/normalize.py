@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .jsonio import BAD_CHARS, SORTED, dumps_json
-from .schema import REJECT_SCHEMA, ROW_COLUMNS, ROW_SCHEMA, STATUS_MAP, RejectReason
+from .schema import REJECT_SCHEMA, ROW_COLUMNS, ROW_SCHEMA, RejectReason
 
 UTC = timezone.utc
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -289,12 +289,18 @@ class FeedbackBatch:
     collected time needs a rule goes through :meth:`add`, which applies every input rule of the
     contract and routes a bad record to :meth:`reject`. Both paths give identical rows
     (``test_normalize`` compares them on generated pages).
+
+    ``statuses`` maps provider statuses to unified ones; by default the provider spec's table.
     """
 
-    def __init__(self, provider: str, account_id: str):
+    def __init__(self, provider: str, account_id: str, *, statuses: Mapping[str, str] | None = None):
         self.provider = provider
         self.account_id = account_id
-        self._status_map = STATUS_MAP[provider]
+        if statuses is None:
+            from .providers import get_spec  # the registry imports the provider modules, which import this one
+
+            statuses = get_spec(provider).statuses
+        self._status_map = statuses
         self._ids: list[str] = []
         self._collected = _Instants()
         self._updated = _Instants()

@@ -12,6 +12,7 @@ import pytest
 
 from feedback_pipeline.http import RetryPolicy
 from feedback_pipeline.normalize import FeedbackBatch
+from feedback_pipeline.providers import specs
 from feedback_pipeline.providers.base import Provider, Query, Window
 from feedback_pipeline.sandbox.app import Sandbox
 from feedback_pipeline.sandbox.core import SandboxState
@@ -23,7 +24,7 @@ FAST_RETRIES = RetryPolicy(max_attempts=5, base_delay=0.01, max_delay=0.05, max_
 
 # Never let a developer's real credentials leak into tests.
 for _var in list(os.environ):
-    if _var.split("_")[0] in {"MINTLIFY", "USERSNAP", "FORMBRICKS", "MAPBOX", "FEEDBACKKIT"} or _var.startswith("FEEDBACK_"):
+    if _var.startswith(("FEEDBACK_", *(s.prefix for s in specs().values()))):
         del os.environ[_var]
 
 
@@ -46,25 +47,8 @@ def make_sandbox(providers: tuple[str, ...] | None = None, **state: object) -> S
     return SandboxServer(Sandbox(SandboxState(**settings), providers=providers)).start()
 
 
-def reset_sandbox(server: SandboxServer, *, days: int = 30, per_day: int = 20, end: date | None = None) -> SandboxServer:
-    """Back to the default data (seed 7), every switch at its default, no faults, empty log."""
-    state = server.sandbox.state
-    state.seed, state.days, state.per_day, state.end = 7, days, per_day, end
-    state.mintlify_rate_limit = None
-    state.feedbackkit_snake_case = False
-    state.hub_supports_updated_sort = True
-    state.clear_faults()
-    state.clear_log()
-    state.extra.clear()
-    mintlify = server.sandbox.emulators.get("mintlify")
-    if mintlify is not None:
-        mintlify.rate_window = type(mintlify).rate_window
-    server.sandbox.generate()
-    return server
-
-
 def module_sandbox(*providers: str, **state: object):
-    """A module-scoped fixture serving ``providers`` (reset per test with :func:`reset_sandbox`)."""
+    """A module-scoped fixture serving ``providers`` (reset per test with ``server.reset()``)."""
 
     @pytest.fixture(scope="module")
     def server() -> Iterator[SandboxServer]:
@@ -86,7 +70,7 @@ def sandbox_server() -> Iterator[SandboxServer]:
 @pytest.fixture
 def sandbox(sandbox_server: SandboxServer) -> SandboxServer:
     """The session sandbox, regenerated with default data, no faults and an empty request log."""
-    return reset_sandbox(sandbox_server)
+    return sandbox_server.reset()
 
 
 def recent_window(days: int = 30) -> Window:

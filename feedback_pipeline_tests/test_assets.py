@@ -11,7 +11,7 @@ import pytest
 
 from feedback_pipeline.assets import build_provider_asset
 from feedback_pipeline.partitions import feedback_partitions
-from feedback_pipeline.providers.formbricks import FormbricksResource
+from feedback_pipeline.providers.formbricks import SPEC
 from feedback_pipeline.settings import FULL_REFRESH_TAG, PipelineResource
 
 UTC = timezone.utc
@@ -29,7 +29,7 @@ def formbricks_asset():
 
 def resources(sandbox, db: Path, **overrides) -> dict:
     env = sandbox.env()
-    hub = FormbricksResource(hub_url=env["FORMBRICKS_HUB_URL"], api_key=env["FORMBRICKS_HUB_API_KEY"], tenant_id=env["FORMBRICKS_TENANT_ID"])
+    hub = SPEC.resource_from_env(env, plain=True)
     return {
         "formbricks": overrides.get("formbricks", hub),
         "pipeline": PipelineResource(db_path=str(db), http_base_delay_seconds=0.01, retry_after_floor_seconds=0.01),
@@ -95,7 +95,7 @@ def test_checks_run_with_the_materialization(sandbox, tmp_path: Path, formbricks
 
 
 def test_an_unconfigured_provider_fails_at_once_naming_the_variables(tmp_path: Path, formbricks_asset):
-    res = {"formbricks": FormbricksResource(), "pipeline": PipelineResource(db_path=str(tmp_path / "f.duckdb"))}
+    res = {"formbricks": SPEC.resource(), "pipeline": PipelineResource(db_path=str(tmp_path / "f.duckdb"))}
     result = run_range(formbricks_asset, res, today(), today())
     assert not result.success
     message = result.get_step_failure_events()[0].event_specific_data.error.to_string()

@@ -13,14 +13,14 @@ import pytest
 from feedback_pipeline.http import ProviderRequestError, ProviderUnavailable
 from feedback_pipeline.normalize import FeedbackBatch, parse_timestamp
 from feedback_pipeline.providers.base import ConfigurationError, Query, Window
-from feedback_pipeline.providers.feedbackkit import DEFAULT_BASE_URL, FeedbackKitProvider, FeedbackKitResource, camel_keys
+from feedback_pipeline.providers.feedbackkit import SPEC, DEFAULT_BASE_URL, FeedbackKitProvider, camel_keys
 from feedback_pipeline.sandbox import core
 from feedback_pipeline.sandbox import feedbackkit as emulator_module
 from feedback_pipeline.sandbox.core import json_response
 from feedback_pipeline.sandbox.feedbackkit import API_KEY, PROJECT, STATUSES, snake
-from feedback_pipeline.schema import STATUS_MAP, RejectReason
+from feedback_pipeline.schema import RejectReason
 
-from .conftest import FAST_RETRIES, fetch_all, module_sandbox, reset_sandbox
+from .conftest import FAST_RETRIES, fetch_all, module_sandbox
 
 UTC = timezone.utc
 END = date(2026, 3, 15)
@@ -32,13 +32,11 @@ server = module_sandbox("feedbackkit", end=END)
 
 @pytest.fixture
 def kit(server):
-    return reset_sandbox(server, end=END)
+    return server.reset(end=END)
 
 
 def provider_for(server, **overrides) -> FeedbackKitProvider:
-    env = server.env()
-    settings = {"api_key": env["FEEDBACKKIT_API_KEY"], "base_url": env["FEEDBACKKIT_BASE_URL"], "project": env["FEEDBACKKIT_PROJECT"], **overrides}
-    return FeedbackKitProvider(FeedbackKitResource(**settings), policy=FAST_RETRIES)
+    return SPEC.provider_from_env(server.env(), policy=FAST_RETRIES, overrides=overrides)
 
 
 def store(server) -> dict[str, dict]:
@@ -171,7 +169,7 @@ def test_status_is_unified_per_the_contract_table(kit, status):
     batch, _, _ = fetch_all(provider_for(kit), Query(WINDOW))
     row = rows_by_id(batch)[record["id"]]
     assert row["provider_status"] == status
-    assert row["status"] == STATUS_MAP["feedbackkit"].get(status)
+    assert row["status"] == SPEC.statuses.get(status)
     expected = {"pending": "open", "approved": "open", "in_progress": "in_progress", "testflight": "in_progress", "completed": "resolved", "rejected": "dismissed"}
     assert row["status"] == expected.get(status)
 
@@ -330,29 +328,29 @@ def test_the_key_never_appears_in_logs_or_errors_even_when_the_server_echoes_it(
 
 
 def test_settings_names_defaults_and_secret():
-    env = FeedbackKitResource.ENV
+    env = SPEC.by_key
     assert {s.var for s in env.values()} == {"FEEDBACKKIT_API_KEY", "FEEDBACKKIT_BASE_URL", "FEEDBACKKIT_PROJECT"}
     assert env["api_key"].required and env["api_key"].secret
     assert not env["base_url"].required and env["base_url"].default == DEFAULT_BASE_URL == "https://api.feedbackkit.app"
     assert env["base_url"].url
     assert not env["project"].required and env["project"].default == "default"
-    assert FeedbackKitResource.is_configured({"FEEDBACKKIT_API_KEY": "sf_x"})
-    assert not FeedbackKitResource.is_configured({"FEEDBACKKIT_PROJECT": "p"})
+    assert SPEC.is_configured({"FEEDBACKKIT_API_KEY": "sf_x"})
+    assert not SPEC.is_configured({"FEEDBACKKIT_PROJECT": "p"})
 
 
 def test_defaults_give_the_production_url_and_the_default_account():
-    provider = FeedbackKitProvider(FeedbackKitResource(api_key="sf_x"))
+    provider = FeedbackKitProvider(SPEC.resource(api_key="sf_x"))
     assert provider.url == "https://api.feedbackkit.app/api/v1/feedbacks"
     assert provider.account_id == "default"
-    assert FeedbackKitProvider(FeedbackKitResource(api_key="sf_x", base_url="http://h:1/", project="p")).url == "http://h:1/api/v1/feedbacks"
+    assert FeedbackKitProvider(SPEC.resource(api_key="sf_x", base_url="http://h:1/", project="p")).url == "http://h:1/api/v1/feedbacks"
 
 
 def test_missing_key_or_bad_url_fail_before_any_request_naming_the_variable():
     with pytest.raises(ConfigurationError, match="FEEDBACKKIT_API_KEY"):
-        FeedbackKitProvider(FeedbackKitResource(api_key=None))
+        FeedbackKitProvider(SPEC.resource(api_key=None))
     with pytest.raises(ConfigurationError, match="FEEDBACKKIT_BASE_URL"):
-        FeedbackKitProvider(FeedbackKitResource(api_key="sf_x", base_url="api.feedbackkit.app"))
-    assert FeedbackKitResource(api_key="sf_secret").secret_values() == ["sf_secret"]
+        FeedbackKitProvider(SPEC.resource(api_key="sf_x", base_url="api.feedbackkit.app"))
+    assert SPEC.resource(api_key="sf_secret").secret_values() == ["sf_secret"]
 
 
 def test_only_the_windows_records_and_unreadable_ones_are_normalized(kit):

@@ -19,11 +19,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
-from typing import Any, ClassVar
+from typing import Any
 
 from ..http import BadPage, HttpClient
 from ..normalize import BadTimestamp, FeedbackBatch, parse_timestamp, split
-from .base import EnvSetting, Page, Provider, ProviderResource, Query, Window
+from .base import Page, Provider, Query, Window
+from .spec import ProviderSpec, Setting
 
 # Creation times outside this range are rejected by the shared rules; keep them for that.
 _EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -84,19 +85,6 @@ def camel_keys(record: Mapping[str, Any]) -> Mapping[str, Any]:
     return out
 
 
-class FeedbackKitResource(ProviderResource):
-    """FeedbackKit settings: one project API key; the project name is only our account label."""
-
-    ENV: ClassVar[Mapping[str, EnvSetting]] = {
-        "api_key": EnvSetting("FEEDBACKKIT_API_KEY", secret=True),
-        "base_url": EnvSetting("FEEDBACKKIT_BASE_URL", required=False, default=DEFAULT_BASE_URL, url=True),
-        "project": EnvSetting("FEEDBACKKIT_PROJECT", required=False, default="default"),
-    }
-    api_key: str | None = None
-    base_url: str | None = DEFAULT_BASE_URL
-    project: str | None = "default"
-
-
 def _check_envelope(body: Any) -> None:
     # The documented response is a plain array; an object (an error or paged envelope) is not it.
     if not isinstance(body, list):
@@ -104,11 +92,8 @@ def _check_envelope(body: Any) -> None:
 
 
 class FeedbackKitProvider(Provider):
-    name = "feedbackkit"
-    resource_class = FeedbackKitResource
     # No update-time filter exists: every run reads the whole project (one request).
     supports_changes = False
-    config: FeedbackKitResource
     hints = {
         400: "FeedbackKit rejected the request parameters; check FEEDBACKKIT_BASE_URL",
         401: "FeedbackKit rejected the key; check FEEDBACKKIT_API_KEY (the project API key, sf_...)",
@@ -118,12 +103,8 @@ class FeedbackKitProvider(Provider):
     }
 
     @property
-    def account_id(self) -> str:
-        return self.config.project or "default"
-
-    @property
     def url(self) -> str:
-        return (self.config.base_url or DEFAULT_BASE_URL).rstrip("/") + "/api/v1/feedbacks"
+        return self.config.get("base_url").rstrip("/") + "/api/v1/feedbacks"
 
     def open(self) -> HttpClient:
         return self.http_client(headers={"X-API-Key": self.config.api_key or "", "Accept": "application/json"})
@@ -142,6 +123,28 @@ class FeedbackKitProvider(Provider):
         items = [camel_keys(r) for r in batch.objects(records)]
         columns, attributes = split(items, FIELDS)
         batch.extend(items, **columns, attributes=attributes)
+
+
+SPEC = ProviderSpec(
+    name="feedbackkit",
+    description="Feature requests and bug reports from FeedbackKit.",
+    settings=(
+        Setting("FEEDBACKKIT_API_KEY", secret=True),  # the project's API key
+        Setting("FEEDBACKKIT_BASE_URL", required=False, default=DEFAULT_BASE_URL, url=True),
+        Setting("FEEDBACKKIT_PROJECT", required=False, default="default"),  # only our account label
+    ),
+    account="project",
+    statuses={
+        "pending": "open",
+        "approved": "open",
+        "in_progress": "in_progress",
+        "testflight": "in_progress",
+        "completed": "resolved",
+        "rejected": "dismissed",
+    },
+    provider=FeedbackKitProvider,
+    page_size=None,  # one request returns the whole project
+)
 
 
 def _in_window_or_unreadable(record: Any, window: Window) -> bool:
