@@ -4,14 +4,20 @@ emulators) agrees with the contract."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
+
 import dagster as dg
+import duckdb
+import orjson
 import pytest
 
+from feedback_pipeline.normalize import FeedbackBatch, coerce_rating
 from feedback_pipeline.providers import configured, get_spec, names, provider_from_env, specs
 from feedback_pipeline.providers.base import Provider
 from feedback_pipeline.providers.spec import ProviderResource, ProviderSpec, Setting
 from feedback_pipeline.sandbox.app import emulator_classes
 from feedback_pipeline.sandbox.core import SandboxState
+from feedback_pipeline.schema import FEEDBACK_COLUMNS
 
 # CONTRACT.md section 2: the providers (and so the assets) that must exist.
 CONTRACT_PROVIDERS = {"mintlify", "usersnap", "formbricks", "mapbox", "feedbackkit"}
@@ -108,3 +114,38 @@ def test_definitions_hold_one_resource_per_provider():
     assert all(isinstance(defs.resources[n], ProviderResource) for n in names())
     assert {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()} >= {get_spec(n).asset_name for n in names()}
     assert isinstance(defs.resources["mintlify"], dg.ConfigurableResource)
+
+
+def _nps_rule(name: str, record: dict) -> float | None | str:
+    """What an NPS answer is, in Python: Formbricks fields of type nps (value_number);
+    Usersnap's first ordered_inputs entry by order whose label mentions NPS. "none": no answer."""
+    if name == "formbricks":
+        return coerce_rating(record.get("value_number")) if record.get("field_type") == "nps" else "none"
+    entries = [e for e in record.get("ordered_inputs") or [] if isinstance(e, dict) and "nps" in str(e.get("label", "")).lower()]
+    if not entries:
+        return "none"
+    return coerce_rating(sorted(entries, key=lambda e: e["order"])[0].get("value"))
+
+
+@pytest.mark.parametrize("name", [n for n in names() if get_spec(n).nps_answers])
+def test_the_nps_answers_query_of_a_spec_finds_each_records_nps_answer(name: str):
+    state = SandboxState(days=5, per_day=60)
+    emulator = emulator_classes()[name](state)
+    now = datetime.now(timezone.utc)
+    rng = state.rng(name)
+    records = [r for i in range(5) for r in emulator.generate_day(rng, now.date() - timedelta(days=i), 60, now)]
+    records = orjson.loads(orjson.dumps(records))
+    provider = provider_from_env(name, emulator.env("http://127.0.0.1:9"))
+    batch = FeedbackBatch(name, provider.account_id)
+    provider.normalize(records, batch)
+    rows = batch.rows()
+    stored = {r["feedback_id"] for r in rows.to_pylist()}
+    expected = sorted(
+        (str(v) for r in records if (v := _nps_rule(name, r)) != "none" and str(r.get(emulator.id_field)) in stored),
+    )
+    assert len(expected) > 10  # the sandbox does generate NPS answers
+    con = duckdb.connect()
+    con.execute("CREATE TABLE feedback (" + ", ".join(f"{c} {t}" for c, t, _ in FEEDBACK_COLUMNS) + ")")
+    con.execute("INSERT INTO feedback SELECT *, now() FROM rows")
+    got = sorted(str(score) for (_, score) in con.execute(get_spec(name).nps_answers).fetchall())
+    assert got == expected

@@ -163,6 +163,8 @@ SPEC = ProviderSpec(
     statuses={},  # Hub records have no status
     provider=FormbricksProvider,
     page_size=PAGE_SIZE,
+    # Survey fields of type nps carry the score in value_number, i.e. the rating column.
+    nps_answers="SELECT collected_date, rating AS score FROM feedback WHERE provider = 'formbricks' AND category = 'nps'",
 )
 
 

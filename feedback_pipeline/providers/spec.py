@@ -109,8 +109,9 @@ class ProviderSpec:
     ``name`` is the contract's provider name (also the resource key and the variables' prefix,
     upper-cased); ``account`` is the key of the setting whose value is the ``account_id`` column;
     ``statuses`` maps the provider's status values to unified ones (a value not listed gives
-    NULL); ``page_size`` is the largest page the API serves (None: everything in one request).
-    Auth, paging, windowing and field mapping are the ``provider`` class's own business.
+    NULL); ``page_size`` is the largest page the API serves (None: everything in one request);
+    ``nps_answers`` is a SELECT over ``feedback`` giving ``(collected_date, score)`` for each
+    NPS answer among this provider's rows (the ``nps_daily`` view is their union). Auth, paging, windowing and field mapping are the ``provider`` class's own business.
     """
 
     name: str
@@ -120,6 +121,7 @@ class ProviderSpec:
     statuses: Mapping[str, str]
     provider: type[Provider]
     page_size: int | None
+    nps_answers: str | None = None
 
     @property
     def prefix(self) -> str:

@@ -239,6 +239,13 @@ class UsersnapProvider(Provider):
         )
 
 
+# NPS answers for the nps_daily view: of each record, the first ordered_inputs entry by
+# `order` whose label mentions NPS (the ordering rule of answers() below), its numeric value.
+NPS_ANSWERS = """SELECT f.collected_date, try_cast(e ->> 'value' AS DOUBLE) AS score
+FROM feedback f, unnest(CAST(f.attributes -> '$.ordered_inputs' AS JSON[])) AS t(e)
+WHERE f.provider = 'usersnap' AND lower(e ->> 'label') LIKE '%nps%'
+QUALIFY row_number() OVER (PARTITION BY f.account_id, f.feedback_id ORDER BY try_cast(e ->> 'order' AS INTEGER)) = 1"""
+
 SPEC = ProviderSpec(
     name="usersnap",
     description="Widget feedback from Usersnap projects (comments, ratings, NPS).",
@@ -252,6 +259,7 @@ SPEC = ProviderSpec(
     statuses={"open": "open", "in_progress": "in_progress", "done": "resolved"},
     provider=UsersnapProvider,
     page_size=PAGE_SIZE,
+    nps_answers=NPS_ANSWERS,
 )
 
 
