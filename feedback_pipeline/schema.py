@@ -58,15 +58,16 @@ ROW_SCHEMA = pa.schema([(name, typ) for name, _, typ in FEEDBACK_COLUMNS if name
 # Columns whose change means the record changed (everything except the keys and ingested_at).
 CONTENT_COLUMNS: tuple[str, ...] = tuple(c for c in ROW_COLUMNS if c not in KEY_COLUMNS)
 
+_FEEDBACK = {column[0]: column for column in FEEDBACK_COLUMNS}
 REJECT_COLUMNS: tuple[tuple[str, str, pa.DataType], ...] = (
-    ("provider", "VARCHAR NOT NULL", pa.string()),
-    ("account_id", "VARCHAR NOT NULL", pa.string()),
-    ("feedback_id", "VARCHAR", pa.string()),
+    _FEEDBACK["provider"],
+    _FEEDBACK["account_id"],
+    ("feedback_id", "VARCHAR", pa.string()),  # NULL when the record has none
     # feedback_id, or "sha256:<hash of payload>" for a record without an id: the reject's identity.
     ("record_key", "VARCHAR NOT NULL", pa.string()),
     ("reason", "VARCHAR NOT NULL", pa.string()),
     ("payload", "JSON", pa.string()),
-    ("rejected_at", "TIMESTAMPTZ NOT NULL", pa.timestamp("us", tz="UTC")),
+    ("rejected_at", *_FEEDBACK["ingested_at"][1:]),
 )
 REJECT_SCHEMA = pa.schema([(name, typ) for name, _, typ in REJECT_COLUMNS if name != "rejected_at"])
 

@@ -113,7 +113,7 @@ def test_a_key_without_the_mint_prefix_is_refused_without_echoing_it() -> None:
 
 
 def test_hints_name_the_variable_to_check() -> None:
-    hints = MintlifyProvider.hints
+    hints = SPEC.hints
     assert "MINTLIFY_PROJECT_ID" in hints[400]
     assert "MINTLIFY_API_KEY" in hints[401] and "MINTLIFY_API_KEY" in hints[403]
     assert "MINTLIFY_BASE_URL" in hints[404]

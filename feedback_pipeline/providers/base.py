@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..http import HttpClient, ProviderRequestError, RetryPolicy
-from ..normalize import FeedbackBatch
+from ..http import BadPage, HttpClient, ProviderRequestError, RetryPolicy
+from ..normalize import FeedbackBatch, split
 
 if TYPE_CHECKING:
     from .spec import ProviderResource, ProviderSpec
@@ -89,6 +89,22 @@ class Page:
     notes: dict[str, Any] = field(default_factory=dict)
 
 
+def check_cursor_page(body: Any, *, items: str, more: str, cursor: str, empty_page_ends: bool = False) -> None:
+    """The envelope of a cursor-paged list, or :class:`BadPage`: ``body[items]`` an array,
+    ``body[more]`` a boolean, ``body[cursor]`` a string or null, and not empty while more pages
+    follow. ``empty_page_ends``: an empty page ends the query whatever ``more`` says (so it
+    needs no cursor)."""
+    if not isinstance(body, dict) or not isinstance(body.get(items), list):
+        raise BadPage(f"expected an object with a '{items}' array")
+    if not isinstance(body.get(more), bool):
+        raise BadPage(f"'{more}' is missing or not a boolean")
+    value = body.get(cursor)
+    if value is not None and not isinstance(value, str):
+        raise BadPage(f"'{cursor}' is not a string")
+    if body[more] and not value and not (empty_page_ends and not body[items]):
+        raise BadPage(f"'{more}' is true but '{cursor}' is empty or missing")
+
+
 class StaleCursor(Exception):
     """The stored resume cursor is no longer accepted: the engine restarts the query from scratch."""
 
@@ -99,8 +115,9 @@ class Provider(ABC):
 
     # True when fetch() can honour Query.changes_since (ask only for what changed).
     supports_changes: ClassVar[bool] = False
-    # Hints shown when the API refuses a request (status -> what to check).
-    hints: ClassVar[Mapping[int, str]] = {}
+    # Unified column -> the record's field, for the columns that are a field as it is; every
+    # field not listed goes to ``attributes``.
+    fields: ClassVar[Mapping[str, str]] = {}
 
     def __init__(self, config: ProviderResource, *, policy: RetryPolicy | None = None):
         config.validate_settings()
@@ -129,7 +146,7 @@ class Provider(ABC):
             self.name,
             policy=self.policy,
             secrets=self.config.secret_values(),
-            hints=self.hints,
+            hints=self.spec.hints,
             **kwargs,
         )
 
@@ -152,8 +169,11 @@ class Provider(ABC):
     def fetch(self, query: Query, http: HttpClient) -> Iterator[Page]:
         """Yield pages for ``query``, in the API's order, resuming from ``query.resume``."""
 
-    @abstractmethod
     def normalize(self, records: list[Any], batch: FeedbackBatch) -> None:
         """Add the page's records to ``batch``: ``batch.objects`` drops non-objects, then one
         ``batch.extend`` call with each unified field as a list aligned with the records (the
-        batch applies the input rules; ``batch.reject`` for provider-specific rejects)."""
+        batch applies the input rules; ``batch.reject`` for provider-specific rejects). This
+        default maps :attr:`fields` one to one; providers with derived columns override it."""
+        records = batch.objects(records)
+        columns, attributes = split(records, self.fields)
+        batch.extend(records, **columns, attributes=attributes)

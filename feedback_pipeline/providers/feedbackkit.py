@@ -94,13 +94,6 @@ def _check_envelope(body: Any) -> None:
 class FeedbackKitProvider(Provider):
     # No update-time filter exists: every run reads the whole project (one request).
     supports_changes = False
-    hints = {
-        400: "FeedbackKit rejected the request parameters; check FEEDBACKKIT_BASE_URL",
-        401: "FeedbackKit rejected the key; check FEEDBACKKIT_API_KEY (the project API key, sf_...)",
-        402: "the FeedbackKit subscription tier limit was exceeded; check the plan of the project behind FEEDBACKKIT_API_KEY",
-        403: "the project refused the request (archived?); check FEEDBACKKIT_API_KEY",
-        404: "no feedbacks endpoint there; check FEEDBACKKIT_BASE_URL (the API's base URL, without /api/v1)",
-    }
 
     @property
     def url(self) -> str:
@@ -141,6 +134,13 @@ SPEC = ProviderSpec(
         "testflight": "in_progress",
         "completed": "resolved",
         "rejected": "dismissed",
+    },
+    hints={
+        400: "FeedbackKit rejected the request parameters; check FEEDBACKKIT_BASE_URL",
+        401: "FeedbackKit rejected the key; check FEEDBACKKIT_API_KEY (the project API key, sf_...)",
+        402: "the FeedbackKit subscription tier limit was exceeded; check the plan of the project behind FEEDBACKKIT_API_KEY",
+        403: "the project refused the request (archived?); check FEEDBACKKIT_API_KEY",
+        404: "no feedbacks endpoint there; check FEEDBACKKIT_BASE_URL (the API's base URL, without /api/v1)",
     },
     provider=FeedbackKitProvider,
     page_size=None,  # one request returns the whole project

@@ -69,12 +69,6 @@ def _check_envelope(body: Any) -> None:
 
 class FormbricksProvider(Provider):
     supports_changes = True
-    hints = {
-        401: "the Hub rejected the key; check FORMBRICKS_HUB_API_KEY",
-        403: "the key may not read this tenant; check FORMBRICKS_HUB_API_KEY and FORMBRICKS_TENANT_ID",
-        404: "no feedback-records endpoint there; check FORMBRICKS_HUB_URL (the Hub's base URL, without /v1)",
-        400: "the Hub rejected the parameters; check FORMBRICKS_TENANT_ID",
-    }
 
     @property
     def url(self) -> str:
@@ -161,6 +155,12 @@ SPEC = ProviderSpec(
     ),
     account="tenant_id",
     statuses={},  # Hub records have no status
+    hints={
+        401: "the Hub rejected the key; check FORMBRICKS_HUB_API_KEY",
+        403: "the key may not read this tenant; check FORMBRICKS_HUB_API_KEY and FORMBRICKS_TENANT_ID",
+        404: "no feedback-records endpoint there; check FORMBRICKS_HUB_URL (the Hub's base URL, without /v1)",
+        400: "the Hub rejected the parameters; check FORMBRICKS_TENANT_ID",
+    },
     provider=FormbricksProvider,
     page_size=PAGE_SIZE,
     # Survey fields of type nps carry the score in value_number, i.e. the rating column.

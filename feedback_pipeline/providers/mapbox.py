@@ -30,9 +30,9 @@ from typing import Any
 
 import httpx
 
-from ..http import BadPage, HttpClient, ProviderError, RetryPolicy
+from ..http import HttpClient, ProviderError, RetryPolicy
 from ..normalize import FeedbackBatch, split
-from .base import Page, Provider, Query
+from .base import Page, Provider, Query, check_cursor_page
 from .spec import ProviderResource, ProviderSpec, Setting
 
 UTC = timezone.utc
@@ -111,26 +111,12 @@ class AccessTokenTransport(httpx.BaseTransport):
 
 
 def _check_envelope(body: Any) -> None:
-    if not isinstance(body, dict) or not isinstance(body.get("items"), list):
-        raise BadPage("expected an object with an 'items' array")
-    if not isinstance(body.get("has_after"), bool):
-        raise BadPage("'has_after' is missing or not a boolean")
-    cursor = body.get("end_cursor")
-    if body["has_after"] and body["items"] and not (isinstance(cursor, str) and cursor):
-        raise BadPage("'has_after' is true but 'end_cursor' is missing")
+    # An empty page ends a query (the polling advice), so it needs no cursor.
+    check_cursor_page(body, items="items", more="has_after", cursor="end_cursor", empty_page_ends=True)
 
 
 class MapboxProvider(Provider):
     supports_changes = True
-    hints = {
-        400: "Mapbox rejected the request parameters; check MAPBOX_BASE_URL points at the Mapbox API",
-        401: "Mapbox rejected the access token; check MAPBOX_ACCESS_TOKEN (a current token of the account)",
-        403: (
-            "the access token lacks the user-feedback:read scope; create a token with the "
-            "user-feedback:read scope and set it in MAPBOX_ACCESS_TOKEN"
-        ),
-        404: "no Feedback API there; check MAPBOX_BASE_URL (default " + DEFAULT_BASE_URL + ", without /user-feedback/v1)",
-    }
 
     def __init__(self, config: ProviderResource, *, policy: RetryPolicy | None = None, inner_transport: httpx.BaseTransport | None = None):
         super().__init__(config, policy=policy)
@@ -201,6 +187,15 @@ SPEC = ProviderSpec(
     ),
     account="account",
     statuses={"received": "open", "fixed": "resolved", "reviewed": "resolved", "out_of_scope": "dismissed"},
+    hints={
+        400: "Mapbox rejected the request parameters; check MAPBOX_BASE_URL points at the Mapbox API",
+        401: "Mapbox rejected the access token; check MAPBOX_ACCESS_TOKEN (a current token of the account)",
+        403: (
+            "the access token lacks the user-feedback:read scope; create a token with the "
+            "user-feedback:read scope and set it in MAPBOX_ACCESS_TOKEN"
+        ),
+        404: "no Feedback API there; check MAPBOX_BASE_URL (default " + DEFAULT_BASE_URL + ", without /user-feedback/v1)",
+    },
     provider=MapboxProvider,
     page_size=PAGE_SIZE,
 )

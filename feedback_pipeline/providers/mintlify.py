@@ -29,9 +29,8 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
-from ..http import BadPage, HttpClient, ProviderError
-from ..normalize import FeedbackBatch, split
-from .base import ConfigurationError, Page, Provider, Query
+from ..http import HttpClient, ProviderError
+from .base import ConfigurationError, Page, Provider, Query, check_cursor_page
 from .spec import ProviderSpec, Setting
 
 DEFAULT_BASE_URL = "https://api.mintlify.com"
@@ -51,26 +50,13 @@ FIELDS = {
 
 
 def _check_envelope(body: Any) -> None:
-    if not isinstance(body, dict) or not isinstance(body.get("feedback"), list):
-        raise BadPage("expected an object with a 'feedback' array")
-    if not isinstance(body.get("hasMore"), bool):
-        raise BadPage("'hasMore' is missing or not a boolean")
-    cursor = body.get("nextCursor")
-    if cursor is not None and not isinstance(cursor, str):
-        raise BadPage("'nextCursor' is not a string")
-    if body["hasMore"] and not cursor:
-        raise BadPage("'hasMore' is true but 'nextCursor' is empty")
+    check_cursor_page(body, items="feedback", more="hasMore", cursor="nextCursor")
 
 
 class MintlifyProvider(Provider):
     # No update timestamp in the API: a window is always re-read whole.
     supports_changes = False
-    hints = {
-        400: "Mintlify rejected the request; check MINTLIFY_PROJECT_ID (an unknown project is answered with 400) and the partition range",
-        401: "Mintlify rejected the key; check MINTLIFY_API_KEY (an admin API key starting with mint_)",
-        403: "the key may not read this project; check MINTLIFY_API_KEY and MINTLIFY_PROJECT_ID",
-        404: "no feedback endpoint there; check MINTLIFY_BASE_URL (default " + DEFAULT_BASE_URL + ", without a path) and MINTLIFY_PROJECT_ID",
-    }
+    fields = FIELDS
 
     def validate(self) -> None:
         # "Use an admin API key (prefixed with mint_)": anything else is refused with 401 anyway.
@@ -111,10 +97,6 @@ class MintlifyProvider(Provider):
                 raise ProviderError("mintlify: the API returned the same nextCursor twice; stopping to avoid a loop")
             cursor = next_cursor
 
-    def normalize(self, records: list[Any], batch: FeedbackBatch) -> None:
-        records = batch.objects(records)
-        columns, attributes = split(records, FIELDS)
-        batch.extend(records, **columns, attributes=attributes)
 
 
 SPEC = ProviderSpec(
@@ -127,6 +109,12 @@ SPEC = ProviderSpec(
     ),
     account="project_id",
     statuses={"pending": "open", "in_progress": "in_progress", "resolved": "resolved", "dismissed": "dismissed"},
+    hints={
+        400: "Mintlify rejected the request; check MINTLIFY_PROJECT_ID (an unknown project is answered with 400) and the partition range",
+        401: "Mintlify rejected the key; check MINTLIFY_API_KEY (an admin API key starting with mint_)",
+        403: "the key may not read this project; check MINTLIFY_API_KEY and MINTLIFY_PROJECT_ID",
+        404: "no feedback endpoint there; check MINTLIFY_BASE_URL (default " + DEFAULT_BASE_URL + ", without a path) and MINTLIFY_PROJECT_ID",
+    },
     provider=MintlifyProvider,
     page_size=PAGE_SIZE,
 )

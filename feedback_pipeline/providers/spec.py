@@ -111,7 +111,8 @@ class ProviderSpec:
     ``statuses`` maps the provider's status values to unified ones (a value not listed gives
     NULL); ``page_size`` is the largest page the API serves (None: everything in one request);
     ``nps_answers`` is a SELECT over ``feedback`` giving ``(collected_date, score)`` for each
-    NPS answer among this provider's rows (the ``nps_daily`` view is their union). Auth, paging, windowing and field mapping are the ``provider`` class's own business.
+    NPS answer among this provider's rows (the ``nps_daily`` view is their union); ``hints``
+    say what to check when the API refuses a request (HTTP status -> which variables). Auth, paging, windowing and field mapping are the ``provider`` class's own business.
     """
 
     name: str
@@ -121,6 +122,7 @@ class ProviderSpec:
     statuses: Mapping[str, str]
     provider: type[Provider]
     page_size: int | None
+    hints: Mapping[int, str]
     nps_answers: str | None = None
 
     @property
@@ -216,6 +218,7 @@ class ProviderSpec:
         if self.account not in self.by_key:
             out.append(f"account {self.account!r} is not a setting key")
         out += [f"status {k!r} maps to {v!r}, not a unified status" for k, v in self.statuses.items() if v not in UNIFIED_STATUSES]
+        out += [f"no hint for HTTP {code}" for code in (401, 403, 404) if code not in self.hints]
         if self.page_size is not None and self.page_size < 1:
             out.append("page_size must be positive or None")
         return out

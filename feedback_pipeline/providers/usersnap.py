@@ -141,15 +141,6 @@ def _cursors(data: dict[str, Any], fallbacks: int = 5) -> list[str]:
 
 class UsersnapProvider(Provider):
     supports_changes = True
-    hints = {
-        400: "Usersnap rejected the filter request; check USERSNAP_PROJECT_ID and the date range",
-        401: (
-            "Usersnap refused the JWT; check USERSNAP_JWT_SECRET (the secret generated under Settings > REST API) "
-            "and USERSNAP_JWT_KID (the JWT ID shown next to it), and that this machine's clock is right"
-        ),
-        403: "the JWT may not read this project; check USERSNAP_PROJECT_ID and USERSNAP_JWT_KID",
-        404: "no such project or endpoint; check USERSNAP_PROJECT_ID and USERSNAP_BASE_URL (it includes /v0.1)",
-    }
 
     def __init__(self, config: ProviderResource, *, policy: RetryPolicy | None = None, clock: Callable[[], float] = time.time):
         super().__init__(config, policy=policy)
@@ -257,6 +248,15 @@ SPEC = ProviderSpec(
     ),
     account="project_id",
     statuses={"open": "open", "in_progress": "in_progress", "done": "resolved"},
+    hints={
+        400: "Usersnap rejected the filter request; check USERSNAP_PROJECT_ID and the date range",
+        401: (
+            "Usersnap refused the JWT; check USERSNAP_JWT_SECRET (the secret generated under Settings > REST API) "
+            "and USERSNAP_JWT_KID (the JWT ID shown next to it), and that this machine's clock is right"
+        ),
+        403: "the JWT may not read this project; check USERSNAP_PROJECT_ID and USERSNAP_JWT_KID",
+        404: "no such project or endpoint; check USERSNAP_PROJECT_ID and USERSNAP_BASE_URL (it includes /v0.1)",
+    },
     provider=UsersnapProvider,
     page_size=PAGE_SIZE,
     nps_answers=NPS_ANSWERS,
