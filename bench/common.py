@@ -8,18 +8,14 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from feedback_pipeline.providers import names, specs
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 
-PROVIDERS: tuple[str, ...] = ("mintlify", "usersnap", "formbricks", "mapbox", "feedbackkit")
+PROVIDERS: tuple[str, ...] = names()
 # The maximum page size each API allows (what the connectors ask for); None = one request.
-PAGE_SIZES: dict[str, int | None] = {
-    "mintlify": 100,
-    "usersnap": 100,
-    "formbricks": 1000,
-    "mapbox": 1000,
-    "feedbackkit": None,
-}
+PAGE_SIZES: dict[str, int | None] = {name: spec.page_size for name, spec in specs().items()}
 DAYS = 365
 SEED = 7
 LOOKBACK_DAYS = 7  # the hourly schedule's default range: today and the 7 days before

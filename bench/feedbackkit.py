@@ -60,16 +60,16 @@ def child() -> int:
 
     import feedback_pipeline.definitions  # noqa: F401
     from feedback_pipeline.providers.base import Window
-    from feedback_pipeline.providers.feedbackkit import FeedbackKitProvider, FeedbackKitResource
+    from feedback_pipeline.providers import provider_from_env
     from feedback_pipeline.sync import sync
     from feedback_pipeline.warehouse import Warehouse
 
     rss_before = _rss_bytes()
-    settings = {name: os.environ.get(s.var) or s.default for name, s in FeedbackKitResource.ENV.items()}
-    provider = FeedbackKitProvider(FeedbackKitResource(**settings))
+    provider = provider_from_env("feedbackkit", os.environ)
     window = Window.for_days(date.fromisoformat(config["first"]), date.fromisoformat(config["last"]))
     t0 = time.perf_counter()
-    report = sync(provider, Warehouse(config["db"]), window)
+    with Warehouse(config["db"]).session() as session, session.cursor() as cursor:
+        report = sync(provider, cursor, window)
     seconds = time.perf_counter() - t0
     out = {
         "seconds": seconds,

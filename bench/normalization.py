@@ -12,33 +12,31 @@ workload is timed before each repeat to show how noisy the machine was.
 
 from __future__ import annotations
 
+import argparse
 import json
+import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import orjson
 
-from feedback_pipeline.normalize import FeedbackBatch, gc_paused, loads_json
-from feedback_pipeline.providers import provider_class
+import feedback_pipeline.normalize as normalize_module
+from feedback_pipeline.jsonio import gc_paused, loads_json
+from feedback_pipeline.normalize import FeedbackBatch
+from feedback_pipeline.providers import provider_from_env
 from feedback_pipeline.sandbox.app import load_emulators
 from feedback_pipeline.sandbox.core import SandboxState
 from feedback_pipeline.sync import COMMIT_ROWS
 
-from .common import PAGE_SIZES, PROVIDERS, SEED
+from .common import NORMALIZE_REPEAT, PAGE_SIZES, PROVIDERS, SEED
 
 UTC = timezone.utc
 HIDDEN_FIELDS = {"mintlify": ("_at",)}  # stored by the emulator, never served
-
-
-def make_provider(name: str, env: dict[str, str]) -> Any:
-    """A provider instance configured from the sandbox's environment (plain values)."""
-    cls = provider_class(name)
-    resource_cls = cls.resource_class
-    kwargs = {field: env[setting.var] for field, setting in resource_cls.ENV.items() if env.get(setting.var)}
-    return cls(resource_cls(**kwargs))
 
 
 def served_pages(name: str, records_per_provider: int, days: int) -> list[bytes]:
@@ -69,13 +67,26 @@ def calibration_seconds() -> float:
     return time.perf_counter() - t0
 
 
+@contextmanager
+def per_record_path() -> Iterator[None]:
+    """Make every record take ``FeedbackBatch.add`` (the rules, one record at a time) instead of
+    the column-wise append, to price what the column-wise path saves."""
+    saved = normalize_module._plain_instants, normalize_module._plain_instant
+    normalize_module._plain_instants = lambda values, *, nullable: False
+    normalize_module._plain_instant = lambda value: False
+    try:
+        yield
+    finally:
+        normalize_module._plain_instants, normalize_module._plain_instant = saved
+
+
 def measure(env: dict[str, str], records_per_provider: int, repeat: int, days: int = 100) -> dict[str, Any]:
     """Per provider: one dict per repeat with records/s of normalize + rows() and the parts; under
     ``"_calibration"``, the calibration workload's seconds, timed once before each provider's repeat."""
     out: dict[str, Any] = {"_calibration": []}
     for name in PROVIDERS:
         pages = served_pages(name, records_per_provider, days)
-        provider = make_provider(name, env)
+        provider = provider_from_env(name, env)
         # Untimed warm-up: first-call costs (pyarrow's time zone database, regex compilation)
         # are paid once per process, not per record.
         warm = FeedbackBatch(provider.name, provider.account_id)
@@ -143,8 +154,36 @@ def measure_in_child(env: dict[str, str], records_per_provider: int, repeat: int
     return json.loads(done.stdout.decode().strip().splitlines()[-1])
 
 
+def compare_paths(records: int, repeat: int) -> dict[str, Any]:
+    """Seconds per ``records`` records of the five providers' mix (equal parts), normalize +
+    rows(), fastest and median of ``repeat``: column-wise (as shipped) and per record."""
+    state = SandboxState(seed=SEED, mintlify_rate_limit=None)
+    env = {k: v for emulator in load_emulators(state).values() for k, v in emulator.env("http://127.0.0.1:9").items()}
+    per_provider = records // len(PROVIDERS)
+    out: dict[str, Any] = {"records": per_provider * len(PROVIDERS), "repeat": repeat}
+    for path, context in (("columnar", nullcontext), ("per_record", per_record_path)):
+        with context():
+            runs = measure(env, per_provider, repeat)
+        totals = [sum(runs[name][i]["seconds"] for name in PROVIDERS) for i in range(repeat)]
+        out[path] = {
+            "fastest_seconds": min(totals),
+            "median_seconds": statistics.median(totals),
+            "per_provider_fastest": {name: min(r["seconds"] for r in runs[name]) for name in PROVIDERS},
+        }
+    out["per_record_over_columnar"] = out["per_record"]["fastest_seconds"] / out["columnar"]["fastest_seconds"]
+    return out
+
+
 if __name__ == "__main__":
     import feedback_pipeline.definitions  # noqa: F401  (a step process has Dagster loaded)
 
-    cfg = json.loads(sys.stdin.read())
-    print(json.dumps(measure(cfg["env"], cfg["records"], cfg["repeat"], cfg["days"])))
+    parser = argparse.ArgumentParser(description="normalization alone; --compare-paths prices the column-wise path")
+    parser.add_argument("--compare-paths", action="store_true", help="column-wise vs per-record on --records of the mix")
+    parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=NORMALIZE_REPEAT)
+    args = parser.parse_args()
+    if args.compare_paths:
+        print(json.dumps(compare_paths(args.records, args.repeat), indent=2))
+    else:
+        cfg = json.loads(sys.stdin.read())
+        print(json.dumps(measure(cfg["env"], cfg["records"], cfg["repeat"], cfg["days"])))

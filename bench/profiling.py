@@ -37,7 +37,7 @@ FETCH_RULES: tuple[tuple[str, str, frozenset[str] | None], ...] = (
     ("http client (httpx/httpcore/h11)", "/httpcore/", None),
     ("http client (httpx/httpcore/h11)", "/h11/", None),
     ("socket wait (recv)", "httpcore/_backends/sync.py", frozenset({"read"})),
-    ("json parse (orjson)", "feedback_pipeline/normalize.py", frozenset({"loads_json"})),
+    ("json parse (orjson)", "feedback_pipeline/jsonio.py", frozenset({"loads_json"})),
     ("envelope validation", "feedback_pipeline/providers/", frozenset({"_check_envelope", "_check_list"})),
     ("usersnap JWT", "/jwt/", None),
     ("queue.put (consumer slower: back-pressure)", "/queue.py", frozenset({"put"})),

@@ -8,8 +8,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from feedback_pipeline.schema import PROVIDERS
+from feedback_pipeline.providers import names
 from feedback_pipeline_tests.test_webserver import ASSET_NODES, INSTANCE
+
+PROVIDERS = names()
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -18,7 +18,7 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
-from feedback_pipeline.assets import DESCRIPTIONS
+from feedback_pipeline.providers import get_spec
 from feedback_pipeline_tests.test_webserver import BACKFILL_STATUS, Webserver
 
 UTC = timezone.utc
@@ -87,7 +87,7 @@ def test_a_backfill_of_7_partitions_launched_from_the_asset_page_succeeds_as_one
     button(browser, "Materialize…", timeout=60)
     dismiss_community_modal(browser)
     text = wait_for_text(browser, r"Definition").string
-    assert DESCRIPTIONS["mapbox"].split(" (")[0].rstrip(".") in text
+    assert get_spec("mapbox").description.split(" (")[0].rstrip(".") in text
     assert "feedback" in text and "api" in text and "DuckDB" in text
     browser.save_screenshot(str(screenshots / "e2e-1-asset-page.png"))
 

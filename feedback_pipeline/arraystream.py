@@ -29,7 +29,7 @@ from typing import Any
 
 import msgspec
 
-from .normalize import loads_json
+from .jsonio import loads_json
 
 # A peeked key absent from an item (``None`` is a JSON null).
 MISSING: Any = msgspec.UNSET

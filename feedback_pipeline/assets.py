@@ -15,9 +15,9 @@ from typing import Any
 import dagster as dg
 
 from .checks import check_results, check_specs
-from .providers import provider_class
+from .providers import asset_names, get_spec, names
 from .providers.base import Provider, Window
-from .schema import COLUMN_DESCRIPTIONS, FEEDBACK_COLUMNS, PROVIDERS
+from .schema import COLUMN_DESCRIPTIONS, FEEDBACK_COLUMNS
 from .settings import FULL_REFRESH_TAG, PROVIDERS_TAG, PipelineResource
 from .step import ProviderOutcome, failure, run_providers
 from .warehouse import PublishResult, Warehouse
@@ -29,23 +29,6 @@ STEP_NAME = "feedback_sync"
 # a tick was missed or failed.
 FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=2))
 
-DESCRIPTIONS = {
-    "mintlify": "Documentation feedback from Mintlify (contextual, code snippet, agent, thumbs).",
-    "usersnap": "Widget feedback from Usersnap projects (comments, ratings, NPS).",
-    "formbricks": "Survey responses from a self-hosted Formbricks Hub tenant.",
-    "mapbox": "End-user map and navigation feedback from the Mapbox Feedback API.",
-    "feedbackkit": "Feature requests and bug reports from FeedbackKit.",
-}
-
-# The contract's asset names (CONTRACT.md section 2), spelled out so they can be found.
-ASSET_NAMES: dict[str, str] = {
-    "mintlify": "mintlify_feedback",
-    "usersnap": "usersnap_feedback",
-    "formbricks": "formbricks_feedback",
-    "mapbox": "mapbox_feedback",
-    "feedbackkit": "feedbackkit_feedback",
-}
-
 TABLE_METADATA: dict[str, Any] = {
     "dagster/table_name": "feedback",
     "dagster/column_schema": dg.TableSchema(
@@ -55,7 +38,7 @@ TABLE_METADATA: dict[str, Any] = {
 
 
 def asset_key(provider: str) -> dg.AssetKey:
-    return dg.AssetKey(ASSET_NAMES[provider])
+    return dg.AssetKey(get_spec(provider).asset_name)
 
 
 def asset_spec(provider: str) -> dg.AssetSpec:
@@ -63,7 +46,7 @@ def asset_spec(provider: str) -> dg.AssetSpec:
         key=asset_key(provider),
         group_name="feedback",
         kinds={"duckdb", "api"},
-        description=DESCRIPTIONS[provider]
+        description=get_spec(provider).description
         + " Rows land in the `feedback` table (one row per provider, account_id, feedback_id), partitioned by UTC collected date.",
         metadata=TABLE_METADATA,
         tags={"provider": provider},
@@ -76,16 +59,16 @@ def build_feedback_assets(partitions_def: dg.PartitionsDefinition) -> dg.AssetsD
 
     @dg.multi_asset(
         name=STEP_NAME,
-        specs=[asset_spec(p) for p in PROVIDERS],
-        check_specs=[spec for p in PROVIDERS for spec in check_specs(asset_key(p))],
+        specs=[asset_spec(p) for p in names()],
+        check_specs=[spec for p in names() for spec in check_specs(asset_key(p))],
         can_subset=True,
         partitions_def=partitions_def,
         backfill_policy=dg.BackfillPolicy.single_run(),
         pool=WRITER_POOL,
-        required_resource_keys={*PROVIDERS, "pipeline"},
+        required_resource_keys={*names(), "pipeline"},
     )
     def feedback_sync(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResult]:
-        selected = [p for p in PROVIDERS if asset_key(p) in context.selected_asset_keys]
+        selected = [p for p in names() if asset_key(p) in context.selected_asset_keys]
         # The runs list shows which providers a run covers, however it was launched (job,
         # schedule, UI asset selection, CLI); jobs and schedule set it at creation too.
         context.instance.add_run_tags(context.run_id, {PROVIDERS_TAG: ",".join(selected)})
@@ -95,7 +78,7 @@ def build_feedback_assets(partitions_def: dg.PartitionsDefinition) -> dg.AssetsD
         full_refresh = str(context.run.tags.get(FULL_REFRESH_TAG, "")).lower() == "true"
 
         def build(name: str) -> Provider:
-            return provider_class(name)(getattr(context.resources, name), policy=pipeline.retry_policy())
+            return get_spec(name).provider(getattr(context.resources, name), policy=pipeline.retry_policy())
 
         # One session (the writer lock and one connection) for the whole step; one publish at its end.
         with Warehouse(pipeline.db_path, lock_timeout=pipeline.lock_timeout_seconds).session() as session:
@@ -181,7 +164,7 @@ def metadata_by_provider(result: dg.ExecuteInProcessResult) -> dict[str, dict[st
     step materializes several assets, one event per partition, all with the same metadata."""
     out: dict[str, dict[str, Any]] = {}
     for event in result.get_asset_materialization_events():
-        for provider, name in ASSET_NAMES.items():
+        for provider, name in asset_names().items():
             if event.asset_key == dg.AssetKey(name):
                 out[provider] = {k: v.value for k, v in event.materialization.metadata.items()}
     return out

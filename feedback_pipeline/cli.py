@@ -170,10 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     _add_sandbox_options(p, days=90)
     p.set_defaults(func=cmd_ui)
 
-    from .schema import PROVIDERS
+    from .providers import names
 
     p = sub.add_parser("reset", help="forget one provider's rows, rejects and cursors in FEEDBACK_DB")
-    p.add_argument("provider", choices=PROVIDERS)
+    p.add_argument("provider", choices=names())
     p.add_argument("--account", help="only this account_id (default: every account of the provider)")
     p.set_defaults(func=cmd_reset)
 

@@ -10,12 +10,11 @@ import warnings
 
 import dagster as dg
 
-from .assets import ASSET_NAMES, asset_key, build_feedback_assets
+from .assets import asset_key, build_feedback_assets
 from .dashboard import DashboardResource, build_dashboard_asset, build_dashboard_refresh_sensor
 from .partitions import feedback_partitions
-from .providers import provider_class
+from .providers import asset_names, configured, get_spec, names
 from .schedules import build_hourly_schedule
-from .schema import PROVIDERS
 from .settings import FULL_REFRESH_TAG, PROVIDERS_TAG, PipelineResource, PipelineSettings
 
 # BackfillPolicy is marked beta in this Dagster release; we pin the release, so the warning is noise.
@@ -31,14 +30,14 @@ def build_definitions(environ: dict[str, str] | None = None) -> dg.Definitions:
     # `.downstream()` selection below takes it in and each run redraws it after the providers, in
     # that same run (Dagster allows unpartitioned assets in a partitioned asset job: see
     # dashboard/asset.py).
-    assets = [build_feedback_assets(partitions), build_dashboard_asset(list(ASSET_NAMES.values()))]
-    resources: dict[str, object] = {name: provider_class(name).resource_class.from_environment(env) for name in PROVIDERS}
+    assets = [build_feedback_assets(partitions), build_dashboard_asset(list(asset_names().values()))]
+    resources: dict[str, object] = {name: get_spec(name).resource_from_env(env) for name in names()}
     resources["pipeline"] = PipelineResource.from_environment(env)
     resources["dashboard"] = DashboardResource.from_environment(env)
 
     # The jobs cover every configured provider; with none configured they cover all five, whose
     # part of the step then fails at once naming the variables to set.
-    covered = [name for name in PROVIDERS if provider_class(name).resource_class.is_configured(env)] or list(PROVIDERS)
+    covered = list(configured(env) or names())
     # The jobs (and so the schedule) plan no checks: the step logs each provider's results itself.
     # A check a run plans but does not evaluate shows "Execution failed" when the run fails
     # (Dagster's AssetCheckExecutionRecord.resolve_status), and a partition range plans one check
@@ -65,7 +64,7 @@ def build_definitions(environ: dict[str, str] | None = None) -> dg.Definitions:
     )
     schedule = build_hourly_schedule(ingest, lookback_days=settings.lookback_days, first_partition=settings.start_date, tags=providers_tag)
     # A failed step keeps its run from drawing the dashboard: this sensor requests a redraw then.
-    sensors = [build_dashboard_refresh_sensor(list(ASSET_NAMES.values()))]
+    sensors = [build_dashboard_refresh_sensor(list(asset_names().values()))]
     return dg.Definitions(
         assets=assets,
         jobs=[ingest, full_refresh],

@@ -19,8 +19,9 @@ import dagster as dg
 import duckdb
 
 from .dashboard import DEFAULT_DASHBOARD
+from .providers import names
 from .schedules import RANGE_END_TAG, RANGE_START_TAG, hourly_range
-from .schema import PROVIDERS
+from .settings import PipelineSettings
 
 UTC = timezone.utc
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
@@ -98,6 +99,7 @@ def run_demo(server: Any, *, db_path: str, days: int) -> int:
 
     from .definitions import build_definitions
 
+    settings = PipelineSettings.from_env(os.environ)  # fails naming the variable, like a run
     defs = build_definitions(dict(os.environ))
     job = defs.resolve_job_def("feedback_ingest")
     instance = dg.DagsterInstance.ephemeral()
@@ -107,11 +109,10 @@ def run_demo(server: Any, *, db_path: str, days: int) -> int:
     progress.propagate = False
 
     print(f"Sandbox: {server.url}    Warehouse: {db}")
-    print(f"\n[1/2] Backfill {first_day}..{today} for {', '.join(PROVIDERS)} as one run")
+    print(f"\n[1/2] Backfill {first_day}..{today} for {', '.join(names())} as one run")
     backfill = _run(job, instance, first_day.isoformat(), today.isoformat())
     failures = _failures(backfill)
-    lookback = int(os.environ.get("FEEDBACK_LOOKBACK_DAYS") or 7)
-    inc_first, inc_last = hourly_range(today, lookback, first_day)
+    inc_first, inc_last = hourly_range(today, settings.lookback_days, first_day)
     print(f"\n[2/2] Incremental run, as the hourly schedule would request it: {inc_first}..{inc_last}")
     incremental = _run(job, instance, inc_first.isoformat(), inc_last.isoformat())
     failures += _failures(incremental)
@@ -119,7 +120,7 @@ def run_demo(server: Any, *, db_path: str, days: int) -> int:
     steps_b, steps_i = _step_summary(backfill), _step_summary(incremental)
     print("\nPer provider")
     rows = []
-    for name in PROVIDERS:
+    for name in names():
         b, i = steps_b.get(name, {}), steps_i.get(name, {})
         rows.append((
             name,

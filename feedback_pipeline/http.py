@@ -33,7 +33,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import httpx
 
 from .arraystream import ArrayError, ArrayReader
-from .normalize import loads_json
+from .jsonio import loads_json
 
 # httpx logs "HTTP Request: GET <full url>" at INFO: that URL can carry the Mapbox token.
 for _name in ("httpx", "httpcore"):

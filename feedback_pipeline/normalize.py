@@ -10,13 +10,9 @@ per-row inserts anywhere.
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import math
-import re
-import threading
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -24,14 +20,12 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .schema import REJECT_SCHEMA, ROW_COLUMNS, ROW_SCHEMA, STATUS_MAP, RejectReason
+from .jsonio import BAD_CHARS, SORTED, dumps_json
+from .schema import REJECT_SCHEMA, ROW_COLUMNS, ROW_SCHEMA, RejectReason
 
 UTC = timezone.utc
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-# NUL and lone surrogates cannot be stored faithfully (DuckDB strings are UTF-8 without NUL);
-# the contract says they become U+FFFD and the record is kept.
-_BAD_CHARS = re.compile("[\x00\ud800-\udfff]")
 
 
 class BadTimestamp(ValueError):
@@ -54,8 +48,8 @@ def clean_text(value: Any) -> str | None:
         text = repr(value) if isinstance(value, float) else str(value)
     else:  # dict / list where a string belongs: keep it, as JSON text
         text = dumps_json(value)
-    if _BAD_CHARS.search(text):
-        text = _BAD_CHARS.sub("\ufffd", text)
+    if BAD_CHARS.search(text):
+        text = BAD_CHARS.sub("\ufffd", text)
     return text
 
 
@@ -129,81 +123,6 @@ def parse_optional_timestamp(value: Any) -> datetime | None:
         return None
 
 
-def dumps_json(value: Any) -> str:
-    """Deterministic JSON text (sorted keys), so unchanged records compare equal byte for byte."""
-    try:
-        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS).decode()
-    except TypeError:
-        # orjson refuses lone surrogates; clean them out and try again.
-        scrubbed = _scrub(value)
-        try:
-            return orjson.dumps(scrubbed, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS).decode()
-        except TypeError:
-            # ... and integers beyond 64 bits (valid JSON): the stdlib writes those, same layout.
-            import json
-
-            return json.dumps(scrubbed, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def _scrub(value: Any) -> Any:
-    if isinstance(value, str):
-        return _BAD_CHARS.sub("\ufffd", value)
-    if isinstance(value, Mapping):
-        return {(_scrub(k) if isinstance(k, str) else k): _scrub(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_scrub(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-_gc_lock = threading.Lock()
-_gc_pauses = 0
-_gc_was_enabled = False
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """Pause Python's cyclic garbage collector while parsing or normalizing a page.
-
-    Both allocate tens of thousands of dicts, lists and strings, which trigger collections that
-    walk every page still held (measured: up to a third of normalization time). JSON data holds
-    no reference cycles, so nothing is lost by collecting after the page. Nesting and threads
-    (the fetch thread parses while the main thread normalizes) are counted; a collector the
-    application had turned off stays off.
-    """
-    global _gc_pauses, _gc_was_enabled
-    with _gc_lock:
-        if _gc_pauses == 0:
-            _gc_was_enabled = gc.isenabled()
-            gc.disable()
-        _gc_pauses += 1
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_pauses -= 1
-            if _gc_pauses == 0 and _gc_was_enabled:
-                gc.enable()
-
-
-def loads_json(content: bytes | str) -> Any:
-    """Parse a response body. Fast path orjson; the stdlib parser accepts lone surrogates
-    (``"\\ud800"``) that orjson refuses, so one bad character never loses a whole page."""
-    try:
-        with gc_paused():
-            return orjson.loads(content)
-    except orjson.JSONDecodeError:
-        import json
-
-        try:
-            return json.loads(content)
-        except RecursionError:
-            # Nested deeper than any parser goes (orjson stops at 1024 levels): a bad page, not
-            # a crash of the run.
-            raise ValueError("JSON nested too deeply") from None
-
-
 def payload_key(payload: Any) -> str:
     """Identity of a record that has no id: a hash of its canonical JSON."""
     return "sha256:" + hashlib.sha256(dumps_json(payload).encode()).hexdigest()
@@ -216,7 +135,6 @@ _MAX_US = (datetime(2100, 1, 1, tzinfo=UTC) - _EPOCH) // _US
 _FIRST, _END = _EPOCH, datetime(2100, 1, 1, tzinfo=UTC)  # the same range as datetimes
 # Text columns as they come from the provider (status is derived from provider_status in rows()).
 _TEXT_COLUMNS = ("provider_status", "category", "title", "body", "user_id", "user_email", "page_url")
-_JSON_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
 _TS_US = pa.timestamp("us", tz="UTC")
 _TS_NS = pa.timestamp("ns", tz="UTC")
 _TEXT_TYPES = frozenset({str, type(None)})
@@ -268,7 +186,7 @@ def _dumps_attributes(attributes: Mapping[str, Any] | None) -> bytes:
     if not attributes:
         return b"{}"
     try:
-        return orjson.dumps(attributes, option=_JSON_OPTIONS)
+        return orjson.dumps(attributes, option=SORTED)
     except TypeError:
         return dumps_json(attributes).encode()
 
@@ -371,12 +289,18 @@ class FeedbackBatch:
     collected time needs a rule goes through :meth:`add`, which applies every input rule of the
     contract and routes a bad record to :meth:`reject`. Both paths give identical rows
     (``test_normalize`` compares them on generated pages).
+
+    ``statuses`` maps provider statuses to unified ones; by default the provider spec's table.
     """
 
-    def __init__(self, provider: str, account_id: str):
+    def __init__(self, provider: str, account_id: str, *, statuses: Mapping[str, str] | None = None):
         self.provider = provider
         self.account_id = account_id
-        self._status_map = STATUS_MAP[provider]
+        if statuses is None:
+            from .providers import get_spec  # the registry imports the provider modules, which import this one
+
+            statuses = get_spec(provider).statuses
+        self._status_map = statuses
         self._ids: list[str] = []
         self._collected = _Instants()
         self._updated = _Instants()

@@ -1,14 +1,12 @@
-"""The unified feedback schema: column names, DuckDB and Arrow types, and the status table.
+"""The unified feedback schema: column names, DuckDB and Arrow types, unified statuses.
 
 Everything here is fixed by the public contract (``CONTRACT.md`` section 4); analysts, dashboards
-and checks depend on these names.
+and checks depend on these names. Each provider's status table is in its spec (``providers/``).
 """
 
 from __future__ import annotations
 
 import pyarrow as pa
-
-PROVIDERS: tuple[str, ...] = ("mintlify", "usersnap", "formbricks", "mapbox", "feedbackkit")
 
 # (column, DuckDB type, Arrow type) in table order. ``ingested_at`` is set by the warehouse.
 FEEDBACK_COLUMNS: tuple[tuple[str, str, pa.DataType], ...] = (
@@ -60,45 +58,21 @@ ROW_SCHEMA = pa.schema([(name, typ) for name, _, typ in FEEDBACK_COLUMNS if name
 # Columns whose change means the record changed (everything except the keys and ingested_at).
 CONTENT_COLUMNS: tuple[str, ...] = tuple(c for c in ROW_COLUMNS if c not in KEY_COLUMNS)
 
+_FEEDBACK = {column[0]: column for column in FEEDBACK_COLUMNS}
 REJECT_COLUMNS: tuple[tuple[str, str, pa.DataType], ...] = (
-    ("provider", "VARCHAR NOT NULL", pa.string()),
-    ("account_id", "VARCHAR NOT NULL", pa.string()),
-    ("feedback_id", "VARCHAR", pa.string()),
+    _FEEDBACK["provider"],
+    _FEEDBACK["account_id"],
+    ("feedback_id", "VARCHAR", pa.string()),  # NULL when the record has none
     # feedback_id, or "sha256:<hash of payload>" for a record without an id: the reject's identity.
     ("record_key", "VARCHAR NOT NULL", pa.string()),
     ("reason", "VARCHAR NOT NULL", pa.string()),
     ("payload", "JSON", pa.string()),
-    ("rejected_at", "TIMESTAMPTZ NOT NULL", pa.timestamp("us", tz="UTC")),
+    ("rejected_at", *_FEEDBACK["ingested_at"][1:]),
 )
 REJECT_SCHEMA = pa.schema([(name, typ) for name, _, typ in REJECT_COLUMNS if name != "rejected_at"])
 
-UNIFIED_STATUSES: tuple[str, ...] = ("open", "in_progress", "resolved", "dismissed")
-
-# provider -> provider status -> unified status. A value not listed maps to NULL (never an error).
-STATUS_MAP: dict[str, dict[str, str]] = {
-    "mintlify": {
-        "pending": "open",
-        "in_progress": "in_progress",
-        "resolved": "resolved",
-        "dismissed": "dismissed",
-    },
-    "usersnap": {"open": "open", "in_progress": "in_progress", "done": "resolved"},
-    "mapbox": {
-        "received": "open",
-        "fixed": "resolved",
-        "reviewed": "resolved",
-        "out_of_scope": "dismissed",
-    },
-    "feedbackkit": {
-        "pending": "open",
-        "approved": "open",
-        "in_progress": "in_progress",
-        "testflight": "in_progress",
-        "completed": "resolved",
-        "rejected": "dismissed",
-    },
-    "formbricks": {},  # Formbricks Hub records have no status.
-}
+# The values of the ``status`` column; each provider's spec maps its own values onto these.
+UNIFIED_STATUSES: frozenset[str] = frozenset({"open", "in_progress", "resolved", "dismissed"})
 
 
 class RejectReason:

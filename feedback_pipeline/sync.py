@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
-from .normalize import FeedbackBatch, gc_paused
+from .jsonio import gc_paused
+from .normalize import FeedbackBatch
 from .providers.base import Page, Provider, Query, StaleCursor, Window
 from .warehouse import CursorRow, Progress, Scope, WarehouseCursor, WriteCounts
 

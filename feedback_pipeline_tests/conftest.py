@@ -13,6 +13,7 @@ import pytest
 
 from feedback_pipeline.http import RetryPolicy
 from feedback_pipeline.normalize import FeedbackBatch
+from feedback_pipeline.providers import specs
 from feedback_pipeline.providers.base import Provider, Query, Window
 from feedback_pipeline.sandbox.app import Sandbox
 from feedback_pipeline.sandbox.core import SandboxState
@@ -26,7 +27,7 @@ FAST_RETRIES = RetryPolicy(max_attempts=5, base_delay=0.01, max_delay=0.05, max_
 
 # Never let a developer's real credentials leak into tests.
 for _var in list(os.environ):
-    if _var.split("_")[0] in {"MINTLIFY", "USERSNAP", "FORMBRICKS", "MAPBOX", "FEEDBACKKIT"} or _var.startswith("FEEDBACK_"):
+    if _var.startswith(("FEEDBACK_", *(s.prefix for s in specs().values()))):
         del os.environ[_var]
 
 
@@ -49,25 +50,8 @@ def make_sandbox(providers: tuple[str, ...] | None = None, **state: object) -> S
     return SandboxServer(Sandbox(SandboxState(**settings), providers=providers)).start()
 
 
-def reset_sandbox(server: SandboxServer, *, days: int = 30, per_day: int = 20, end: date | None = None) -> SandboxServer:
-    """Back to the default data (seed 7), every switch at its default, no faults, empty log."""
-    state = server.sandbox.state
-    state.seed, state.days, state.per_day, state.end = 7, days, per_day, end
-    state.mintlify_rate_limit = None
-    state.feedbackkit_snake_case = False
-    state.hub_supports_updated_sort = True
-    state.clear_faults()
-    state.clear_log()
-    state.extra.clear()
-    mintlify = server.sandbox.emulators.get("mintlify")
-    if mintlify is not None:
-        mintlify.rate_window = type(mintlify).rate_window
-    server.sandbox.generate()
-    return server
-
-
 def module_sandbox(*providers: str, **state: object):
-    """A module-scoped fixture serving ``providers`` (reset per test with :func:`reset_sandbox`)."""
+    """A module-scoped fixture serving ``providers`` (reset per test with ``server.reset()``)."""
 
     @pytest.fixture(scope="module")
     def server() -> Iterator[SandboxServer]:
@@ -89,7 +73,7 @@ def sandbox_server() -> Iterator[SandboxServer]:
 @pytest.fixture
 def sandbox(sandbox_server: SandboxServer) -> SandboxServer:
     """The session sandbox, regenerated with default data, no faults and an empty request log."""
-    return reset_sandbox(sandbox_server)
+    return sandbox_server.reset()
 
 
 def recent_window(days: int = 30) -> Window:
@@ -112,17 +96,14 @@ def fetch_all(provider: Provider, query: Query) -> tuple[FeedbackBatch, list[dic
 def sync_sandbox(server: SandboxServer, db_path: Path, days: int = 30) -> Path:
     """Sync every provider of the sandbox over its last ``days`` days into a warehouse at
     ``db_path``, the way a run does (sync, then publish); returns the analysts' snapshot path."""
-    from feedback_pipeline.providers import provider_class
-    from feedback_pipeline.schema import PROVIDERS
+    from feedback_pipeline.providers import names, provider_from_env
 
     env = server.env()
     wh = Warehouse(db_path)
     with wh.session() as session:
-        for name in PROVIDERS:
-            cls = provider_class(name)
-            resource = cls.resource_class(**{field: env.get(s.var, s.default) for field, s in cls.resource_class.ENV.items()})
+        for name in names():
             with session.cursor() as cursor:
-                sync(cls(resource, policy=FAST_RETRIES), cursor, recent_window(days))
+                sync(provider_from_env(name, env, policy=FAST_RETRIES), cursor, recent_window(days))
         session.publish_if_behind()
     return wh.path
 

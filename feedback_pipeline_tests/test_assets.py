@@ -13,12 +13,11 @@ import pytest
 from feedback_pipeline.assets import build_feedback_assets
 from feedback_pipeline.checks import CHECKS
 from feedback_pipeline.partitions import feedback_partitions
-from feedback_pipeline.providers import provider_class
-from feedback_pipeline.providers.formbricks import FormbricksResource
-from feedback_pipeline.schema import PROVIDERS
+from feedback_pipeline.providers import get_spec, names
 from feedback_pipeline.settings import FULL_REFRESH_TAG, PROVIDERS_TAG, PipelineResource
 
 UTC = timezone.utc
+PROVIDERS = names()
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 
 
@@ -33,7 +32,7 @@ def feedback_assets() -> dg.AssetsDefinition:
 
 def resources(sandbox, db: Path, **overrides) -> dict:
     env = sandbox.env()
-    res: dict = {name: provider_class(name).resource_class(**{f: env.get(s.var) or s.default for f, s in provider_class(name).resource_class.ENV.items()}) for name in PROVIDERS}
+    res: dict = {name: get_spec(name).resource_from_env(env, plain=True) for name in PROVIDERS}
     res["pipeline"] = PipelineResource(db_path=str(db), http_base_delay_seconds=0.01, retry_after_floor_seconds=0.01, http_max_attempts=2)
     res.update(overrides)
     return res
@@ -146,7 +145,7 @@ def test_reject_rate_counts_only_this_runs_records_and_names_the_reasons(sandbox
 
 
 def test_an_unconfigured_provider_fails_at_once_naming_the_variables(sandbox, tmp_path: Path, feedback_assets):
-    res = resources(sandbox, tmp_path / "f.duckdb", formbricks=FormbricksResource())
+    res = resources(sandbox, tmp_path / "f.duckdb", formbricks=get_spec("formbricks").resource())
     result = run(feedback_assets, res, today(), today())
     assert not result.success
     message = result.get_step_failure_events()[0].event_specific_data.error.to_string()
@@ -174,7 +173,7 @@ def refused_hub(sandbox, tmp_path: Path, feedback_assets):
     """A five-provider run in which the Hub refuses the key (HTTP 401)."""
     db = tmp_path / "f.duckdb"
     env = sandbox.env()
-    hub = FormbricksResource(hub_url=env["FORMBRICKS_HUB_URL"], api_key="not-the-key", tenant_id=env["FORMBRICKS_TENANT_ID"])
+    hub = get_spec("formbricks").resource(hub_url=env["FORMBRICKS_HUB_URL"], hub_api_key="not-the-key", tenant_id=env["FORMBRICKS_TENANT_ID"])
     instance = dg.DagsterInstance.ephemeral()
     first = today() - timedelta(days=2)
     result = run(feedback_assets, resources(sandbox, db, formbricks=hub), first, today(), providers=PROVIDERS, instance=instance, checks=False)

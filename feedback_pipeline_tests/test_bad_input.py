@@ -33,7 +33,7 @@ from feedback_pipeline.assets import build_feedback_assets, metadata_by_provider
 from feedback_pipeline.http import ProviderError, ProviderUnavailable
 from feedback_pipeline.normalize import FeedbackBatch
 from feedback_pipeline.partitions import feedback_partitions
-from feedback_pipeline.providers import provider_class
+from feedback_pipeline.providers import get_spec, provider_from_env
 from feedback_pipeline.providers.base import Provider, Window
 from feedback_pipeline.providers.mapbox import MapboxProvider
 from feedback_pipeline.sandbox.core import Fault
@@ -124,14 +124,9 @@ def rewrite_records(edit: Callable[[list[Any], int], list[Any]]) -> Rewrite:
 
 
 def make_provider(server: SandboxServer, name: str, transport: httpx.BaseTransport | None = None, **overrides: str) -> Provider:
-    env = server.env()
-    cls = provider_class(name)
-    fields = {f: env[s.var] for f, s in cls.resource_class.ENV.items() if s.var in env}
-    fields.update(overrides)
-    resource = cls.resource_class(**fields)
-    if cls is MapboxProvider:
-        return MapboxProvider(resource, policy=FAST_RETRIES, inner_transport=transport)
-    provider = cls(resource, policy=FAST_RETRIES)
+    if name == "mapbox":
+        return provider_from_env(name, server.env(), policy=FAST_RETRIES, overrides=overrides, inner_transport=transport)
+    provider = provider_from_env(name, server.env(), policy=FAST_RETRIES, overrides=overrides)
     if transport is not None:
         original = provider.http_client
         provider.http_client = lambda **kw: original(**{"transport": transport, **kw})  # type: ignore[method-assign]
@@ -588,9 +583,7 @@ def test_a_failing_provider_does_not_stop_the_other_in_one_dagster_run(sb: Sandb
     assets = [build_feedback_assets(partitions)]
     env = sb.env()
     resources = {
-        name: provider_class(name).resource_class(**{f: env[s.var] for f, s in provider_class(name).resource_class.ENV.items() if s.var in env})
-        if name in ("formbricks", "feedbackkit")
-        else provider_class(name).resource_class()
+        name: get_spec(name).resource_from_env(env, plain=True) if name in ("formbricks", "feedbackkit") else get_spec(name).resource()
         for name in PROVIDERS
     }
     resources["pipeline"] = PipelineResource(db_path=str(db), http_base_delay_seconds=0.01, retry_after_floor_seconds=0.01, http_max_attempts=3)

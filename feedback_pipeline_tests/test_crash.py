@@ -29,7 +29,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from feedback_pipeline.providers import provider_class
+from feedback_pipeline.providers import provider_from_env
 from feedback_pipeline.providers.base import Window
 from feedback_pipeline.sandbox.core import Fault
 from feedback_pipeline.sandbox.server import SandboxServer
@@ -67,9 +67,7 @@ def reference_tables(server: SandboxServer, directory: Path, window: Window) -> 
     env = server.env()
     wh = Warehouse(directory / "reference.duckdb")
     for name in PROVIDERS:
-        cls = provider_class(name)
-        fields = {f: env[s.var] for f, s in cls.resource_class.ENV.items() if s.var in env}
-        run_sync(cls(cls.resource_class(**fields), policy=FAST_RETRIES), wh, window)
+        run_sync(provider_from_env(name, env, policy=FAST_RETRIES), wh, window)
     con = duckdb.connect(str(wh.path), read_only=True)
     try:
         return (wh.path, *tables(con))
@@ -399,12 +397,12 @@ def test_a_run_killed_between_its_last_commit_and_the_publish_is_published_by_th
 import os
 from datetime import date
 from feedback_pipeline.providers.base import Window
-from feedback_pipeline.providers.formbricks import FormbricksProvider, FormbricksResource
+from feedback_pipeline.providers import provider_from_env
 from feedback_pipeline.sync import sync
 from feedback_pipeline.warehouse import Warehouse
 wh = Warehouse({str(db)!r})
 wh.publish_if_behind()  # the (empty) first snapshot
-provider = FormbricksProvider(FormbricksResource(hub_url={env["FORMBRICKS_HUB_URL"]!r}, api_key={env["FORMBRICKS_HUB_API_KEY"]!r}, tenant_id={env["FORMBRICKS_TENANT_ID"]!r}))
+provider = provider_from_env("formbricks", {env!r})
 with wh.session() as session:
     with session.cursor() as cursor:
         sync(provider, cursor, Window.for_days(date.fromisoformat({window.first_day.isoformat()!r}), date.fromisoformat({window.last_day.isoformat()!r})))
@@ -413,9 +411,7 @@ with wh.session() as session:
     done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, timeout=120)
     assert done.returncode == -signal.SIGKILL, done.stderr.decode()[-3000:]
     wh = Warehouse(db)
-    cls = provider_class("formbricks")
-    fields = {f: env[s.var] for f, s in cls.resource_class.ENV.items() if s.var in env}
-    run_sync(cls(cls.resource_class(**fields), policy=FAST_RETRIES), wh, window)  # the next hourly run
+    run_sync(provider_from_env("formbricks", env, policy=FAST_RETRIES), wh, window)  # the next hourly run
     with work_db(wh) as con:
         work = sorted(con.execute(f"SELECT {CONTENT} FROM feedback").fetchall())
     assert len(work) > 40

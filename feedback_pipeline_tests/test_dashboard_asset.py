@@ -9,7 +9,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from feedback_pipeline.assets import ASSET_NAMES
+from feedback_pipeline.providers import asset_names
 from feedback_pipeline.dashboard import ASSET_NAME, DEFAULT_DASHBOARD, REFRESH_JOB, SENSOR_NAME
 from feedback_pipeline.definitions import build_definitions
 from feedback_pipeline.schedules import RANGE_END_TAG, RANGE_START_TAG
@@ -22,7 +22,7 @@ KEY = dg.AssetKey(ASSET_NAME)
 def test_the_dashboard_is_unpartitioned_and_downstream_of_every_provider_asset():
     defs = build_definitions({})
     graph = defs.resolve_asset_graph()
-    assert graph.get(KEY).parent_keys == {dg.AssetKey(name) for name in ASSET_NAMES.values()}
+    assert graph.get(KEY).parent_keys == {dg.AssetKey(name) for name in asset_names().values()}
     assert graph.get(KEY).partitions_def is None
     job = defs.resolve_job_def("feedback_ingest")
     assert KEY in job.asset_layer.executable_asset_keys  # taken in by the job's .downstream() selection

@@ -12,11 +12,12 @@ import yaml
 from feedback_pipeline.definitions import build_definitions
 from feedback_pipeline.providers.base import ConfigurationError
 from feedback_pipeline.schedules import RANGE_END_TAG, RANGE_START_TAG, hourly_range
-from feedback_pipeline.schema import PROVIDERS
+from feedback_pipeline.providers import get_spec, names
 from feedback_pipeline.settings import FULL_REFRESH_TAG, PROVIDERS_TAG
 
 UTC = timezone.utc
 ROOT = Path(__file__).resolve().parents[1]
+PROVIDERS = names()
 ASSETS = {f"{p}_feedback" for p in PROVIDERS}
 
 
@@ -122,11 +123,9 @@ def test_malformed_settings_fail_naming_the_variable(env, variable):
 
 
 def test_a_malformed_provider_url_fails_before_any_request_naming_the_variable():
-    from feedback_pipeline.providers import provider_class
-
-    resource = provider_class("formbricks").resource_class(hub_url="ftp:/nowhere", api_key="k", tenant_id="t")
+    resource = get_spec("formbricks").resource(hub_url="ftp:/nowhere", hub_api_key="k", tenant_id="t")
     with pytest.raises(ConfigurationError, match="FORMBRICKS_HUB_URL"):
-        provider_class("formbricks")(resource)
+        get_spec("formbricks").provider(resource)
 
 
 def test_dagster_yaml_limits_writer_runs_to_one(tmp_path: Path):

@@ -16,8 +16,10 @@ from feedback_pipeline.assets import metadata_by_provider
 from feedback_pipeline.definitions import build_definitions
 from feedback_pipeline.sandbox.core import Fault
 from feedback_pipeline.schedules import RANGE_END_TAG, RANGE_START_TAG
-from feedback_pipeline.schema import PROVIDERS
+from feedback_pipeline.providers import names
 from feedback_pipeline.settings import FULL_REFRESH_TAG
+
+PROVIDERS = names()
 
 UTC = timezone.utc
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}

@@ -59,7 +59,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 import feedback_pipeline.sync as sync_module
 from feedback_pipeline.http import ProviderError, utc_http_date
 from feedback_pipeline.normalize import FeedbackBatch
-from feedback_pipeline.providers import provider_class
+from feedback_pipeline.providers import get_spec, provider_from_env, specs
 from feedback_pipeline.providers.base import Provider, Window
 from feedback_pipeline.sandbox.core import Fault
 from feedback_pipeline.sandbox.server import SandboxServer
@@ -112,10 +112,7 @@ STATS = {"examples": 0, "checks": 0, "runs": 0, "failed_runs": 0, "resumed_runs"
 
 
 def make_provider(name: str, env: dict[str, str]) -> Provider:
-    cls = provider_class(name)
-    resource_class = cls.resource_class
-    fields = {field: env[s.var] for field, s in resource_class.ENV.items() if s.var in env}
-    return cls(resource_class(**fields), policy=FAST_RETRIES)
+    return provider_from_env(name, env, policy=FAST_RETRIES)
 
 
 def served(name: str, record: dict[str, Any]) -> dict[str, Any]:
@@ -197,11 +194,7 @@ OUTAGES = st.builds(
 # No fault, transient faults (retried away), or an outage after N requests (the run fails).
 RUN_FAULTS = st.one_of(st.just([]), FAULTS, OUTAGES)
 # The connectors' own page sizes (the APIs' maxima), restored after each example.
-PAGE_SIZES = {
-    name: importlib.import_module(provider_class(name).__module__).PAGE_SIZE
-    for name in PROVIDERS
-    if hasattr(importlib.import_module(provider_class(name).__module__), "PAGE_SIZE")
-}
+PAGE_SIZES = {name: spec.page_size for name, spec in specs().items() if spec.page_size is not None}
 
 
 class PipelineMachine(RuleBasedStateMachine):
@@ -283,7 +276,7 @@ class PipelineMachine(RuleBasedStateMachine):
 
     @staticmethod
     def _module(name: str) -> Any:
-        return importlib.import_module(provider_class(name).__module__)
+        return importlib.import_module(get_spec(name).provider.__module__)
 
     @rule(
         kind=st.sampled_from(["add", "add", "update", "update", "delete", "touch"]),
@@ -499,8 +492,12 @@ def test_random_histories_of_changes_runs_and_faults_keep_every_invariant(proper
     assert STATS["runs"] > 0
 
 
-def test_the_soak_profile_is_registered_and_longer() -> None:
-    soak = settings.get_profile("soak")
-    assert soak.max_examples == int(os.environ.get("PROPERTY_SOAK_EXAMPLES", "300"))
-    assert os.environ.get("PROPERTY_SOAK_EXAMPLES") or soak.max_examples > settings.get_profile("feedback-properties").max_examples
-    assert soak.stateful_step_count > settings.get_profile("feedback-properties").stateful_step_count
+def test_the_machine_runs_the_soak_profile_when_it_is_loaded_else_the_bounded_one() -> None:
+    current = settings.get_current_profile_name()
+    try:
+        settings.load_profile("soak")
+        assert active_settings() is settings.get_profile("soak")
+        settings.load_profile("default")
+        assert active_settings() is settings.get_profile("feedback-properties")
+    finally:
+        settings.load_profile(current)

@@ -16,16 +16,16 @@ from feedback_pipeline.http import ProviderRequestError, ProviderUnavailable
 from feedback_pipeline.normalize import FeedbackBatch, parse_timestamp
 from feedback_pipeline.providers import feedbackkit as feedbackkit_module
 from feedback_pipeline.providers.base import ConfigurationError, Query, StaleCursor, Window
-from feedback_pipeline.providers.feedbackkit import DEFAULT_BASE_URL, RESTART, FeedbackKitProvider, FeedbackKitResource, camel_keys
+from feedback_pipeline.providers.feedbackkit import DEFAULT_BASE_URL, RESTART, SPEC, FeedbackKitProvider, camel_keys
 from feedback_pipeline.sandbox import core
 from feedback_pipeline.sandbox import feedbackkit as emulator_module
 from feedback_pipeline.sandbox.core import json_response
 from feedback_pipeline.sandbox.feedbackkit import API_KEY, PROJECT, STATUSES, snake
-from feedback_pipeline.schema import STATUS_MAP, RejectReason
+from feedback_pipeline.schema import RejectReason
 from feedback_pipeline.sync import sync
-from feedback_pipeline.warehouse import Warehouse
+from feedback_pipeline.warehouse import Warehouse, WarehouseCursor
 
-from .conftest import FAST_RETRIES, fetch_all, module_sandbox, reset_sandbox, uvicorn_errors_silenced
+from .conftest import FAST_RETRIES, fetch_all, module_sandbox, reset_sandbox, run_sync, uvicorn_errors_silenced, work_db
 
 UTC = timezone.utc
 END = date(2026, 3, 15)
@@ -41,9 +41,7 @@ def kit(server):
 
 
 def provider_for(server, **overrides) -> FeedbackKitProvider:
-    env = server.env()
-    settings = {"api_key": env["FEEDBACKKIT_API_KEY"], "base_url": env["FEEDBACKKIT_BASE_URL"], "project": env["FEEDBACKKIT_PROJECT"], **overrides}
-    return FeedbackKitProvider(FeedbackKitResource(**settings), policy=FAST_RETRIES)
+    return SPEC.provider_from_env(server.env(), policy=FAST_RETRIES, overrides=overrides)
 
 
 def store(server) -> dict[str, dict]:
@@ -185,7 +183,7 @@ def test_status_is_unified_per_the_contract_table(kit, status):
     batch, _, _ = fetch_all(provider_for(kit), Query(WINDOW))
     row = rows_by_id(batch)[record["id"]]
     assert row["provider_status"] == status
-    assert row["status"] == STATUS_MAP["feedbackkit"].get(status)
+    assert row["status"] == SPEC.statuses.get(status)
     expected = {"pending": "open", "approved": "open", "in_progress": "in_progress", "testflight": "in_progress", "completed": "resolved", "rejected": "dismissed"}
     assert row["status"] == expected.get(status)
 
@@ -344,29 +342,29 @@ def test_the_key_never_appears_in_logs_or_errors_even_when_the_server_echoes_it(
 
 
 def test_settings_names_defaults_and_secret():
-    env = FeedbackKitResource.ENV
+    env = SPEC.by_key
     assert {s.var for s in env.values()} == {"FEEDBACKKIT_API_KEY", "FEEDBACKKIT_BASE_URL", "FEEDBACKKIT_PROJECT"}
     assert env["api_key"].required and env["api_key"].secret
     assert not env["base_url"].required and env["base_url"].default == DEFAULT_BASE_URL == "https://api.feedbackkit.app"
     assert env["base_url"].url
     assert not env["project"].required and env["project"].default == "default"
-    assert FeedbackKitResource.is_configured({"FEEDBACKKIT_API_KEY": "sf_x"})
-    assert not FeedbackKitResource.is_configured({"FEEDBACKKIT_PROJECT": "p"})
+    assert SPEC.is_configured({"FEEDBACKKIT_API_KEY": "sf_x"})
+    assert not SPEC.is_configured({"FEEDBACKKIT_PROJECT": "p"})
 
 
 def test_defaults_give_the_production_url_and_the_default_account():
-    provider = FeedbackKitProvider(FeedbackKitResource(api_key="sf_x"))
+    provider = FeedbackKitProvider(SPEC.resource(api_key="sf_x"))
     assert provider.url == "https://api.feedbackkit.app/api/v1/feedbacks"
     assert provider.account_id == "default"
-    assert FeedbackKitProvider(FeedbackKitResource(api_key="sf_x", base_url="http://h:1/", project="p")).url == "http://h:1/api/v1/feedbacks"
+    assert FeedbackKitProvider(SPEC.resource(api_key="sf_x", base_url="http://h:1/", project="p")).url == "http://h:1/api/v1/feedbacks"
 
 
 def test_missing_key_or_bad_url_fail_before_any_request_naming_the_variable():
     with pytest.raises(ConfigurationError, match="FEEDBACKKIT_API_KEY"):
-        FeedbackKitProvider(FeedbackKitResource(api_key=None))
+        FeedbackKitProvider(SPEC.resource(api_key=None))
     with pytest.raises(ConfigurationError, match="FEEDBACKKIT_BASE_URL"):
-        FeedbackKitProvider(FeedbackKitResource(api_key="sf_x", base_url="api.feedbackkit.app"))
-    assert FeedbackKitResource(api_key="sf_secret").secret_values() == ["sf_secret"]
+        FeedbackKitProvider(SPEC.resource(api_key="sf_x", base_url="api.feedbackkit.app"))
+    assert SPEC.resource(api_key="sf_secret").secret_values() == ["sf_secret"]
 
 
 def test_only_the_windows_records_and_unreadable_ones_are_normalized(kit):
@@ -478,21 +476,21 @@ def window_ids(server) -> set[str]:
 
 
 def stored_ids(wh: Warehouse) -> set[str]:
-    with wh.connect() as con:
+    with work_db(wh) as con:
         return {r[0] for r in con.execute("SELECT feedback_id FROM feedback WHERE provider = 'feedbackkit'").fetchall()}
 
 
 def test_records_deleted_at_the_provider_are_swept_when_the_snapshot_spans_several_commits(kit, small_pieces, tmp_path, monkeypatch):
     wh = Warehouse(tmp_path / "kit.duckdb")
-    first = sync(provider_for(kit), wh, WINDOW)
+    first = run_sync(provider_for(kit), wh, WINDOW)
     assert stored_ids(wh) == window_ids(kit) and first.pages > 5
     gone = sorted(window_ids(kit))[:3]
     for rid in gone:
         assert kit.sandbox.emulators["feedbackkit"].store.delete(rid)
     commits: list[object] = []
-    real_commit = Warehouse.commit
-    monkeypatch.setattr(Warehouse, "commit", lambda self, *a, **kw: commits.append(kw["resume"]) or real_commit(self, *a, **kw))
-    again = sync(provider_for(kit), wh, WINDOW)
+    real_commit = WarehouseCursor.commit
+    monkeypatch.setattr(WarehouseCursor, "commit", lambda self, scope, rows, rejects, progress: commits.append(progress.resume) or real_commit(self, scope, rows, rejects, progress))
+    again = run_sync(provider_for(kit), wh, WINDOW)
     assert commits.count(RESTART) >= 3 and commits[-1] is None, "the snapshot was committed in several batches"
     assert again.counts.deleted == 3
     assert stored_ids(wh) == window_ids(kit) and not set(gone) & stored_ids(wh)
@@ -500,7 +498,7 @@ def test_records_deleted_at_the_provider_are_swept_when_the_snapshot_spans_sever
 
 def test_a_connection_dropped_mid_stream_keeps_what_was_committed_and_the_next_run_reads_the_snapshot_again(kit, small_pieces, tmp_path):
     wh = Warehouse(tmp_path / "kit.duckdb")
-    sync(provider_for(kit), wh, WINDOW)
+    run_sync(provider_for(kit), wh, WINDOW)
     deleted_before = sorted(window_ids(kit))[0]
     assert kit.sandbox.emulators["feedbackkit"].store.delete(deleted_before)
 
@@ -508,23 +506,24 @@ def test_a_connection_dropped_mid_stream_keeps_what_was_committed_and_the_next_r
     size = len(httpx.get(f"{kit.url}/api/v1/feedbacks", params={"includeMerged": "true"}, headers={"X-API-Key": API_KEY}).content)
     kit.sandbox.state.clear_log()
     with uvicorn_errors_silenced(), pytest.raises(ProviderUnavailable, match="broke off after") as broken:
-        sync(tapped(kit, Tap(cut_after=size // 2)), wh, WINDOW)
+        run_sync(tapped(kit, Tap(cut_after=size // 2)), wh, WINDOW)
     assert "the next run repeats the request" in str(broken.value)
     assert len(kit.sandbox.state.requests_for("feedbackkit")) == 1
     key = f"window:{WINDOW}"
-    assert wh.cursor("feedbackkit", PROJECT, key) is not None, "the committed pages' cursor is stored"
-    with wh.connect() as con:
+    with work_db(wh) as con:
+        assert con.execute("SELECT count(*) FROM pipeline_cursors WHERE query_key = ?", [key]).fetchone()[0] == 1, "the committed pages' cursor is stored"
         seen = {r[0] for r in con.execute("SELECT feedback_id FROM pipeline_refresh_keys WHERE query_key = ?", [key]).fetchall()}
     # A record the interrupted run saw, deleted at the provider before the next run: the next
     # run must not count the interrupted run's keys as seen.
     deleted_after = sorted(seen)[0]
     assert kit.sandbox.emulators["feedbackkit"].store.delete(deleted_after)
 
-    report = sync(provider_for(kit), wh, WINDOW)
+    report = run_sync(provider_for(kit), wh, WINDOW)
     assert report.resumed == [key] and report.requests == 1
     assert stored_ids(wh) == window_ids(kit)
     assert not {deleted_before, deleted_after} & stored_ids(wh)
-    assert wh.cursor("feedbackkit", PROJECT, key) is None
+    with work_db(wh) as con:
+        assert con.execute("SELECT count(*) FROM pipeline_cursors WHERE query_key = ?", [key]).fetchone()[0] == 0
 
 
 def test_a_connection_dropped_before_any_page_is_retried_from_the_start(kit, small_pieces):

@@ -15,13 +15,13 @@ from feedback_pipeline.http import ProviderRequestError, ProviderUnavailable
 from feedback_pipeline.normalize import FeedbackBatch, parse_timestamp
 from feedback_pipeline.providers import formbricks as connector_module
 from feedback_pipeline.providers.base import ConfigurationError, Query, StaleCursor, Window
-from feedback_pipeline.providers.formbricks import FormbricksProvider, FormbricksResource, window_until
+from feedback_pipeline.providers.formbricks import SPEC, FormbricksProvider, window_until
 from feedback_pipeline.sandbox import core
 from feedback_pipeline.sandbox import formbricks as emulator_module
 from feedback_pipeline.sandbox.formbricks import API_KEY, FOREIGN_TENANT, TENANT
 from feedback_pipeline.schema import RejectReason
 
-from .conftest import FAST_RETRIES, fetch_all, module_sandbox, reset_sandbox
+from .conftest import FAST_RETRIES, fetch_all, module_sandbox
 from .test_sandbox_formbricks import OpenAPIRequest, hub_spec
 
 UTC = timezone.utc
@@ -39,13 +39,11 @@ def hub(server):
 
 
 def reset(server, *, days: int = 30, per_day: int = 20):
-    return reset_sandbox(server, days=days, per_day=per_day, end=END)
+    return server.reset(days=days, per_day=per_day, end=END)
 
 
 def provider_for(server, **overrides) -> FormbricksProvider:
-    env = server.env()
-    settings = {"hub_url": env["FORMBRICKS_HUB_URL"], "api_key": env["FORMBRICKS_HUB_API_KEY"], "tenant_id": env["FORMBRICKS_TENANT_ID"], **overrides}
-    return FormbricksProvider(FormbricksResource(**settings), policy=FAST_RETRIES)
+    return SPEC.provider_from_env(server.env(), policy=FAST_RETRIES, overrides=overrides)
 
 
 def store(server) -> dict[str, dict]:
@@ -411,7 +409,7 @@ def test_a_bad_200_body_that_persists_fails_clearly(hub, kind, words):
 
 def test_a_wrong_key_fails_at_once_naming_the_variable(hub):
     with pytest.raises(ProviderRequestError) as failure:
-        fetch_all(provider_for(hub, api_key="hub_wrong_key"), Query(FULL))
+        fetch_all(provider_for(hub, hub_api_key="hub_wrong_key"), Query(FULL))
     assert failure.value.status == 401
     assert "FORMBRICKS_HUB_API_KEY" in str(failure.value)
     assert len(requests(hub)) == 1, "no retry on 401"
@@ -434,7 +432,7 @@ def test_the_key_never_appears_in_logs_or_errors_even_when_the_hub_echoes_it(hub
     monkeypatch.setattr(emulator_module, "problem", lambda status, title, detail, *a, **k: original(status, title, f"{detail}: got Bearer {API_KEY}", *a, **k))
     monkeypatch.setattr(emulator_module, "API_KEY", "hub_rotated_key")  # the Hub now refuses our key and echoes it
     with pytest.raises(ProviderRequestError) as refused:
-        fetch_all(provider_for(hub, api_key=API_KEY), Query(FULL))
+        fetch_all(provider_for(hub, hub_api_key=API_KEY), Query(FULL))
     assert "proxy saw" in caplog.text and "got Bearer" in str(refused.value), "the echo did reach the client"
     for text in (caplog.text, str(unavailable.value), str(refused.value), repr(refused.value)):
         assert API_KEY not in text
@@ -444,15 +442,15 @@ def test_the_key_never_appears_in_logs_or_errors_even_when_the_hub_echoes_it(hub
 
 
 def test_settings_name_the_contract_variables():
-    env = FormbricksResource.ENV
+    env = SPEC.by_key
     assert {s.var for s in env.values()} == {"FORMBRICKS_HUB_URL", "FORMBRICKS_HUB_API_KEY", "FORMBRICKS_TENANT_ID"}
     assert all(s.required for s in env.values())
-    assert env["api_key"].secret and env["hub_url"].url
+    assert env["hub_api_key"].secret and env["hub_url"].url
     with pytest.raises(ConfigurationError, match="FORMBRICKS_TENANT_ID"):
-        FormbricksProvider(FormbricksResource(hub_url="http://h", api_key="k"))
+        FormbricksProvider(SPEC.resource(hub_url="http://h", hub_api_key="k"))
     with pytest.raises(ConfigurationError, match="FORMBRICKS_HUB_URL"):
-        FormbricksProvider(FormbricksResource(hub_url="h:8080", api_key="k", tenant_id="t"))
-    provider = FormbricksProvider(FormbricksResource(hub_url="http://h:8080/hub/", api_key="k", tenant_id="t"))
+        FormbricksProvider(SPEC.resource(hub_url="h:8080", hub_api_key="k", tenant_id="t"))
+    provider = FormbricksProvider(SPEC.resource(hub_url="http://h:8080/hub/", hub_api_key="k", tenant_id="t"))
     assert provider.url == "http://h:8080/hub/v1/feedback-records" and provider.account_id == "t"
 
 

@@ -12,12 +12,12 @@ import pytest
 
 from feedback_pipeline.http import BadPage, ProviderRequestError, ProviderUnavailable
 from feedback_pipeline.normalize import FeedbackBatch
-from feedback_pipeline.providers import provider_class
+from feedback_pipeline.providers import get_spec
 from feedback_pipeline.providers.base import ConfigurationError, Query, StaleCursor, Window
 from feedback_pipeline.providers.mapbox import (
+    SPEC,
     AccessTokenTransport,
     MapboxProvider,
-    MapboxResource,
     _check_envelope,
     _env_proxy,
 )
@@ -25,7 +25,7 @@ from feedback_pipeline.schema import RejectReason
 from feedback_pipeline.sandbox import mapbox as sm
 from feedback_pipeline.sandbox.core import Fault
 
-from .conftest import FAST_RETRIES, fetch_all, module_sandbox, recent_window, reset_sandbox
+from .conftest import FAST_RETRIES, fetch_all, module_sandbox, recent_window
 
 UTC = timezone.utc
 TOKEN = sm.ACCESS_TOKEN
@@ -36,13 +36,11 @@ server = module_sandbox("mapbox")
 
 @pytest.fixture
 def sb(server):
-    return reset_sandbox(server)
+    return server.reset()
 
 
 def make_provider(sb, **overrides) -> MapboxProvider:
-    env = sb.env()
-    settings = {"access_token": env["MAPBOX_ACCESS_TOKEN"], "base_url": env["MAPBOX_BASE_URL"], "account": env["MAPBOX_ACCOUNT"], **overrides}
-    return MapboxProvider(MapboxResource(**settings), policy=FAST_RETRIES)
+    return SPEC.provider_from_env(sb.env(), policy=FAST_RETRIES, overrides=overrides)
 
 
 def store_records(sb):
@@ -80,28 +78,28 @@ def logged_params(sb):
 
 
 def test_registry_points_at_this_class():
-    assert provider_class("mapbox") is MapboxProvider
+    assert get_spec("mapbox").provider is MapboxProvider
     assert MapboxProvider.supports_changes is True
 
 
 def test_missing_token_fails_before_any_request_naming_the_variable():
     with pytest.raises(ConfigurationError, match="MAPBOX_ACCESS_TOKEN"):
-        MapboxProvider(MapboxResource(access_token=None))
+        MapboxProvider(SPEC.resource(access_token=None))
 
 
 def test_malformed_base_url_is_refused_naming_the_variable():
     with pytest.raises(ConfigurationError, match="MAPBOX_BASE_URL"):
-        MapboxProvider(MapboxResource(access_token="x", base_url="api.mapbox.com"))
+        MapboxProvider(SPEC.resource(access_token="x", base_url="api.mapbox.com"))
 
 
 def test_defaults_are_the_public_api_and_the_default_account():
-    provider = MapboxProvider(MapboxResource(access_token="x"))
+    provider = MapboxProvider(SPEC.resource(access_token="x"))
     assert provider.url == "https://api.mapbox.com/user-feedback/v1/feedback"
     assert provider.account_id == "default"
-    resource = MapboxResource.from_environment({"MAPBOX_ACCESS_TOKEN": "x"})
+    resource = SPEC.resource_from_env({"MAPBOX_ACCESS_TOKEN": "x"})
     assert resource.base_url == "https://api.mapbox.com" and resource.account == "default"
-    assert MapboxResource.ENV["access_token"].secret
-    assert MapboxResource.is_configured({"MAPBOX_ACCESS_TOKEN": "x"}) and not MapboxResource.is_configured({})
+    assert SPEC.by_key["access_token"].secret
+    assert SPEC.is_configured({"MAPBOX_ACCESS_TOKEN": "x"}) and not SPEC.is_configured({})
 
 
 def test_account_id_is_mapbox_account_and_base_url_may_end_with_a_slash(sb):
@@ -214,7 +212,7 @@ def test_an_empty_page_ends_the_query_even_if_has_after_says_more():
     def handler(request):
         return httpx.Response(200, json={"has_before": False, "start_cursor": None, "has_after": True, "end_cursor": None, "items": []})
 
-    provider = MapboxProvider(MapboxResource(access_token=TOKEN, base_url="http://mapbox.test"), policy=FAST_RETRIES, inner_transport=httpx.MockTransport(handler))
+    provider = MapboxProvider(SPEC.resource(access_token=TOKEN, base_url="http://mapbox.test"), policy=FAST_RETRIES, inner_transport=httpx.MockTransport(handler))
     batch, resumes, stats = fetch_all(provider, Query(recent_window(1)))
     assert len(batch) == 0 and resumes == [None] and stats.requests == 1
 
@@ -417,7 +415,7 @@ FULL = {
 
 def _normalize(records):
     batch = FeedbackBatch("mapbox", "acct")
-    MapboxProvider(MapboxResource(access_token="x", account="acct")).normalize(records, batch)
+    MapboxProvider(SPEC.resource(access_token="x", account="acct")).normalize(records, batch)
     return batch.rows().to_pylist(), batch.rejects().to_pylist()
 
 

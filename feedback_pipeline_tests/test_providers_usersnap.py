@@ -18,14 +18,15 @@ import pytest
 
 from feedback_pipeline.http import BadPage, ProviderRequestError, ProviderUnavailable, RetryPolicy
 from feedback_pipeline.normalize import FeedbackBatch
-from feedback_pipeline.providers import provider_class
+from feedback_pipeline.providers import get_spec
 from feedback_pipeline.providers.base import ConfigurationError, Query, StaleCursor, Window
+from feedback_pipeline.providers.spec import ProviderResource
 from feedback_pipeline.providers.usersnap import (
+    SPEC,
     DEFAULT_BASE_URL,
     PAGE_SIZE,
     UsersnapJWTAuth,
     UsersnapProvider,
-    UsersnapResource,
     _check_list,
     answers,
 )
@@ -33,7 +34,7 @@ from feedback_pipeline.sandbox import data as sdata
 from feedback_pipeline.sandbox.core import Fault
 from feedback_pipeline.sandbox.usersnap import JWT_KID, JWT_SECRET, PROJECT_ID, _ts
 
-from .conftest import FAST_RETRIES, fetch_all, module_sandbox, recent_window, reset_sandbox
+from .conftest import FAST_RETRIES, fetch_all, module_sandbox, recent_window
 
 UTC = timezone.utc
 
@@ -56,27 +57,11 @@ server = module_sandbox("usersnap")
 
 @pytest.fixture
 def sb(server):
-    return reset_sandbox(server)
+    return server.reset()
 
 
-def regenerate(sb, **settings: Any) -> None:
-    state = sb.sandbox.state
-    for name, value in settings.items():
-        setattr(state, name, value)
-    sb.sandbox.generate()
-    sb._clean_version = None
-
-
-def config(sb, **overrides: Any) -> UsersnapResource:
-    env = sb.env()
-    values = {
-        "jwt_secret": env["USERSNAP_JWT_SECRET"],
-        "jwt_kid": env["USERSNAP_JWT_KID"],
-        "project_id": env["USERSNAP_PROJECT_ID"],
-        "base_url": env["USERSNAP_BASE_URL"],
-        **overrides,
-    }
-    return UsersnapResource(**values)
+def config(sb, **overrides: Any) -> ProviderResource:
+    return SPEC.resource(**{**SPEC.values_from_env(sb.env()), **overrides})
 
 
 def provider(sb, policy: RetryPolicy = FAST_RETRIES, clock=time.time, **overrides: Any) -> UsersnapProvider:
@@ -112,24 +97,24 @@ def filter_requests(sb) -> list:
 
 
 def test_registry_and_settings():
-    assert provider_class("usersnap") is UsersnapProvider
-    env = {s.var for s in UsersnapResource.ENV.values()}
+    assert get_spec("usersnap").provider is UsersnapProvider
+    env = {s.var for s in SPEC.by_key.values()}
     assert env == {"USERSNAP_JWT_SECRET", "USERSNAP_JWT_KID", "USERSNAP_PROJECT_ID", "USERSNAP_BASE_URL"}
-    assert UsersnapResource.ENV["jwt_secret"].secret and UsersnapResource.ENV["base_url"].url
-    assert not UsersnapResource.ENV["base_url"].required and UsersnapResource.ENV["base_url"].default == DEFAULT_BASE_URL == "https://platform.usersnap.com/v0.1"
+    assert SPEC.by_key["jwt_secret"].secret and SPEC.by_key["base_url"].url
+    assert not SPEC.by_key["base_url"].required and SPEC.by_key["base_url"].default == DEFAULT_BASE_URL == "https://platform.usersnap.com/v0.1"
 
 
 def test_missing_settings_name_the_variables():
     with pytest.raises(ConfigurationError) as exc:
-        UsersnapProvider(UsersnapResource(jwt_kid="k"))
+        UsersnapProvider(SPEC.resource(jwt_kid="k"))
     assert "USERSNAP_JWT_SECRET" in str(exc.value) and "USERSNAP_PROJECT_ID" in str(exc.value)
     assert "USERSNAP_JWT_KID" not in str(exc.value)
     with pytest.raises(ConfigurationError, match="USERSNAP_BASE_URL"):
-        UsersnapProvider(UsersnapResource(jwt_secret="s", jwt_kid="k", project_id="p", base_url="platform.usersnap.com"))
+        UsersnapProvider(SPEC.resource(jwt_secret="s", jwt_kid="k", project_id="p", base_url="platform.usersnap.com"))
 
 
 def test_account_id_is_the_project_id_and_default_url(sb):
-    p = UsersnapProvider(UsersnapResource(jwt_secret="s" * 40, jwt_kid="k", project_id="p-1"))
+    p = UsersnapProvider(SPEC.resource(jwt_secret="s" * 40, jwt_kid="k", project_id="p-1"))
     assert p.account_id == "p-1"
     assert p.url == "https://platform.usersnap.com/v0.1/projects/p-1/feedbacks/filter"
     assert provider(sb).url == sb.env()["USERSNAP_BASE_URL"] + f"/projects/{PROJECT_ID}/feedbacks/filter"
@@ -263,7 +248,6 @@ def _record(sb, created: datetime, **fields: Any) -> dict[str, Any]:
     record = sb.sandbox.emulators["usersnap"].generate_day(rng, created.date(), 1, datetime.now(UTC))[0]
     record.update({"created_at": sdata.iso_z(created, 6), "updated_at": sdata.iso_z(created, 6), **fields})
     sb.sandbox.add("usersnap", record)
-    sb._clean_version = None
     return record
 
 
@@ -288,7 +272,7 @@ def test_midnight_boundaries_land_on_the_right_date(sb):
 
 
 def test_paging_across_many_pages_uses_the_fewest_requests(sb):
-    regenerate(sb, days=12, per_day=100)
+    sb.reset(days=12, per_day=100)
     window = Window.for_days(date.today() - timedelta(days=10), date.today() - timedelta(days=1))
     batch, resumes, stats = fetch_all(provider(sb), Query(window))
     expected = expected_ids(sb, window)
@@ -301,7 +285,7 @@ def test_paging_across_many_pages_uses_the_fewest_requests(sb):
 
 
 def test_resume_from_a_page_fetches_only_the_rest(sb):
-    regenerate(sb, days=12, per_day=100)
+    sb.reset(days=12, per_day=100)
     window = Window.for_days(date.today() - timedelta(days=10), date.today() - timedelta(days=1))
     p = provider(sb)
     pages: list[tuple[list[str], Any]] = []
@@ -323,7 +307,6 @@ def test_resume_with_a_deleted_cursor_raises_stale_cursor(sb):
     with p.open() as http:
         first = next(iter(p.fetch(Query(window), http)))
     sb.sandbox.delete("usersnap", first.resume["after"])
-    sb._clean_version = None
     with pytest.raises(StaleCursor), p.open() as http:
         list(p.fetch(Query(window, resume=first.resume), http))
 
@@ -337,7 +320,6 @@ def test_a_page_cursor_deleted_mid_run_falls_back_to_the_item_before_it(sb):
             got.extend(r["feedback_id"] for r in page.records)
             if number == 1:
                 sb.sandbox.delete("usersnap", page.resume["after"])
-                sb._clean_version = None
     assert set(got) >= {i for i in store(sb)} and len(set(got)) == len(store(sb)) + 1
     assert [e.status for e in filter_requests(sb)].count(400) == 1
 
@@ -353,7 +335,7 @@ def test_a_resume_of_the_other_mode_is_ignored(sb):
 
 
 def test_changes_query_stops_once_past_the_watermark(sb):
-    regenerate(sb, days=12, per_day=100)
+    sb.reset(days=12, per_day=100)
     window = Window.for_days(date.today() - timedelta(days=10), date.today() - timedelta(days=1))
     in_window = sorted(expected_ids(sb, window))
     watermark = datetime.now(UTC) + timedelta(seconds=1)
@@ -361,7 +343,6 @@ def test_changes_query_stops_once_past_the_watermark(sb):
     touched = set(in_window[::6][:150])
     for fid in touched:
         sb.sandbox.update("usersnap", fid, {"status_type": "done"})
-    sb._clean_version = None
     outside = next(i for i, r in store(sb).items() if usable(r) and not window.contains(_ts(r["created_at"])))
     sb.sandbox.update("usersnap", outside, {"priority": "urgent"})
     batch, resumes, stats = fetch_all(provider(sb), Query(window, changes_since=watermark))
@@ -376,14 +357,13 @@ def test_changes_query_stops_once_past_the_watermark(sb):
 
 
 def test_changes_query_resumes_after_its_last_committed_page(sb):
-    regenerate(sb, days=12, per_day=100)
+    sb.reset(days=12, per_day=100)
     window = Window.for_days(date.today() - timedelta(days=10), date.today() - timedelta(days=1))
     watermark = datetime.now(UTC) + timedelta(seconds=1)
     time.sleep(1.1)
     touched = sorted(expected_ids(sb, window))[:250]
     for fid in touched:
         sb.sandbox.update("usersnap", fid, {"priority": "low"})
-    sb._clean_version = None
     p = provider(sb)
     with p.open() as http:
         first = next(iter(p.fetch(Query(window, changes_since=watermark), http)))
@@ -491,7 +471,7 @@ BASE = {
 
 
 def normalize_one(record: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    p = UsersnapProvider(UsersnapResource(jwt_secret="s" * 40, jwt_kid="k", project_id=PROJECT_ID))
+    p = UsersnapProvider(SPEC.resource(jwt_secret="s" * 40, jwt_kid="k", project_id=PROJECT_ID))
     batch = FeedbackBatch("usersnap", p.account_id)
     p.normalize([record], batch)
     return rows(batch), batch.rejects().to_pylist()

@@ -9,8 +9,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from feedback_pipeline.providers import provider_class
-from feedback_pipeline.schema import PROVIDERS
+from feedback_pipeline.providers import get_spec, names, provider_from_env
 from feedback_pipeline.warehouse import Warehouse
 
 from .conftest import FAST_RETRIES, recent_window, run_sync
@@ -23,10 +22,8 @@ SQL_BLOCKS = re.findall(r"```sql\n(.*?)```", README, flags=re.S)
 def analyst_db(sandbox_server, tmp_path_factory) -> Path:
     env = sandbox_server.env()
     wh = Warehouse(tmp_path_factory.mktemp("readme") / "feedback.duckdb")
-    for name in PROVIDERS:
-        cls = provider_class(name)
-        resource = cls.resource_class(**{field: env.get(s.var, s.default) for field, s in cls.resource_class.ENV.items()})
-        run_sync(cls(resource, policy=FAST_RETRIES), wh, recent_window(30))
+    for name in names():
+        run_sync(provider_from_env(name, env, policy=FAST_RETRIES), wh, recent_window(30))
     return wh.path
 
 
@@ -49,8 +46,8 @@ def test_the_two_commands_come_first():
 
 
 def test_the_configuration_table_names_every_contract_variable():
-    for name in PROVIDERS:
-        for setting in provider_class(name).resource_class.ENV.values():
+    for name in names():
+        for setting in get_spec(name).settings:
             assert f"`{setting.var}`" in README, setting.var
     for var in ("FEEDBACK_DB", "FEEDBACK_START_DATE", "FEEDBACK_LOOKBACK_DAYS"):
         assert f"`{var}`" in README

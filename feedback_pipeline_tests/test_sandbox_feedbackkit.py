@@ -15,7 +15,7 @@ from feedback_pipeline.sandbox.app import Sandbox
 from feedback_pipeline.sandbox.core import SandboxState
 from feedback_pipeline.sandbox.feedbackkit import API_KEY, CATEGORIES, STATUSES, snake
 
-from .conftest import module_sandbox, reset_sandbox
+from .conftest import module_sandbox
 
 UTC = timezone.utc
 PATH = "/api/v1/feedbacks"
@@ -59,7 +59,7 @@ server = module_sandbox("feedbackkit", end=END)
 
 @pytest.fixture
 def kit(server):
-    return reset_sandbox(server, end=END)
+    return server.reset(end=END)
 
 
 def store(server) -> dict[str, dict]:

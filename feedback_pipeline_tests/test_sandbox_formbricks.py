@@ -27,7 +27,7 @@ from werkzeug.datastructures import Headers, ImmutableMultiDict
 
 from feedback_pipeline.sandbox.formbricks import API_KEY, FIELD_TYPES, FOREIGN_TENANT, TENANT, encode_cursor
 
-from .conftest import module_sandbox, reset_sandbox
+from .conftest import module_sandbox
 
 UTC = timezone.utc
 PATH = "/v1/feedback-records"
@@ -140,7 +140,7 @@ server = module_sandbox("formbricks", end=END)
 
 @pytest.fixture
 def hub(server):
-    return reset_sandbox(server, end=END)
+    return server.reset(end=END)
 
 
 def store(server) -> dict[str, dict]:

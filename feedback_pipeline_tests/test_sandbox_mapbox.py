@@ -21,7 +21,7 @@ import pytest
 from feedback_pipeline.sandbox import mapbox as sm
 from feedback_pipeline.sandbox.core import Fault
 
-from .conftest import module_sandbox, reset_sandbox
+from .conftest import module_sandbox
 
 UTC = timezone.utc
 ISO_MS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
@@ -33,7 +33,7 @@ server = module_sandbox("mapbox")
 
 @pytest.fixture
 def sb(server):
-    return reset_sandbox(server)
+    return server.reset()
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from feedback_pipeline.sandbox.app import Sandbox
 from feedback_pipeline.sandbox.core import Fault, SandboxState
 from feedback_pipeline.sandbox.server import SandboxServer
 
-from .conftest import module_sandbox, reset_sandbox
+from .conftest import module_sandbox
 
 UTC = timezone.utc
 SPEC_PATH = Path(__file__).resolve().parent / "specs" / "mintlify-analytics.openapi.json"
@@ -107,7 +107,7 @@ server = module_sandbox("mintlify")
 
 @pytest.fixture
 def sb(server: SandboxServer) -> SandboxServer:
-    return reset_sandbox(server)
+    return server.reset()
 
 
 @pytest.fixture

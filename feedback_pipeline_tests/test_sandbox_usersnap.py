@@ -27,7 +27,7 @@ from feedback_pipeline.sandbox import usersnap as us
 from feedback_pipeline.sandbox.core import Fault, SandboxState
 from feedback_pipeline.sandbox.usersnap import JWT_KID, JWT_SECRET, PROJECT_ID, UsersnapEmulator
 
-from .conftest import make_sandbox, module_sandbox, reset_sandbox
+from .conftest import make_sandbox, module_sandbox
 
 UTC = timezone.utc
 SPEC_PATH = Path(__file__).resolve().parent / "specs" / "usersnap-v0.1.openapi.json"
@@ -119,7 +119,7 @@ server = module_sandbox("usersnap")
 
 @pytest.fixture
 def sb(server):
-    return reset_sandbox(server)
+    return server.reset()
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,7 @@ from feedback_pipeline.assets import build_feedback_assets
 from feedback_pipeline.definitions import build_definitions
 from feedback_pipeline.http import ProviderError
 from feedback_pipeline.partitions import feedback_partitions
-from feedback_pipeline.providers import provider_class
+from feedback_pipeline.providers import get_spec, names, provider_from_env
 from feedback_pipeline.providers.base import ConfigurationError, Provider, Window
 from feedback_pipeline.providers.feedbackkit import camel
 from feedback_pipeline.providers.usersnap import UsersnapProvider
@@ -47,7 +47,7 @@ from feedback_pipeline.warehouse import Warehouse
 from .conftest import FAST_RETRIES, make_sandbox, run_sync
 
 UTC = timezone.utc
-PROVIDERS = ("mintlify", "usersnap", "formbricks", "mapbox", "feedbackkit")
+PROVIDERS = names()
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 SECRET_VARS = ("MINTLIFY_API_KEY", "USERSNAP_JWT_SECRET", "FORMBRICKS_HUB_API_KEY", "MAPBOX_ACCESS_TOKEN", "FEEDBACKKIT_API_KEY")
 
@@ -136,8 +136,7 @@ def known_secrets(server: SandboxServer) -> Leaks:
 
 def resolved_resource(provider: str) -> Any:
     """The provider's resource with the environment's values (what Dagster resolves EnvVar to)."""
-    resource_class = provider_class(provider).resource_class
-    return resource_class(**{f: os.environ.get(s.var) or s.default for f, s in resource_class.ENV.items()})
+    return get_spec(provider).resource_from_env(os.environ, plain=True)
 
 
 def assets() -> list[dg.AssetsDefinition]:
@@ -153,7 +152,7 @@ def failed_providers(result: dg.ExecuteInProcessResult) -> set[str]:
 
 def env_resources(db: Path, **overrides: Any) -> dict[str, Any]:
     """Resources as definitions.py builds them: every credential an EnvVar."""
-    resources: dict[str, Any] = {name: provider_class(name).resource_class.from_environment(os.environ) for name in PROVIDERS}
+    resources: dict[str, Any] = {name: get_spec(name).resource_from_env(os.environ) for name in PROVIDERS}
     resources["pipeline"] = PipelineResource(db_path=str(db), http_base_delay_seconds=0.01, retry_after_floor_seconds=0.01, http_max_attempts=3)
     resources.update(overrides)
     return resources
@@ -315,15 +314,13 @@ def test_exceptions_of_direct_engine_runs_leak_nothing(sb: SandboxServer, tmp_pa
     env = sb.env()
     window = Window.for_days(today() - timedelta(days=1), today())
     for i, name in enumerate(PROVIDERS):
-        cls = provider_class(name)
-        fields = {f: env[s.var] for f, s in cls.resource_class.ENV.items() if s.var in env}
         captured = Capture()
         for echo_status in (401, 503):
             transport = Echo(echo_status, 174, captured)
             if name == "mapbox":
-                provider = mapbox_module.MapboxProvider(cls.resource_class(**fields), policy=FAST_RETRIES, inner_transport=transport)
+                provider = provider_from_env(name, env, policy=FAST_RETRIES, inner_transport=transport)
             else:
-                provider = cls(cls.resource_class(**fields), policy=FAST_RETRIES)
+                provider = provider_from_env(name, env, policy=FAST_RETRIES)
                 original = provider.http_client
                 provider.http_client = lambda _o=original, _t=transport, **kw: _o(**{"transport": _t, **kw})  # type: ignore[method-assign]
             with pytest.raises(ProviderError) as caught:
@@ -340,11 +337,8 @@ def test_exceptions_of_direct_engine_runs_leak_nothing(sb: SandboxServer, tmp_pa
 
 
 def test_usersnap_tokens_are_hs256_with_kid_and_expire_within_five_minutes(sb: SandboxServer, tmp_path: Path) -> None:
-    env = sb.env()
-    cls = provider_class("usersnap")
-    fields = {f: env[s.var] for f, s in cls.resource_class.ENV.items() if s.var in env}
     capture = Capture()
-    provider = UsersnapProvider(cls.resource_class(**fields), policy=FAST_RETRIES)
+    provider = provider_from_env("usersnap", sb.env(), policy=FAST_RETRIES)
     original = provider.http_client
     provider.http_client = lambda **kw: original(**{"transport": capture, **kw})  # type: ignore[method-assign]
     sb.sandbox.state.add_fault("usersnap", Fault(kind="rate_limit", count=2, retry_after="0"))
@@ -369,11 +363,8 @@ def test_usersnap_tokens_are_hs256_with_kid_and_expire_within_five_minutes(sb: S
 
 
 def test_a_usersnap_token_is_reminted_before_it_expires(sb: SandboxServer) -> None:
-    env = sb.env()
-    cls = provider_class("usersnap")
-    fields = {f: env[s.var] for f, s in cls.resource_class.ENV.items() if s.var in env}
     now = [time.time()]
-    provider = UsersnapProvider(cls.resource_class(**fields), policy=FAST_RETRIES, clock=lambda: now[0])
+    provider = provider_from_env("usersnap", sb.env(), policy=FAST_RETRIES, clock=lambda: now[0])
     provider.open().close()
     first = provider.auth.token()
     now[0] += 250  # within a minute of expiry
@@ -407,11 +398,8 @@ SQL_LOOKING = [
 
 
 def test_sql_looking_ids_text_and_account_round_trip_verbatim(sb: SandboxServer, tmp_path: Path) -> None:
-    env = sb.env()
-    cls = provider_class("feedbackkit")
     account = "proj'); DROP TABLE feedback;--"
-    resource = cls.resource_class(api_key=env["FEEDBACKKIT_API_KEY"], base_url=env["FEEDBACKKIT_BASE_URL"], project=account)
-    provider = cls(resource, policy=FAST_RETRIES)
+    provider = provider_from_env("feedbackkit", sb.env(), policy=FAST_RETRIES, overrides={"project": account})
     collected = f"{today().isoformat()}T00:00:01Z"
     store = sb.sandbox.emulators["feedbackkit"].store
     store.replace_all([])
@@ -476,7 +464,7 @@ def test_a_malformed_setting_fails_before_any_request_naming_the_variable(sb: Sa
     provider = asset.removesuffix("_feedback")
     resource = resolved_resource(provider)
     with pytest.raises(ConfigurationError, match=variable) as caught:
-        provider_class(provider)(resource)
+        get_spec(provider).provider(resource)
     message = str(caught.value)
     secretish = value.strip() if "KEY" in variable or "SECRET" in variable else "hunter2" if "hunter2" in value else "pk.leaky"
     assert secretish not in message
@@ -509,13 +497,12 @@ def test_malformed_retry_settings_fail_at_load_naming_the_variable(variable: str
 
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_each_missing_required_variable_is_named(sb: SandboxServer, monkeypatch: pytest.MonkeyPatch, provider: str) -> None:
-    resource_class = provider_class(provider).resource_class
-    required = [s.var for s in resource_class.ENV.values() if s.required]
+    required = [s.var for s in get_spec(provider).settings if s.required]
     for var in required:
         with monkeypatch.context() as m:
             m.setenv(var, "")  # empty counts as not set
             with pytest.raises(ConfigurationError) as caught:
-                provider_class(provider)(resolved_resource(provider))
+                get_spec(provider).provider(resolved_resource(provider))
             assert var in str(caught.value)
             assert all(other not in str(caught.value) for other in required if other != var)
     assert sb.sandbox.state.requests_for(provider) == []

@@ -11,7 +11,7 @@ import pytest
 
 from feedback_pipeline.http import ProviderUnavailable
 from feedback_pipeline.providers.base import Window
-from feedback_pipeline.providers.formbricks import FormbricksProvider, FormbricksResource
+from feedback_pipeline.providers.formbricks import SPEC, FormbricksProvider
 from feedback_pipeline.sandbox.core import Fault
 from feedback_pipeline.sync import plan_queries, sync
 from feedback_pipeline.warehouse import Warehouse
@@ -39,9 +39,7 @@ def sandbox(hub):
 
 
 def provider_for(server) -> FormbricksProvider:
-    env = server.env()
-    resource = FormbricksResource(hub_url=env["FORMBRICKS_HUB_URL"], api_key=env["FORMBRICKS_HUB_API_KEY"], tenant_id=env["FORMBRICKS_TENANT_ID"])
-    return FormbricksProvider(resource, policy=FAST_RETRIES)
+    return SPEC.provider_from_env(server.env(), policy=FAST_RETRIES)
 
 
 def table(wh: Warehouse) -> list[tuple]:

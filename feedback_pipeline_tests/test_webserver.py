@@ -25,11 +25,12 @@ import duckdb
 import httpx
 import pytest
 
-from feedback_pipeline.assets import DESCRIPTIONS
+from feedback_pipeline.providers import get_spec, names
 from feedback_pipeline.sandbox.server import SandboxServer, free_port
-from feedback_pipeline.schema import PROVIDERS
 
 from .conftest import make_sandbox
+
+PROVIDERS = names()
 
 pytestmark = pytest.mark.slow
 
@@ -313,7 +314,7 @@ def test_the_five_assets_are_in_group_feedback_with_kinds_descriptions_and_daily
         provider = name.removesuffix("_feedback")
         assert node["groupName"] == "feedback"
         assert set(node["kinds"]) == {"duckdb", "api"}
-        assert node["description"].startswith(DESCRIPTIONS[provider])
+        assert node["description"].startswith(get_spec(provider).description)
         assert "`feedback` table" in node["description"]
         assert node["isPartitioned"] and node["pools"] == ["feedback_duckdb_writer"]
         assert node["backfillPolicy"]["policyType"] == "SINGLE_RUN"

@@ -1,8 +1,8 @@
 """The small interface every provider module implements; the only thing the sync engine knows.
 
-A provider module holds everything specific to one API: its settings (environment variables),
-auth, how a window and a change query map onto the API's filters, order and paging, and where
-each unified field lives in its records. Shared mechanics (HTTP retries, normalization rules,
+A provider module holds everything specific to one API: its ``SPEC`` (settings, status table,
+account; ``spec.py``), auth, how a window and a change query map onto the API's filters, order
+and paging, and where each unified field lives in its records. Shared mechanics (HTTP retries, normalization rules,
 transactional writes, cursors) live elsewhere and are written once.
 """
 
@@ -12,105 +12,19 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
-from typing import Any, ClassVar
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import dagster as dg
+from ..http import BadPage, HttpClient, ProviderRequestError, RetryPolicy
+from ..normalize import FeedbackBatch, split
 
-from ..http import HttpClient, ProviderRequestError, RetryPolicy
-from ..normalize import FeedbackBatch
+if TYPE_CHECKING:
+    from .spec import ProviderResource, ProviderSpec
 
 UTC = timezone.utc
 
 
 class ConfigurationError(ValueError):
     """A setting is missing or malformed. The message names the environment variable(s)."""
-
-
-@dataclass(frozen=True)
-class EnvSetting:
-    """One environment variable of a provider."""
-
-    var: str
-    required: bool = True
-    default: str | None = None
-    secret: bool = False
-    url: bool = False
-
-
-class ProviderResource(dg.ConfigurableResource):
-    """Credentials and endpoints of one provider. Subclasses declare one ``str | None`` field per
-    entry of ``ENV``; definitions fill them with ``dg.EnvVar`` so secrets never sit in code,
-    run config or the UI."""
-
-    ENV: ClassVar[Mapping[str, EnvSetting]] = {}
-
-    def missing_variables(self) -> list[str]:
-        """Required variables that are not set (empty counts as not set)."""
-        return [s.var for name, s in self.ENV.items() if s.required and not getattr(self, name)]
-
-    def validate_settings(self, provider: str) -> None:
-        """Fail before any request, naming the variable, when a setting is missing or malformed."""
-        missing = self.missing_variables()
-        if missing:
-            raise ConfigurationError(
-                f"{provider} is not configured: set {', '.join(missing)} "
-                "(environment or .env file; see the README's configuration table)."
-            )
-        for name, setting in self.ENV.items():
-            value = getattr(self, name)
-            if not value:
-                continue
-            # A stray newline or space (a copy-paste into .env) would otherwise surface as an
-            # obscure protocol error after retries; the value itself is never echoed.
-            if value != value.strip() or any(ord(c) < 32 or ord(c) == 127 for c in value):
-                raise ConfigurationError(
-                    f"{setting.var} has leading/trailing whitespace or a control character "
-                    "(a stray newline?); set it without them."
-                )
-            if setting.secret and not value.isascii():
-                raise ConfigurationError(f"{setting.var} contains non-ASCII characters; keys and secrets are ASCII, check the value.")
-            if setting.url:
-                _check_url(setting.var, value)
-
-    def secret_values(self) -> list[str]:
-        """Values that must never be printed (for redaction)."""
-        return [getattr(self, n) for n, s in self.ENV.items() if s.secret and getattr(self, n)]
-
-    @classmethod
-    def from_environment(cls, environ: Mapping[str, str]) -> "ProviderResource":
-        """Build the resource with ``EnvVar`` for every variable that is set, defaults otherwise."""
-        kwargs: dict[str, Any] = {}
-        for name, setting in cls.ENV.items():
-            if environ.get(setting.var):
-                kwargs[name] = dg.EnvVar(setting.var)
-            else:
-                kwargs[name] = setting.default
-        return cls(**kwargs)
-
-    @classmethod
-    def is_configured(cls, environ: Mapping[str, str]) -> bool:
-        return all(environ.get(s.var) for s in cls.ENV.values() if s.required)
-
-
-def _check_url(var: str, value: str) -> None:
-    """An http(s) base URL with a host, a valid port, no credentials, query or fragment."""
-    problem = None
-    try:
-        parts = urlsplit(value)
-        port_ok = parts.port is None or 0 < parts.port
-    except ValueError:
-        parts, port_ok = None, False
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        problem = "must be an http(s) URL such as https://host[:port][/path]; got a value that is not one"
-    elif not port_ok:
-        problem = "has an invalid port"
-    elif parts.username is not None or parts.password is not None:
-        problem = "must not contain credentials (user:password@); set the provider's key variables instead"
-    elif parts.query or parts.fragment or value.endswith(("?", "#")):
-        problem = "must be a base URL without a query string or fragment"
-    if problem:
-        raise ConfigurationError(f"{var} {problem}.")
 
 
 @dataclass(frozen=True)
@@ -176,29 +90,56 @@ class Page:
     notes: dict[str, Any] = field(default_factory=dict)
 
 
+def check_cursor_page(body: Any, *, items: str, more: str, cursor: str, empty_page_ends: bool = False) -> None:
+    """The envelope of a cursor-paged list, or :class:`BadPage`: ``body[items]`` an array,
+    ``body[more]`` a boolean, ``body[cursor]`` a string or null, and not empty while more pages
+    follow. ``empty_page_ends``: an empty page ends the query whatever ``more`` says (so it
+    needs no cursor)."""
+    if not isinstance(body, dict) or not isinstance(body.get(items), list):
+        raise BadPage(f"expected an object with a '{items}' array")
+    if not isinstance(body.get(more), bool):
+        raise BadPage(f"'{more}' is missing or not a boolean")
+    value = body.get(cursor)
+    if value is not None and not isinstance(value, str):
+        raise BadPage(f"'{cursor}' is not a string")
+    if body[more] and not value and not (empty_page_ends and not body[items]):
+        raise BadPage(f"'{more}' is true but '{cursor}' is empty or missing")
+
+
 class StaleCursor(Exception):
     """The stored resume cursor is no longer accepted: the engine restarts the query from scratch."""
 
 
 class Provider(ABC):
-    """One feedback API. Instances live for one run; ``http`` is that run's client."""
+    """One feedback API. Instances live for one run; ``http`` is that run's client. The spec
+    comes with the settings (``config.SPEC``)."""
 
-    name: ClassVar[str]
-    resource_class: ClassVar[type[ProviderResource]]
     # True when fetch() can honour Query.changes_since (ask only for what changed).
     supports_changes: ClassVar[bool] = False
-    # Hints shown when the API refuses a request (status -> what to check).
-    hints: ClassVar[Mapping[int, str]] = {}
+    # Unified column -> the record's field, for the columns that are a field as it is; every
+    # field not listed goes to ``attributes``.
+    fields: ClassVar[Mapping[str, str]] = {}
 
     def __init__(self, config: ProviderResource, *, policy: RetryPolicy | None = None):
-        config.validate_settings(self.name)
+        config.validate_settings()
+        self.spec: ProviderSpec = config.SPEC
         self.config = config
         self.policy = policy
+        self.validate()
+
+    def validate(self) -> None:
+        """Checks of the settings beyond the spec's (e.g. a key's documented prefix); raise
+        :class:`ConfigurationError` naming the variable."""
 
     @property
-    @abstractmethod
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
     def account_id(self) -> str:
-        """The ``account_id`` column for this provider's rows (see CONTRACT.md)."""
+        """The ``account_id`` column for this provider's rows (CONTRACT.md): the value of the
+        spec's account setting."""
+        return self.config.get(self.spec.account) or ""
 
     def http_client(self, **kwargs: Any) -> HttpClient:
         """A client for one run, with this provider's secrets registered for redaction."""
@@ -206,7 +147,7 @@ class Provider(ABC):
             self.name,
             policy=self.policy,
             secrets=self.config.secret_values(),
-            hints=self.hints,
+            hints=self.spec.hints,
             **kwargs,
         )
 
@@ -229,8 +170,11 @@ class Provider(ABC):
     def fetch(self, query: Query, http: HttpClient) -> Iterator[Page]:
         """Yield pages for ``query``, in the API's order, resuming from ``query.resume``."""
 
-    @abstractmethod
     def normalize(self, records: list[Any], batch: FeedbackBatch) -> None:
         """Add the page's records to ``batch``: ``batch.objects`` drops non-objects, then one
         ``batch.extend`` call with each unified field as a list aligned with the records (the
-        batch applies the input rules; ``batch.reject`` for provider-specific rejects)."""
+        batch applies the input rules; ``batch.reject`` for provider-specific rejects). This
+        default maps :attr:`fields` one to one; providers with derived columns override it."""
+        records = batch.objects(records)
+        columns, attributes = split(records, self.fields)
+        batch.extend(records, **columns, attributes=attributes)

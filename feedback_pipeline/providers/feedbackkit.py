@@ -21,12 +21,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timezone
-from typing import Any, ClassVar
+from typing import Any
 
 from ..arraystream import MISSING
 from ..http import HttpClient
 from ..normalize import BadTimestamp, FeedbackBatch, parse_timestamp, split
-from .base import EnvSetting, Page, Provider, ProviderResource, Query, StaleCursor, Window
+from .base import Page, Provider, Query, StaleCursor, Window
+from .spec import ProviderSpec, Setting
 
 # Creation times outside this range are rejected by the shared rules; keep them for that.
 _EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -87,19 +88,6 @@ def camel_keys(record: Mapping[str, Any]) -> Mapping[str, Any]:
     return out
 
 
-class FeedbackKitResource(ProviderResource):
-    """FeedbackKit settings: one project API key; the project name is only our account label."""
-
-    ENV: ClassVar[Mapping[str, EnvSetting]] = {
-        "api_key": EnvSetting("FEEDBACKKIT_API_KEY", secret=True),
-        "base_url": EnvSetting("FEEDBACKKIT_BASE_URL", required=False, default=DEFAULT_BASE_URL, url=True),
-        "project": EnvSetting("FEEDBACKKIT_PROJECT", required=False, default="default"),
-    }
-    api_key: str | None = None
-    base_url: str | None = DEFAULT_BASE_URL
-    project: str | None = "default"
-
-
 # The resume value of every page but a snapshot's last. It lets the engine commit a snapshot in
 # several batches; it cannot resume anything (see fetch).
 RESTART: Mapping[str, Any] = {"snapshot": "read again"}
@@ -108,26 +96,12 @@ PAGE_SIZE = 5_000
 
 
 class FeedbackKitProvider(Provider):
-    name = "feedbackkit"
-    resource_class = FeedbackKitResource
     # No update-time filter exists: every run reads the whole project (one request).
     supports_changes = False
-    config: FeedbackKitResource
-    hints = {
-        400: "FeedbackKit rejected the request parameters; check FEEDBACKKIT_BASE_URL",
-        401: "FeedbackKit rejected the key; check FEEDBACKKIT_API_KEY (the project API key, sf_...)",
-        402: "the FeedbackKit subscription tier limit was exceeded; check the plan of the project behind FEEDBACKKIT_API_KEY",
-        403: "the project refused the request (archived?); check FEEDBACKKIT_API_KEY",
-        404: "no feedbacks endpoint there; check FEEDBACKKIT_BASE_URL (the API's base URL, without /api/v1)",
-    }
-
-    @property
-    def account_id(self) -> str:
-        return self.config.project or "default"
 
     @property
     def url(self) -> str:
-        return (self.config.base_url or DEFAULT_BASE_URL).rstrip("/") + "/api/v1/feedbacks"
+        return self.config.get("base_url").rstrip("/") + "/api/v1/feedbacks"
 
     def open(self) -> HttpClient:
         return self.http_client(headers={"X-API-Key": self.config.api_key or "", "Accept": "application/json"})
@@ -197,3 +171,32 @@ def _window_filter(window: Window) -> Callable[[Any], bool]:
         return window.contains(when) or not (_EARLIEST <= when < _LATEST)
 
     return keep
+
+
+SPEC = ProviderSpec(
+    name="feedbackkit",
+    description="Feature requests and bug reports from FeedbackKit.",
+    settings=(
+        Setting("FEEDBACKKIT_API_KEY", secret=True),  # the project's API key
+        Setting("FEEDBACKKIT_BASE_URL", required=False, default=DEFAULT_BASE_URL, url=True),
+        Setting("FEEDBACKKIT_PROJECT", required=False, default="default"),  # only our account label
+    ),
+    account="project",
+    statuses={
+        "pending": "open",
+        "approved": "open",
+        "in_progress": "in_progress",
+        "testflight": "in_progress",
+        "completed": "resolved",
+        "rejected": "dismissed",
+    },
+    hints={
+        400: "FeedbackKit rejected the request parameters; check FEEDBACKKIT_BASE_URL",
+        401: "FeedbackKit rejected the key; check FEEDBACKKIT_API_KEY (the project API key, sf_...)",
+        402: "the FeedbackKit subscription tier limit was exceeded; check the plan of the project behind FEEDBACKKIT_API_KEY",
+        403: "the project refused the request (archived?); check FEEDBACKKIT_API_KEY",
+        404: "no feedbacks endpoint there; check FEEDBACKKIT_BASE_URL (the API's base URL, without /api/v1)",
+    },
+    provider=FeedbackKitProvider,
+    page_size=None,  # one request returns the whole project
+)

@@ -21,16 +21,17 @@ API facts this module is built on (``shared/providers/formbricks-hub.md``):
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
-from typing import Any, ClassVar
+from typing import Any
 
 import orjson
 
 from ..http import BadPage, HttpClient
 from ..normalize import FeedbackBatch, parse_optional_timestamp, split
 from ..schema import RejectReason
-from .base import EnvSetting, Page, Provider, ProviderResource, Query
+from .base import Page, Provider, Query
+from .spec import ProviderSpec, Setting
 
 UTC = timezone.utc
 PAGE_SIZE = 1000
@@ -46,19 +47,6 @@ FIELDS = {
     "rating": "value_number",
 }
 USER_ID_FIELDS = ("user_id", "user_identifier")  # worked out in normalize
-
-
-class FormbricksResource(ProviderResource):
-    """Formbricks Hub settings (self-hosted: the base URL is the operator's own)."""
-
-    ENV: ClassVar[Mapping[str, EnvSetting]] = {
-        "hub_url": EnvSetting("FORMBRICKS_HUB_URL", url=True),
-        "api_key": EnvSetting("FORMBRICKS_HUB_API_KEY", secret=True),
-        "tenant_id": EnvSetting("FORMBRICKS_TENANT_ID"),
-    }
-    hub_url: str | None = None
-    api_key: str | None = None
-    tenant_id: str | None = None
 
 
 def rfc3339_nano(when: datetime) -> str:
@@ -80,27 +68,14 @@ def _check_envelope(body: Any) -> None:
 
 
 class FormbricksProvider(Provider):
-    name = "formbricks"
-    resource_class = FormbricksResource
     supports_changes = True
-    config: FormbricksResource
-    hints = {
-        401: "the Hub rejected the key; check FORMBRICKS_HUB_API_KEY",
-        403: "the key may not read this tenant; check FORMBRICKS_HUB_API_KEY and FORMBRICKS_TENANT_ID",
-        404: "no feedback-records endpoint there; check FORMBRICKS_HUB_URL (the Hub's base URL, without /v1)",
-        400: "the Hub rejected the parameters; check FORMBRICKS_TENANT_ID",
-    }
-
-    @property
-    def account_id(self) -> str:
-        return self.config.tenant_id or ""
 
     @property
     def url(self) -> str:
         return self.config.hub_url.rstrip("/") + "/v1/feedback-records"
 
     def open(self) -> HttpClient:
-        return self.http_client(headers={"Authorization": f"Bearer {self.config.api_key}"})
+        return self.http_client(headers={"Authorization": f"Bearer {self.config.hub_api_key}"})
 
     def fetch(self, query: Query, http: HttpClient) -> Iterator[Page]:
         base = {
@@ -168,6 +143,29 @@ class FormbricksProvider(Provider):
         user_id = [user if (user := r.get("user_id")) is not None else r.get("user_identifier") for r in records]
         columns, attributes = split(records, FIELDS, drop=USER_ID_FIELDS)
         batch.extend(records, **columns, user_id=user_id, attributes=attributes)
+
+
+SPEC = ProviderSpec(
+    name="formbricks",
+    description="Survey responses from a self-hosted Formbricks Hub tenant.",
+    settings=(
+        Setting("FORMBRICKS_HUB_URL", url=True),  # self-hosted: the operator's own base URL
+        Setting("FORMBRICKS_HUB_API_KEY", secret=True),
+        Setting("FORMBRICKS_TENANT_ID"),
+    ),
+    account="tenant_id",
+    statuses={},  # Hub records have no status
+    hints={
+        401: "the Hub rejected the key; check FORMBRICKS_HUB_API_KEY",
+        403: "the key may not read this tenant; check FORMBRICKS_HUB_API_KEY and FORMBRICKS_TENANT_ID",
+        404: "no feedback-records endpoint there; check FORMBRICKS_HUB_URL (the Hub's base URL, without /v1)",
+        400: "the Hub rejected the parameters; check FORMBRICKS_TENANT_ID",
+    },
+    provider=FormbricksProvider,
+    page_size=PAGE_SIZE,
+    # Survey fields of type nps carry the score in value_number, i.e. the rating column.
+    nps_answers="SELECT collected_date, rating AS score FROM feedback WHERE provider = 'formbricks' AND category = 'nps'",
+)
 
 
 def _is_collected_cursor(body: dict[str, Any]) -> bool:

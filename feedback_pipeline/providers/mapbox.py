@@ -24,17 +24,19 @@ API facts this module is built on (``shared/providers/mapbox.md``):
 from __future__ import annotations
 
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
-from typing import Any, ClassVar
+from typing import Any
 
 import httpx
 
-from ..http import BadPage, HttpClient, ProviderError, RetryPolicy
+from ..http import HttpClient, ProviderError, RetryPolicy
 from ..normalize import FeedbackBatch, split
-from .base import EnvSetting, Page, Provider, ProviderResource, Query
+from .base import Page, Provider, Query, check_cursor_page
+from .spec import ProviderResource, ProviderSpec, Setting
 
 UTC = timezone.utc
+DEFAULT_BASE_URL = "https://api.mapbox.com"
 PAGE_SIZE = 1000
 PATH = "/user-feedback/v1/feedback"
 TOKEN_PARAM = "access_token"
@@ -53,19 +55,6 @@ FIELDS = {
     "category": "category",
     "body": "feedback",
 }
-
-
-class MapboxResource(ProviderResource):
-    """Mapbox settings: a token with the user-feedback:read scope."""
-
-    ENV: ClassVar[Mapping[str, EnvSetting]] = {
-        "access_token": EnvSetting("MAPBOX_ACCESS_TOKEN", secret=True),
-        "base_url": EnvSetting("MAPBOX_BASE_URL", required=False, default="https://api.mapbox.com", url=True),
-        "account": EnvSetting("MAPBOX_ACCOUNT", required=False, default="default"),
-    }
-    access_token: str | None = None
-    base_url: str | None = "https://api.mapbox.com"
-    account: str | None = "default"
 
 
 def iso_ms(when: datetime) -> str:
@@ -122,41 +111,20 @@ class AccessTokenTransport(httpx.BaseTransport):
 
 
 def _check_envelope(body: Any) -> None:
-    if not isinstance(body, dict) or not isinstance(body.get("items"), list):
-        raise BadPage("expected an object with an 'items' array")
-    if not isinstance(body.get("has_after"), bool):
-        raise BadPage("'has_after' is missing or not a boolean")
-    cursor = body.get("end_cursor")
-    if body["has_after"] and body["items"] and not (isinstance(cursor, str) and cursor):
-        raise BadPage("'has_after' is true but 'end_cursor' is missing")
+    # An empty page ends a query (the polling advice), so it needs no cursor.
+    check_cursor_page(body, items="items", more="has_after", cursor="end_cursor", empty_page_ends=True)
 
 
 class MapboxProvider(Provider):
-    name = "mapbox"
-    resource_class = MapboxResource
     supports_changes = True
-    config: MapboxResource
-    hints = {
-        400: "Mapbox rejected the request parameters; check MAPBOX_BASE_URL points at the Mapbox API",
-        401: "Mapbox rejected the access token; check MAPBOX_ACCESS_TOKEN (a current token of the account)",
-        403: (
-            "the access token lacks the user-feedback:read scope; create a token with the "
-            "user-feedback:read scope and set it in MAPBOX_ACCESS_TOKEN"
-        ),
-        404: "no Feedback API there; check MAPBOX_BASE_URL (default https://api.mapbox.com, without /user-feedback/v1)",
-    }
 
     def __init__(self, config: ProviderResource, *, policy: RetryPolicy | None = None, inner_transport: httpx.BaseTransport | None = None):
         super().__init__(config, policy=policy)
         self._inner_transport = inner_transport
 
     @property
-    def account_id(self) -> str:
-        return self.config.account or "default"
-
-    @property
     def url(self) -> str:
-        return (self.config.base_url or "https://api.mapbox.com").rstrip("/") + PATH
+        return self.config.get("base_url").rstrip("/") + PATH
 
     def open(self) -> HttpClient:
         return self.http_client(transport=AccessTokenTransport(self.config.access_token or "", inner=self._inner_transport))
@@ -207,3 +175,27 @@ class MapboxProvider(Provider):
             user_id=[meta.get("userId") if type(meta := r.get("metadata")) is dict else None for r in records],
             attributes=attributes,
         )
+
+
+SPEC = ProviderSpec(
+    name="mapbox",
+    description="End-user map and navigation feedback from the Mapbox Feedback API.",
+    settings=(
+        Setting("MAPBOX_ACCESS_TOKEN", secret=True),  # scope user-feedback:read
+        Setting("MAPBOX_BASE_URL", required=False, default=DEFAULT_BASE_URL, url=True),
+        Setting("MAPBOX_ACCOUNT", required=False, default="default"),
+    ),
+    account="account",
+    statuses={"received": "open", "fixed": "resolved", "reviewed": "resolved", "out_of_scope": "dismissed"},
+    hints={
+        400: "Mapbox rejected the request parameters; check MAPBOX_BASE_URL points at the Mapbox API",
+        401: "Mapbox rejected the access token; check MAPBOX_ACCESS_TOKEN (a current token of the account)",
+        403: (
+            "the access token lacks the user-feedback:read scope; create a token with the "
+            "user-feedback:read scope and set it in MAPBOX_ACCESS_TOKEN"
+        ),
+        404: "no Feedback API there; check MAPBOX_BASE_URL (default " + DEFAULT_BASE_URL + ", without /user-feedback/v1)",
+    },
+    provider=MapboxProvider,
+    page_size=PAGE_SIZE,
+)

@@ -25,13 +25,13 @@ the vendored ``mintlify-analytics.openapi.json``):
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from typing import Any, ClassVar
+from collections.abc import Iterator
+from typing import Any
 from urllib.parse import quote
 
-from ..http import BadPage, HttpClient, ProviderError
-from ..normalize import FeedbackBatch, split
-from .base import ConfigurationError, EnvSetting, Page, Provider, ProviderResource, Query
+from ..http import HttpClient, ProviderError
+from .base import ConfigurationError, Page, Provider, Query, check_cursor_page
+from .spec import ProviderSpec, Setting
 
 DEFAULT_BASE_URL = "https://api.mintlify.com"
 PAGE_SIZE = 100  # documented maximum ("Required range: 1 <= x <= 100")
@@ -49,60 +49,26 @@ FIELDS = {
 }
 
 
-class MintlifyResource(ProviderResource):
-    """Mintlify settings: an admin API key and the documentation project's id."""
+def _check_envelope(body: Any) -> None:
+    check_cursor_page(body, items="feedback", more="hasMore", cursor="nextCursor")
 
-    ENV: ClassVar[Mapping[str, EnvSetting]] = {
-        "api_key": EnvSetting("MINTLIFY_API_KEY", secret=True),
-        "project_id": EnvSetting("MINTLIFY_PROJECT_ID"),
-        "base_url": EnvSetting("MINTLIFY_BASE_URL", required=False, default=DEFAULT_BASE_URL, url=True),
-    }
-    api_key: str | None = None
-    project_id: str | None = None
-    base_url: str | None = DEFAULT_BASE_URL
 
-    def validate_settings(self, provider: str) -> None:
-        super().validate_settings(provider)
+class MintlifyProvider(Provider):
+    # No update timestamp in the API: a window is always re-read whole.
+    supports_changes = False
+    fields = FIELDS
+
+    def validate(self) -> None:
         # "Use an admin API key (prefixed with mint_)": anything else is refused with 401 anyway.
-        if not self.api_key.startswith(KEY_PREFIX):
+        if not self.config.api_key.startswith(KEY_PREFIX):
             raise ConfigurationError(
                 f"MINTLIFY_API_KEY must be a Mintlify admin API key (it starts with {KEY_PREFIX}); "
                 "create one on the dashboard's API keys page."
             )
 
-
-def _check_envelope(body: Any) -> None:
-    if not isinstance(body, dict) or not isinstance(body.get("feedback"), list):
-        raise BadPage("expected an object with a 'feedback' array")
-    if not isinstance(body.get("hasMore"), bool):
-        raise BadPage("'hasMore' is missing or not a boolean")
-    cursor = body.get("nextCursor")
-    if cursor is not None and not isinstance(cursor, str):
-        raise BadPage("'nextCursor' is not a string")
-    if body["hasMore"] and not cursor:
-        raise BadPage("'hasMore' is true but 'nextCursor' is empty")
-
-
-class MintlifyProvider(Provider):
-    name = "mintlify"
-    resource_class = MintlifyResource
-    # No update timestamp in the API: a window is always re-read whole.
-    supports_changes = False
-    config: MintlifyResource
-    hints = {
-        400: "Mintlify rejected the request; check MINTLIFY_PROJECT_ID (an unknown project is answered with 400) and the partition range",
-        401: "Mintlify rejected the key; check MINTLIFY_API_KEY (an admin API key starting with mint_)",
-        403: "the key may not read this project; check MINTLIFY_API_KEY and MINTLIFY_PROJECT_ID",
-        404: "no feedback endpoint there; check MINTLIFY_BASE_URL (default https://api.mintlify.com, without a path) and MINTLIFY_PROJECT_ID",
-    }
-
-    @property
-    def account_id(self) -> str:
-        return self.config.project_id or ""
-
     @property
     def url(self) -> str:
-        base = (self.config.base_url or DEFAULT_BASE_URL).rstrip("/")
+        base = self.config.get("base_url").rstrip("/")
         return f"{base}/api/external/v1/analytics/{quote(self.config.project_id, safe='')}/feedback"
 
     def open(self, **client_kwargs: Any) -> HttpClient:
@@ -131,7 +97,24 @@ class MintlifyProvider(Provider):
                 raise ProviderError("mintlify: the API returned the same nextCursor twice; stopping to avoid a loop")
             cursor = next_cursor
 
-    def normalize(self, records: list[Any], batch: FeedbackBatch) -> None:
-        records = batch.objects(records)
-        columns, attributes = split(records, FIELDS)
-        batch.extend(records, **columns, attributes=attributes)
+
+
+SPEC = ProviderSpec(
+    name="mintlify",
+    description="Documentation feedback from Mintlify (contextual, code snippet, agent, thumbs).",
+    settings=(
+        Setting("MINTLIFY_API_KEY", secret=True),  # an admin key, mint_...
+        Setting("MINTLIFY_PROJECT_ID"),
+        Setting("MINTLIFY_BASE_URL", required=False, default=DEFAULT_BASE_URL, url=True),
+    ),
+    account="project_id",
+    statuses={"pending": "open", "in_progress": "in_progress", "resolved": "resolved", "dismissed": "dismissed"},
+    hints={
+        400: "Mintlify rejected the request; check MINTLIFY_PROJECT_ID (an unknown project is answered with 400) and the partition range",
+        401: "Mintlify rejected the key; check MINTLIFY_API_KEY (an admin API key starting with mint_)",
+        403: "the key may not read this project; check MINTLIFY_API_KEY and MINTLIFY_PROJECT_ID",
+        404: "no feedback endpoint there; check MINTLIFY_BASE_URL (default " + DEFAULT_BASE_URL + ", without a path) and MINTLIFY_PROJECT_ID",
+    },
+    provider=MintlifyProvider,
+    page_size=PAGE_SIZE,
+)

@@ -30,16 +30,17 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator
 from datetime import datetime, timezone
-from typing import Any, ClassVar
+from typing import Any
 
 import httpx
 import jwt
 
 from ..http import BadPage, HttpClient, ProviderRequestError, ProviderUnavailable, RetryPolicy
 from ..normalize import FeedbackBatch, parse_optional_timestamp, split
-from .base import EnvSetting, Page, Provider, ProviderResource, Query, StaleCursor
+from .base import Page, Provider, Query, StaleCursor
+from .spec import ProviderResource, ProviderSpec, Setting
 
 UTC = timezone.utc
 PAGE_SIZE = 100  # the documented maximum of ``limit``
@@ -55,21 +56,6 @@ FIELDS = {
     "provider_status": "status_type",
     "user_email": "email",
 }
-
-
-class UsersnapResource(ProviderResource):
-    """Usersnap REST API settings (Enterprise/Premium plans: Settings > REST API)."""
-
-    ENV: ClassVar[Mapping[str, EnvSetting]] = {
-        "jwt_secret": EnvSetting("USERSNAP_JWT_SECRET", secret=True),
-        "jwt_kid": EnvSetting("USERSNAP_JWT_KID"),
-        "project_id": EnvSetting("USERSNAP_PROJECT_ID"),
-        "base_url": EnvSetting("USERSNAP_BASE_URL", required=False, default=DEFAULT_BASE_URL, url=True),
-    }
-    jwt_secret: str | None = None
-    jwt_kid: str | None = None
-    project_id: str | None = None
-    base_url: str | None = DEFAULT_BASE_URL
 
 
 class UsersnapJWTAuth(httpx.Auth):
@@ -154,32 +140,16 @@ def _cursors(data: dict[str, Any], fallbacks: int = 5) -> list[str]:
 
 
 class UsersnapProvider(Provider):
-    name = "usersnap"
-    resource_class = UsersnapResource
     supports_changes = True
-    config: UsersnapResource
-    hints = {
-        400: "Usersnap rejected the filter request; check USERSNAP_PROJECT_ID and the date range",
-        401: (
-            "Usersnap refused the JWT; check USERSNAP_JWT_SECRET (the secret generated under Settings > REST API) "
-            "and USERSNAP_JWT_KID (the JWT ID shown next to it), and that this machine's clock is right"
-        ),
-        403: "the JWT may not read this project; check USERSNAP_PROJECT_ID and USERSNAP_JWT_KID",
-        404: "no such project or endpoint; check USERSNAP_PROJECT_ID and USERSNAP_BASE_URL (it includes /v0.1)",
-    }
 
-    def __init__(self, config: UsersnapResource, *, policy: RetryPolicy | None = None, clock: Callable[[], float] = time.time):
+    def __init__(self, config: ProviderResource, *, policy: RetryPolicy | None = None, clock: Callable[[], float] = time.time):
         super().__init__(config, policy=policy)
         self.clock = clock
         self.auth: UsersnapJWTAuth | None = None
 
     @property
-    def account_id(self) -> str:
-        return self.config.project_id or ""
-
-    @property
     def url(self) -> str:
-        base = (self.config.base_url or DEFAULT_BASE_URL).rstrip("/")
+        base = self.config.get("base_url").rstrip("/")
         return f"{base}/projects/{self.config.project_id}/feedbacks/filter"
 
     def open(self) -> HttpClient:
@@ -258,6 +228,39 @@ class UsersnapProvider(Provider):
             page_url=[client.get("url") if type(client := r.get("client")) is dict else None for r in records],
             attributes=attributes,
         )
+
+
+# NPS answers for the nps_daily view: of each record, the first ordered_inputs entry by
+# `order` whose label mentions NPS (the ordering rule of answers() below), its numeric value.
+NPS_ANSWERS = """SELECT f.collected_date, try_cast(e ->> 'value' AS DOUBLE) AS score
+FROM feedback f, unnest(CAST(f.attributes -> '$.ordered_inputs' AS JSON[])) AS t(e)
+WHERE f.provider = 'usersnap' AND lower(e ->> 'label') LIKE '%nps%'
+QUALIFY row_number() OVER (PARTITION BY f.account_id, f.feedback_id ORDER BY try_cast(e ->> 'order' AS INTEGER)) = 1"""
+
+SPEC = ProviderSpec(
+    name="usersnap",
+    description="Widget feedback from Usersnap projects (comments, ratings, NPS).",
+    settings=(
+        Setting("USERSNAP_JWT_SECRET", secret=True),  # Settings > REST API (Enterprise/Premium plans)
+        Setting("USERSNAP_JWT_KID"),
+        Setting("USERSNAP_PROJECT_ID"),
+        Setting("USERSNAP_BASE_URL", required=False, default=DEFAULT_BASE_URL, url=True),
+    ),
+    account="project_id",
+    statuses={"open": "open", "in_progress": "in_progress", "done": "resolved"},
+    hints={
+        400: "Usersnap rejected the filter request; check USERSNAP_PROJECT_ID and the date range",
+        401: (
+            "Usersnap refused the JWT; check USERSNAP_JWT_SECRET (the secret generated under Settings > REST API) "
+            "and USERSNAP_JWT_KID (the JWT ID shown next to it), and that this machine's clock is right"
+        ),
+        403: "the JWT may not read this project; check USERSNAP_PROJECT_ID and USERSNAP_JWT_KID",
+        404: "no such project or endpoint; check USERSNAP_PROJECT_ID and USERSNAP_BASE_URL (it includes /v0.1)",
+    },
+    provider=UsersnapProvider,
+    page_size=PAGE_SIZE,
+    nps_answers=NPS_ANSWERS,
+)
 
 
 def _first_label(labels: Any) -> Any:

@@ -4,8 +4,9 @@ Control API (for tests and demos; JSON in and out):
 
 =========================================  ====================================================
 ``GET  /_control/health``                  liveness
-``POST /_control/reset``                   regenerate data ``{seed, days, per_day, end}``;
-                                           clears faults and the request log
+``POST /_control/reset``                   :meth:`Sandbox.reset`: data and switches as at
+                                           start, or ``{seed, days, per_day, end, <switch>}``;
+                                           no faults, an empty request log
 ``POST /_control/settings``                ``{mintlify_rate_limit, feedbackkit_snake_case,
                                            hub_supports_updated_sort}``
 ``GET  /_control/env?base_url=``           the environment variables that point the pipeline here
@@ -25,8 +26,10 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import pkgutil
 import random
 from datetime import date, datetime, timezone
+from functools import cache
 from typing import Any
 
 from starlette.applications import Starlette
@@ -39,24 +42,21 @@ from .data import dataset_days
 
 UTC = timezone.utc
 
-EMULATORS: dict[str, str] = {
-    "mintlify": "feedback_pipeline.sandbox.mintlify:MintlifyEmulator",
-    "usersnap": "feedback_pipeline.sandbox.usersnap:UsersnapEmulator",
-    "formbricks": "feedback_pipeline.sandbox.formbricks:FormbricksEmulator",
-    "mapbox": "feedback_pipeline.sandbox.mapbox:MapboxEmulator",
-    "feedbackkit": "feedback_pipeline.sandbox.feedbackkit:FeedbackKitEmulator",
-}
+@cache
+def emulator_classes() -> dict[str, type[Emulator]]:
+    """Provider name -> emulator class: every module of this package that exports ``EMULATOR``."""
+    found: dict[str, type[Emulator]] = {}
+    for module in pkgutil.iter_modules(importlib.import_module(__package__).__path__):
+        emulator = getattr(importlib.import_module(f"{__package__}.{module.name}"), "EMULATOR", None)
+        if emulator is not None:
+            found[emulator.name] = emulator
+    return dict(sorted(found.items()))
 
 
 def load_emulators(state: SandboxState, providers: tuple[str, ...] | None = None) -> dict[str, Emulator]:
-    """Instantiate the emulators of ``providers`` (default: all five)."""
-    emulators: dict[str, Emulator] = {}
-    for name in providers or tuple(EMULATORS):
-        target = EMULATORS[name]
-        module_name, _, class_name = target.partition(":")
-        module = importlib.import_module(module_name)
-        emulators[name] = getattr(module, class_name)(state)
-    return emulators
+    """Instantiate the emulators of ``providers`` (default: all)."""
+    classes = emulator_classes()
+    return {name: classes[name](state) for name in providers or tuple(classes)}
 
 
 class Sandbox:
@@ -84,6 +84,16 @@ class Sandbox:
             for day in days:
                 records.extend(emulator.generate_day(rng, day, self.state.per_day, now))
             emulator.store.replace_all(records)
+
+    def reset(self, **overrides: Any) -> None:
+        """Back to the sandbox as it started: data parameters and switches as given at
+        construction (or ``overrides``: seed, days, per_day, end, a switch), freshly generated
+        records, no faults, an empty request log, emulator settings back to their defaults.
+        The control API's ``POST /_control/reset`` and the tests' fixtures call this."""
+        self.state.reset(**overrides)
+        for emulator in self.emulators.values():
+            emulator.reset()
+        self.generate()
 
     def env(self, base_url: str) -> dict[str, str]:
         """Environment variables (CONTRACT.md names) that point the pipeline at this sandbox."""
@@ -147,20 +157,17 @@ class Sandbox:
 
     async def _reset(self, request: Request) -> Response:
         body = await _json_body(request)
-        state = self.state
-        state.seed = int(body.get("seed", state.seed))
-        state.days = int(body.get("days", state.days))
-        state.per_day = int(body.get("per_day", state.per_day))
-        state.end = date.fromisoformat(body["end"]) if body.get("end") else None
-        state.clear_faults()
-        state.clear_log()
-        state.extra.clear()
-        self.generate()
+        if body.get("end"):
+            body["end"] = date.fromisoformat(body["end"])
+        try:
+            self.reset(**body)
+        except ValueError as bad:
+            return json_response({"error": str(bad)}, 400)
         return json_response({"ok": True, "records": {n: len(e.store.records) for n, e in self.emulators.items()}})
 
     async def _settings(self, request: Request) -> Response:
         body = await _json_body(request)
-        for key in ("mintlify_rate_limit", "feedbackkit_snake_case", "hub_supports_updated_sort"):
+        for key in self.state.SWITCHES:
             if key in body:
                 setattr(self.state, key, body[key])
         self.state.extra.clear()

@@ -126,20 +126,48 @@ class RequestLogEntry:
 class SandboxState:
     """Everything the running sandbox knows; shared by the emulators and the control API."""
 
-    def __init__(self, *, seed: int = 7, days: int = 30, per_day: int = 20, end: date | None = None, mintlify_rate_limit: int | None = 100):
+    # Switches the control API may flip (``POST /_control/settings``).
+    SWITCHES = ("mintlify_rate_limit", "feedbackkit_snake_case", "hub_supports_updated_sort")
+    # What a reset restores to the values given at construction (or overrides).
+    RESETTABLE = ("seed", "days", "per_day", "end", *SWITCHES)
+
+    def __init__(
+        self,
+        *,
+        seed: int = 7,
+        days: int = 30,
+        per_day: int = 20,
+        end: date | None = None,
+        mintlify_rate_limit: int | None = 100,
+        feedbackkit_snake_case: bool = False,
+        hub_supports_updated_sort: bool = True,
+    ):
         self.seed = seed
         self.days = days
         self.per_day = per_day
         self.end = end
         self.mintlify_rate_limit = mintlify_rate_limit
-        self.feedbackkit_snake_case = False
-        self.hub_supports_updated_sort = True
+        self.feedbackkit_snake_case = feedbackkit_snake_case
+        self.hub_supports_updated_sort = hub_supports_updated_sort
+        self._initial = {name: getattr(self, name) for name in self.RESETTABLE}
         self.stores: dict[str, ProviderStore] = {}
         self.faults: dict[str, list[Fault]] = {}
         self.request_counts: dict[str, int] = {}
         self.log: list[RequestLogEntry] = []
         self.lock = threading.RLock()
         self.extra: dict[str, Any] = {}  # per-emulator scratch (e.g. rate-limit buckets)
+
+    def reset(self, **overrides: Any) -> None:
+        """Data parameters and switches back to their values at construction, then
+        ``overrides`` (any of :attr:`RESETTABLE`); no faults, an empty request log, no scratch."""
+        unknown = set(overrides) - set(self.RESETTABLE)
+        if unknown:
+            raise ValueError(f"cannot reset {', '.join(sorted(unknown))}; resettable: {', '.join(self.RESETTABLE)}")
+        for name, value in {**self._initial, **overrides}.items():
+            setattr(self, name, value)
+        self.clear_faults()
+        self.clear_log()
+        self.extra.clear()
 
     def store(self, provider: str, id_field: str = "id") -> ProviderStore:
         with self.lock:
@@ -238,10 +266,24 @@ class Emulator:
     def touch(self, record: dict[str, Any], now: datetime) -> None:
         """Mark ``record`` as changed now (bump its update timestamp where the API has one)."""
 
-    def env(self, base_url: str) -> dict[str, str]:
-        """The pipeline's environment variables (CONTRACT.md names) for this emulator at
-        ``base_url`` (e.g. ``http://127.0.0.1:8765``), with the sandbox's fixed credentials."""
+    def settings(self, base_url: str) -> dict[str, str]:
+        """The pipeline's settings for this emulator at ``base_url`` (e.g.
+        ``http://127.0.0.1:8765``), by the provider spec's keys, with the sandbox's fixed
+        credentials."""
         raise NotImplementedError
+
+    def env(self, base_url: str) -> dict[str, str]:
+        """:meth:`settings` as the environment variables the provider's spec names."""
+        from ..providers import get_spec
+
+        provider = get_spec(self.name)
+        return {provider.setting(key).var: value for key, value in self.settings(base_url).items()}
+
+    def reset(self) -> None:
+        """Undo per-instance overrides of class-level settings (tests shorten Mintlify's rate
+        window, for instance)."""
+        for name in [n for n in vars(self) if hasattr(type(self), n)]:
+            delattr(self, name)
 
     def bad_envelope(self) -> Any:
         """A 200 body of the wrong shape for this API (for the ``bad_envelope`` fault)."""

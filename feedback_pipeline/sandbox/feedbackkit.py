@@ -67,12 +67,8 @@ class FeedbackKitEmulator(Emulator):
     name = "feedbackkit"
     id_field = "id"
 
-    def env(self, base_url: str) -> dict[str, str]:
-        return {
-            "FEEDBACKKIT_API_KEY": API_KEY,
-            "FEEDBACKKIT_BASE_URL": base_url,
-            "FEEDBACKKIT_PROJECT": PROJECT,
-        }
+    def settings(self, base_url: str) -> dict[str, str]:
+        return {"api_key": API_KEY, "base_url": base_url, "project": PROJECT}
 
     # -- data -----------------------------------------------------------------------------
 
@@ -215,3 +211,6 @@ def _break(record: dict[str, Any], day: date) -> None:
         record["createdAt"] = None
     else:
         record["createdAt"] = "1969-12-31T23:59:59Z"
+
+
+EMULATOR = FeedbackKitEmulator

@@ -88,12 +88,8 @@ class FormbricksEmulator(Emulator):
     name = "formbricks"
     id_field = "id"
 
-    def env(self, base_url: str) -> dict[str, str]:
-        return {
-            "FORMBRICKS_HUB_URL": base_url,
-            "FORMBRICKS_HUB_API_KEY": API_KEY,
-            "FORMBRICKS_TENANT_ID": TENANT,
-        }
+    def settings(self, base_url: str) -> dict[str, str]:
+        return {"hub_url": base_url, "hub_api_key": API_KEY, "tenant_id": TENANT}
 
     # -- data -----------------------------------------------------------------------------
 
@@ -272,3 +268,6 @@ class FormbricksEmulator(Emulator):
 def _epoch_us(value: datetime) -> int:
     delta = value - datetime(1970, 1, 1, tzinfo=UTC)
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+EMULATOR = FormbricksEmulator

@@ -126,12 +126,8 @@ class MapboxEmulator(Emulator):
     name = "mapbox"
     id_field = "id"
 
-    def env(self, base_url: str) -> dict[str, str]:
-        return {
-            "MAPBOX_ACCESS_TOKEN": ACCESS_TOKEN,
-            "MAPBOX_BASE_URL": base_url,
-            "MAPBOX_ACCOUNT": ACCOUNT,
-        }
+    def settings(self, base_url: str) -> dict[str, str]:
+        return {"access_token": ACCESS_TOKEN, "base_url": base_url, "account": ACCOUNT}
 
     # -- data -----------------------------------------------------------------------------
 
@@ -392,3 +388,6 @@ class MapboxEmulator(Emulator):
             "end_cursor": cursor_of(items[-1]) if items else None,
             "items": items,
         }
+
+
+EMULATOR = MapboxEmulator

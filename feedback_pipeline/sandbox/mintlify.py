@@ -171,13 +171,9 @@ class MintlifyEmulator(Emulator):
     # The rate limit's window (seconds): one hour upstream; tests shorten it on the instance.
     rate_window: float = 3600.0
 
-    def env(self, base_url: str) -> dict[str, str]:
+    def settings(self, base_url: str) -> dict[str, str]:
         # requests go to {MINTLIFY_BASE_URL}/api/external/v1/analytics/{projectId}/feedback
-        return {
-            "MINTLIFY_API_KEY": API_KEY,
-            "MINTLIFY_PROJECT_ID": PROJECT_ID,
-            "MINTLIFY_BASE_URL": base_url,
-        }
+        return {"api_key": API_KEY, "project_id": PROJECT_ID, "base_url": base_url}
 
     # -- data -----------------------------------------------------------------------------
 
@@ -339,3 +335,6 @@ class MintlifyEmulator(Emulator):
                 return page, True
             page.append(record)
         return page, False
+
+
+EMULATOR = MintlifyEmulator

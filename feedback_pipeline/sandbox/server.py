@@ -40,6 +40,11 @@ class SandboxServer:
     def env(self) -> dict[str, str]:
         return self.sandbox.env(self.url)
 
+    def reset(self, **overrides: object) -> "SandboxServer":
+        """:meth:`Sandbox.reset`, returning the server (for fixtures)."""
+        self.sandbox.reset(**overrides)
+        return self
+
     def start(self) -> "SandboxServer":
         self._thread.start()
         deadline = time.monotonic() + 20

@@ -256,13 +256,8 @@ class UsersnapEmulator(Emulator):
     name = "usersnap"
     id_field = "feedback_id"
 
-    def env(self, base_url: str) -> dict[str, str]:
-        return {
-            "USERSNAP_JWT_SECRET": JWT_SECRET,
-            "USERSNAP_JWT_KID": JWT_KID,
-            "USERSNAP_PROJECT_ID": PROJECT_ID,
-            "USERSNAP_BASE_URL": base_url.rstrip("/") + API,
-        }
+    def settings(self, base_url: str) -> dict[str, str]:
+        return {"jwt_secret": JWT_SECRET, "jwt_kid": JWT_KID, "project_id": PROJECT_ID, "base_url": base_url.rstrip("/") + API}
 
     # -- data -----------------------------------------------------------------------------
 
@@ -634,3 +629,6 @@ class UsersnapEmulator(Emulator):
             if op in ("lt", "lte", "eq"):
                 hi = value if hi is None else min(hi, value)
         return lo, hi
+
+
+EMULATOR = UsersnapEmulator
