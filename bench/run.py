@@ -229,7 +229,8 @@ def summarize_run(report: dict[str, Any], page_min: dict[str, int] | None = None
         "peak_tree_pss_mb": C.mb(report.get("peak_tree_pss_bytes")),
         "sandbox_cpu_seconds": report["sandbox_cpu_seconds"],
         "other_processes_cores": report["other_processes_cores"],
-        "publishes": [p["publish_mode"] for p in providers.values() if p["publish_mode"] not in (None, "none")],
+        # One step per run, one publish at its end: every provider's metadata reports the same one.
+        "publishes": sorted({p["publish_mode"] for p in providers.values() if p["publish_mode"] not in (None, "none")}),
         "publish_seconds": sum((p["seconds_publishing"] or 0.0) for p in providers.values()),
         "publish_rows_applied": sum((p["publish_rows_applied"] or 0) for p in providers.values()),
         "providers": providers,

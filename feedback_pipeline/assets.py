@@ -148,7 +148,7 @@ def materialization_metadata(done: ProviderOutcome, published: PublishResult | N
         "resumed_queries": ", ".join(report.resumed) or "none",
         "watermark": report.watermark.isoformat() if report.watermark else "none (window not fully synced)",
         "analyst_snapshot_published": snapshot,
-        "publish_mode": published.mode if published else "none (snapshot already current)",
+        "publish_mode": published.mode if published else "none",
         "publish_rows_applied": published.rows_applied if published else 0,
         "seconds_publishing": _seconds(published.seconds) if published else 0.0,
         "duration_seconds": _seconds(report.duration),
