@@ -10,6 +10,7 @@ import warnings
 
 import dagster as dg
 
+from .alerts import alert_definitions
 from .assets import asset_key, build_provider_asset
 from .partitions import feedback_partitions
 from .providers import provider_class
@@ -48,7 +49,8 @@ def build_definitions(environ: dict[str, str] | None = None) -> dg.Definitions:
         ),
     )
     schedule = build_hourly_schedule(job, lookback_days=settings.lookback_days, first_partition=settings.start_date)
-    return dg.Definitions(assets=assets, jobs=[job], schedules=[schedule], resources=resources)
+    core = dg.Definitions(assets=assets, jobs=[job], schedules=[schedule], resources=resources)
+    return dg.Definitions.merge(core, alert_definitions(env))
 
 
 defs = build_definitions()
