@@ -130,6 +130,10 @@ def make_ui(tmp: Path, *, days: int, per_day: int) -> Iterator[Ui]:
         yield Ui(process, tmp, f"http://127.0.0.1:{sandbox_port}", server, max(pgids - {process.pid}))
     finally:
         server.client.close()
+        try:  # the services' group too when startup failed before it was known
+            pgids |= {os.getpgid(p.pid) for p in psutil.Process(process.pid).children(recursive=True)}
+        except (psutil.Error, ProcessLookupError):
+            pass
         for group in pgids:  # never leave anything behind, pass or fail
             _kill_group(group)
 
