@@ -24,7 +24,7 @@ demo: install
 test: install
 	$(BIN)/python -m pytest
 
-## make ui: sandbox + dagster dev on http://127.0.0.1:3000
+## make ui: sandbox + Dagster code server, webserver (http://127.0.0.1:3000) and daemon
 ui: install
 	$(BIN)/feedback-pipeline ui
 

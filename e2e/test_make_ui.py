@@ -1,4 +1,4 @@
-"""``make ui`` (``feedback-pipeline ui``): the sandbox and ``dagster dev`` with .dagster_home and
+"""``make ui`` (``feedback-pipeline ui``): the sandbox and the Dagster services with .dagster_home and
 the repo's dagster.yaml. Stopping it with Ctrl-C is checked when the session fixture ends."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.e2e
-def test_feedback_pipeline_ui_serves_the_sandbox_and_dagster_dev_with_the_repos_instance(ui):
+def test_feedback_pipeline_ui_serves_the_sandbox_and_dagster_with_the_repos_instance(ui):
     assert (ui.cwd / ".dagster_home" / "dagster.yaml").read_text() == (ROOT / "dagster.yaml").read_text()
     assert f"DAGSTER_HOME={ui.cwd / '.dagster_home'}" in ui.webserver.log_path.read_text()
 

@@ -2,7 +2,7 @@
 
     feedback-pipeline sandbox [--port 8765]   serve the five emulators, print the variables
     feedback-pipeline demo                    what ``make demo`` runs
-    feedback-pipeline ui                      what ``make ui`` runs (sandbox + dagster dev)
+    feedback-pipeline ui                      what ``make ui`` runs (sandbox + Dagster webserver, daemon, code server)
     feedback-pipeline reset PROVIDER          forget a provider's rows and cursors (re-sync from scratch)
 """
 
@@ -13,7 +13,6 @@ import logging
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from datetime import datetime, timedelta, timezone
@@ -68,27 +67,21 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
 
 
 UI_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-UI_STRAGGLER_SECONDS = 15.0
-
-
-def _signal_group(pgid: int, signum: int) -> bool:
-    """Send ``signum`` to a process group; False when the group is gone."""
-    try:
-        os.killpg(pgid, signum)
-        return True
-    except ProcessLookupError:
-        return False
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    """Sandbox on a fixed port plus ``dagster dev`` with a persistent DAGSTER_HOME.
+    """Sandbox on a fixed port, plus Dagster's code server, webserver and daemon as separate
+    processes (``feedback_pipeline.services``) with a persistent DAGSTER_HOME.
 
-    ``dagster dev`` (webserver, daemon, code server, run workers) runs in its own process group
-    so that a stop request reaches it exactly once: Ctrl-C, SIGTERM or SIGHUP to this process is
-    forwarded as one SIGINT to the whole group (dagster's own graceful shutdown; a second SIGINT
-    would abort it half-way), a second request kills the group, and whatever is left of the group
-    shortly after ``dagster dev`` exits is killed before the sandbox stops.
+    The three services share one process group of their own, so a stop request reaches them
+    exactly once: Ctrl-C, SIGTERM or SIGHUP to this process is forwarded as one SIGINT to the
+    group (Dagster's graceful shutdown; a second SIGINT would abort it half-way), a second request
+    kills the group, and whatever is left of the group shortly after the services exit is killed
+    before the sandbox stops. A service that exits on its own stops the others.
     """
+    from .services import ServiceGroup, code_server_command, daemon_command, wait_for_code_server, webserver_command, write_grpc_workspace
+    from .sandbox.server import free_port
+
     root = Path.cwd()
     home = root / ".dagster_home"
     home.mkdir(exist_ok=True)
@@ -97,30 +90,45 @@ def cmd_ui(args: argparse.Namespace) -> int:
     env = {**os.environ, **server.env(), "DAGSTER_HOME": str(home)}
     env.setdefault("FEEDBACK_START_DATE", (datetime.now(UTC).date() - timedelta(days=args.days - 1)).isoformat())
     print(f"Sandbox on {server.url}; Dagster UI on http://{args.host}:{args.port} (DAGSTER_HOME={home})", flush=True)
-    command = [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-h", args.host, "-p", str(args.port)]
+    grpc_port = args.code_server_port or free_port()
+    services = ServiceGroup(env, cwd=root)
     stops: list[int] = []
 
     def _stop(signum: int, _frame: object) -> None:
         stops.append(signum)
-        if process is not None:
-            _signal_group(process.pid, signal.SIGINT if len(stops) == 1 else signal.SIGKILL)
+        if len(stops) > 1:
+            services.kill()
+        else:
+            services.interrupt()
 
-    process: subprocess.Popen | None = None
     previous = {signum: signal.signal(signum, _stop) for signum in UI_STOP_SIGNALS}
+    code = 0
     try:
-        process = subprocess.Popen(command, env=env, start_new_session=True)
-        if stops:  # a stop request arrived while starting
-            _signal_group(process.pid, signal.SIGINT)
-        code = process.wait()
-        deadline = time.monotonic() + UI_STRAGGLER_SECONDS
-        while _signal_group(process.pid, 0) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        _signal_group(process.pid, signal.SIGKILL)
+        code_server = services.start("code server", code_server_command("127.0.0.1", grpc_port))
+        if not stops:
+            try:
+                wait_for_code_server("127.0.0.1", grpc_port, code_server)
+            except (RuntimeError, TimeoutError) as exc:
+                if not stops:
+                    print(f"Dagster did not start: {exc}", file=sys.stderr, flush=True)
+                    code = 1
+        if not stops and not code:
+            target = write_grpc_workspace(home / "workspace.grpc.yaml", "127.0.0.1", grpc_port)
+            services.start("webserver", webserver_command(args.host, args.port, target))
+            services.start("daemon", daemon_command(target))
+        while not stops and not code:
+            exited = services.first_exit()
+            if exited is not None:
+                print(f"The Dagster {exited[0]} exited with {exited[1]}; stopping the others.", file=sys.stderr, flush=True)
+                code = exited[1] or 1
+                break
+            time.sleep(0.5)
+        codes = services.stop()
+        if stops:
+            print("Dagster services exited: " + ", ".join(f"{n} {c if c is not None else 'killed'}" for n, c in codes.items()), flush=True)
         return 0 if stops else code
     finally:
-        if process is not None and process.poll() is None:  # an unexpected error in this process
-            _signal_group(process.pid, signal.SIGKILL)
-            process.wait()
+        services.kill()  # an unexpected error in this process: leave nothing behind
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         server.stop()
@@ -163,9 +171,10 @@ def main(argv: list[str] | None = None) -> int:
     _add_sandbox_options(p)
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("ui", help="sandbox + dagster dev")
+    p = sub.add_parser("ui", help="sandbox + Dagster webserver, daemon and code server")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=3000)
+    p.add_argument("--code-server-port", type=int, default=0, help="the code server's gRPC port on 127.0.0.1 (default: a free one)")
     p.add_argument("--sandbox-port", type=int, default=DEFAULT_SANDBOX_PORT)
     _add_sandbox_options(p, days=90)
     p.set_defaults(func=cmd_ui)

@@ -10,6 +10,7 @@ import warnings
 
 import dagster as dg
 
+from .alerts import alert_definitions
 from .assets import asset_key, build_feedback_assets
 from .dashboard import DashboardResource, build_dashboard_asset, build_dashboard_refresh_sensor
 from .partitions import feedback_partitions
@@ -65,7 +66,7 @@ def build_definitions(environ: dict[str, str] | None = None) -> dg.Definitions:
     schedule = build_hourly_schedule(ingest, lookback_days=settings.lookback_days, first_partition=settings.start_date, tags=providers_tag)
     # A failed step keeps its run from drawing the dashboard: this sensor requests a redraw then.
     sensors = [build_dashboard_refresh_sensor(list(asset_names().values()))]
-    return dg.Definitions(
+    core = dg.Definitions(
         assets=assets,
         jobs=[ingest, full_refresh],
         schedules=[schedule],
@@ -76,6 +77,7 @@ def build_definitions(environ: dict[str, str] | None = None) -> dg.Definitions:
         # add an interpreter start and a second import of Dagster and the pipeline.
         executor=dg.in_process_executor,
     )
+    return dg.Definitions.merge(core, alert_definitions(env))
 
 
 defs = build_definitions()

@@ -133,6 +133,19 @@ _BEARER = re.compile(r"(?i)(\bbearer\s+)[A-Za-z0-9\-._~+/]{8,}=*")
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
 
 
+def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
+    """Remove every given secret (also URL- and JSON-escaped), bearer tokens and JWTs (a server
+    may echo the ``Authorization`` header; a minted Usersnap token is a credential for minutes)
+    and secret query values from ``text``. Shared by error messages and failure alerts."""
+    for secret in secrets:
+        if secret:
+            for form in _secret_forms(secret):
+                text = text.replace(form, REDACTED)
+    text = _BEARER.sub(lambda m: m.group(1) + REDACTED, text)
+    text = _JWT.sub(REDACTED, text)
+    return re.sub(r"https?://\S+", lambda m: redact_url(m.group(0)), text)
+
+
 def _secret_forms(secret: str) -> set[str]:
     """``secret`` as it may appear in a response body: raw, URL-encoded, JSON-escaped."""
     import json
@@ -285,15 +298,8 @@ class HttpClient:
         return ItemStream(self, url, endpoint, params, headers, batch_size, tuple(peek), keep)
 
     def redact(self, text: str) -> str:
-        """Remove every known secret (also URL- and JSON-escaped), bearer tokens and JWTs (a
-        server may echo the ``Authorization`` header; a minted Usersnap token is a credential for
-        minutes) and secret query values from ``text``."""
-        for secret in self._secrets:
-            for form in _secret_forms(secret):
-                text = text.replace(form, REDACTED)
-        text = _BEARER.sub(lambda m: m.group(1) + REDACTED, text)
-        text = _JWT.sub(REDACTED, text)
-        return re.sub(r"https?://\S+", lambda m: redact_url(m.group(0)), text)
+        """``text`` without this client's secrets (see :func:`redact_text`)."""
+        return redact_text(text, self._secrets)
 
     # -- internals ---------------------------------------------------------------------------
 

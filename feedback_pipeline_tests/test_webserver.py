@@ -1,14 +1,17 @@
-"""The web UI's side of the pipeline: ``dagster dev`` with the repo's dagster.yaml, driven through
-the same GraphQL API (and the same mutations) the UI uses.
+"""The web UI's side of the pipeline: ``make ui`` with the repo's dagster.yaml, driven through the
+same GraphQL API (and the same mutations) the UI uses.
 
-One ``dagster dev`` (webserver + daemon + code server) is started for the module against the
-sandbox, with a temporary DAGSTER_HOME holding the repo's ``dagster.yaml`` verbatim, so the
-queued run coordinator, the run-granularity writer pool limit of one and the daemons are in force.
+One ``feedback-pipeline ui`` (sandbox + Dagster code server, webserver and daemon as separate
+processes) is started for the module in a scratch directory, with DAGSTER_HOME=.dagster_home
+holding the repo's ``dagster.yaml`` verbatim, so the queued run coordinator, the run-granularity
+writer pool limit of one and the daemons are in force. The module's last test stops it with
+Ctrl-C as a terminal would.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -23,12 +26,11 @@ from typing import Any
 
 import duckdb
 import httpx
+import psutil
 import pytest
 
 from feedback_pipeline.providers import get_spec, names
-from feedback_pipeline.sandbox.server import SandboxServer, free_port
-
-from .conftest import make_sandbox
+from feedback_pipeline.sandbox.server import free_port
 
 PROVIDERS = names()
 
@@ -66,29 +68,12 @@ class Webserver:
         return self.log_path.read_text(errors="replace")[-chars:]
 
 
-def _stop_process_group(process: subprocess.Popen) -> None:
-    """dagster dev spawns the webserver, the daemon, a code server and run workers: stop them all."""
-    if process.poll() is None:
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            pass
-        except ProcessLookupError:
-            return
-    try:
-        os.killpg(process.pid, signal.SIGKILL)  # stragglers (children outlive a clean exit too)
-    except ProcessLookupError:
-        pass
-    process.wait(timeout=10)
-
-
 def _wait_until_ready(server: Webserver) -> None:
     deadline = time.monotonic() + STARTUP_TIMEOUT
     query = "{ repositoriesOrError { ... on RepositoryConnection { nodes { name location { name } } } } }"
     while True:
         if server.process.poll() is not None:
-            pytest.fail(f"dagster dev exited with {server.process.returncode}:\n{server.log_tail()}")
+            pytest.fail(f"the UI exited with {server.process.returncode}:\n{server.log_tail()}")
         try:
             data = server.graphql(query)
             names = [(n["location"]["name"], n["name"]) for n in data["repositoriesOrError"].get("nodes", [])]
@@ -97,60 +82,100 @@ def _wait_until_ready(server: Webserver) -> None:
         except (httpx.HTTPError, AssertionError, ValueError):
             pass
         if time.monotonic() > deadline:
-            pytest.fail(f"dagster dev did not answer GraphQL within {STARTUP_TIMEOUT}s:\n{server.log_tail()}")
+            pytest.fail(f"the UI did not answer GraphQL within {STARTUP_TIMEOUT}s:\n{server.log_tail()}")
         time.sleep(0.5)
 
 
+@dataclass
+class Ui:
+    """``feedback-pipeline ui`` (what ``make ui`` runs) in a scratch working directory."""
+
+    cli: subprocess.Popen
+    cwd: Path
+    sandbox_url: str
+    webserver: Webserver
+    services_pgid: int
+
+
+@dataclass
+class UiStop:
+    exit_code: int | None
+    left_behind: bool
+    log: str
+
+
 @contextmanager
-def dagster_dev(sandbox: SandboxServer, tmp: Path, *, partitions: int = PARTITIONS) -> Iterator[Webserver]:
-    """``dagster dev -w workspace.yaml`` on a free port against ``sandbox``, DAGSTER_HOME in ``tmp``
-    holding the repo's dagster.yaml, FEEDBACK_DB in ``tmp``; ready when GraphQL lists the location.
-    The whole process group is stopped on exit. (Also used by the browser test in e2e/.)"""
-    home = tmp / "dagster_home"
-    home.mkdir()
-    shutil.copyfile(ROOT / "dagster.yaml", home / "dagster.yaml")
-    first = datetime.now(UTC).date() - timedelta(days=partitions - 1)
-    db_path = tmp / "feedback.duckdb"
-    env = {
-        **os.environ,
-        **sandbox.env(),
-        "DAGSTER_HOME": str(home),
-        "FEEDBACK_DB": str(db_path),
-        "FEEDBACK_START_DATE": first.isoformat(),
-        "PYTHONUNBUFFERED": "1",
-    }
-    port = free_port()
-    log_path = tmp / "dagster-dev.log"
+def make_ui(tmp: Path, *, days: int, per_day: int) -> Iterator[Ui]:
+    """The UI exactly as ``make ui`` starts it (sandbox + Dagster code server, webserver and
+    daemon, DAGSTER_HOME=.dagster_home with the repo's dagster.yaml), on free ports, in ``tmp``
+    holding copies of dagster.yaml and workspace.yaml so that .dagster_home/ and data/ do not
+    touch the checkout; ready when GraphQL lists the location. Everything is killed on exit.
+    (Also used by the browser tests in e2e/.)"""
+    for name in ("dagster.yaml", "workspace.yaml"):
+        shutil.copyfile(ROOT / name, tmp / name)
+    port, sandbox_port = free_port(), free_port()
+    cli = Path(sys.executable).with_name("feedback-pipeline")
+    command = [str(cli), "ui", "--port", str(port), "--sandbox-port", str(sandbox_port), "--days", str(days), "--per-day", str(per_day), "--no-rate-limit"]
+    log_path = tmp / "ui.log"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    server = Webserver(f"http://127.0.0.1:{port}", process, log_path, db_path, home, first)
+        process = subprocess.Popen(command, cwd=tmp, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    first = datetime.now(UTC).date() - timedelta(days=days - 1)
+    server = Webserver(f"http://127.0.0.1:{port}", process, log_path, tmp / "data" / "feedback.duckdb", tmp / ".dagster_home", first)
+    pgids = {process.pid}
     try:
         _wait_until_ready(server)
-        yield server
+        services = [p for p in psutil.Process(process.pid).children() if "dagster" in " ".join(p.cmdline())]
+        assert len(services) == 3, [p.cmdline() for p in services]  # code server, webserver, daemon
+        pgids |= {os.getpgid(p.pid) for p in services}
+        assert len(pgids) == 2, pgids  # the services share one group, not the CLI's
+        yield Ui(process, tmp, f"http://127.0.0.1:{sandbox_port}", server, max(pgids - {process.pid}))
     finally:
         server.client.close()
-        _stop_process_group(process)
+        try:  # the services' group too when startup failed before it was known
+            pgids |= {os.getpgid(p.pid) for p in psutil.Process(process.pid).children(recursive=True)}
+        except (psutil.Error, ProcessLookupError):
+            pass
+        for group in pgids:  # never leave anything behind, pass or fail
+            _kill_group(group)
+
+
+def stop_ui(ui: Ui) -> UiStop:
+    """Ctrl-C as a terminal delivers it: SIGINT to the foreground group, which holds the CLI (and
+    make) but not the Dagster services (their own group); the CLI must shut everything down."""
+    os.kill(ui.cli.pid, signal.SIGINT)
+    code: int | None = None
+    try:
+        code = ui.cli.wait(timeout=90)
+    except subprocess.TimeoutExpired:
+        pass
+    left_behind = _group_alive(ui.services_pgid)
+    return UiStop(code, left_behind, ui.webserver.log_path.read_text(errors="replace"))
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 @pytest.fixture(scope="module")
-def sandbox_70_days() -> Iterator[SandboxServer]:
-    server = make_sandbox(days=PARTITIONS, per_day=10)
-    yield server
-    server.stop()
+def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ui]:
+    with make_ui(tmp_path_factory.mktemp("ui"), days=PARTITIONS, per_day=10) as handle:
+        yield handle
 
 
 @pytest.fixture(scope="module")
-def webserver(sandbox_70_days: SandboxServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Webserver]:
-    with dagster_dev(sandbox_70_days, tmp_path_factory.mktemp("webserver")) as server:
-        yield server
+def webserver(ui: Ui) -> Webserver:
+    return ui.webserver
 
 
 # -- queries and mutations (shaped like the UI's own) ---------------------------------------------
@@ -400,3 +425,22 @@ def test_the_hourly_schedule_exists_and_can_be_started_and_stopped(webserver: We
     assert stopped["__typename"] == "ScheduleStateResult", stopped
     assert stopped["scheduleState"]["status"] == "STOPPED"
     assert webserver.graphql(SCHEDULE, {"scheduleSelector": selector})["scheduleOrError"]["scheduleState"]["status"] == "STOPPED"
+
+
+WARNINGS = re.compile(r"will not be used|dg dev|deprecat|supersed", re.IGNORECASE)
+
+
+def test_make_ui_prints_no_warning_and_ctrl_c_stops_every_service_and_the_sandbox(ui: Ui):
+    assert (ui.cwd / ".dagster_home" / "dagster.yaml").read_text() == (ROOT / "dagster.yaml").read_text()
+    assert httpx.get(f"{ui.sandbox_url}/_control/health", timeout=10).json()["ok"]
+    stop = stop_ui(ui)
+    assert stop.exit_code == 0, stop.log[-4000:]
+    assert not stop.left_behind, "Dagster processes survived the CLI"
+    assert "Dagster services exited: code server 0, webserver 0, daemon 0" in stop.log, stop.log[-4000:]
+    assert "Stopped the Dagster UI and the sandbox." in stop.log
+    assert f"DAGSTER_HOME={ui.cwd / '.dagster_home'}" in stop.log
+    assert "Serving dagster-webserver" in stop.log and "Started Dagster code proxy server" in stop.log  # the log is theirs
+    assert not WARNINGS.findall(stop.log), [line for line in stop.log.splitlines() if WARNINGS.search(line)]
+    for url in (ui.sandbox_url, ui.webserver.url):
+        with pytest.raises(httpx.TransportError):
+            httpx.get(url, timeout=2)
