@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from feedback_pipeline import arraystream
 from feedback_pipeline.arraystream import MISSING, ArrayError, ArrayReader
-from feedback_pipeline.normalize import loads_json
+from feedback_pipeline.jsonio import loads_json
 
 
 def chunked(body: bytes, size: int) -> list[bytes]:

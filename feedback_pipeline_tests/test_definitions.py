@@ -76,7 +76,7 @@ def test_the_full_refresh_job_covers_the_same_assets_with_the_tag_preset(sandbox
     env = {k: v for k, v in sandbox.env().items() if k.startswith(("MAPBOX", "FORMBRICKS"))}
     defs = build_definitions(env)
     job = defs.resolve_job_def("feedback_full_refresh")
-    assert job_assets(defs, "feedback_full_refresh") == job_assets(defs) == {"mapbox_feedback", "formbricks_feedback"}
+    assert job_assets(defs, "feedback_full_refresh") == job_assets(defs) == {"mapbox_feedback", "formbricks_feedback", "feedback_dashboard"}
     assert job.tags[FULL_REFRESH_TAG] == "true" and FULL_REFRESH_TAG not in defs.resolve_job_def("feedback_ingest").tags
     assert job.partitions_def == defs.resolve_job_def("feedback_ingest").partitions_def
     assert "deleted at the provider disappear" in job.description
