@@ -117,7 +117,21 @@ def rewrite(
                 scratch.unregister("new")
             else:
                 rows = new
-            if rows.num_rows:
-                result.added.extend(_dataframe_to_data_files(table_metadata=metadata, df=rows, io=io, write_uuid=write_uuid, counter=counter))
-                result.rows_written += rows.num_rows
+            for part_rows in _by_partition(rows):
+                result.added.extend(_dataframe_to_data_files(table_metadata=metadata, df=part_rows, io=io, write_uuid=write_uuid, counter=counter))
+                result.rows_written += part_rows.num_rows
     return result
+
+
+def _by_partition(rows: pa.Table) -> Iterator[pa.Table]:
+    """Zero-copy slices of ``rows`` (sorted by provider and collected_date), one per partition.
+
+    Handing pyiceberg one partition at a time matters: its ``_determine_partitions`` filters the
+    whole table once per distinct partition, quadratic for a chunk spanning hundreds of days."""
+    if not rows.num_rows:
+        return
+    counts = rows.group_by(["provider", "collected_date"], use_threads=False).aggregate([([], "count_all")])
+    offset = 0
+    for length in counts.column("count_all").to_pylist():  # groups in order of first appearance
+        yield rows.slice(offset, length)
+        offset += length
