@@ -53,5 +53,5 @@ def test_the_configuration_table_names_every_contract_variable():
     for name in PROVIDERS:
         for setting in provider_class(name).resource_class.ENV.values():
             assert f"`{setting.var}`" in README, setting.var
-    for var in ("FEEDBACK_DB", "FEEDBACK_START_DATE", "FEEDBACK_LOOKBACK_DAYS"):
+    for var in ("FEEDBACK_DB", "FEEDBACK_START_DATE", "FEEDBACK_LOOKBACK_DAYS", "FEEDBACK_LAKE_WAREHOUSE", "FEEDBACK_LAKE_CATALOG_URI"):
         assert f"`{var}`" in README
