@@ -269,7 +269,13 @@ def test_sigkill_after_the_catalog_swap_before_the_key_cache_update_stays_exact(
 
     work = duckdb.connect(str(tmp_path / "feedback.duckdb.work"))
     assert lake_rows(settings) == feedback_rows(work)  # the commit itself had landed
-    change_rows(work, seed=5)  # moves and deletes need the key locations the cache lost
+    # Deleting the rows the killed apply inserted needs their locations, which only that apply's
+    # cache update would have recorded: the cache must notice it is stale and rebuild.
+    commit_change(
+        work,
+        "SELECT provider, account_id, feedback_id FROM feedback WHERE feedback_id LIKE 'new-4-%'",
+        [("DELETE FROM feedback WHERE feedback_id LIKE 'new-4-%'", {})],
+    )
     commit = LakeMirror(settings).apply(work, generation(work), "run-3")
     assert commit is not None and commit.mode == "incremental"
     assert lake_rows(settings) == feedback_rows(work)
