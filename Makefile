@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "Installing the pipeline and its test dependencies into $(VENV) ..."
 	$(PIP) install --upgrade pip
-	$(PIP) install -e ".[test,bench]"
+	$(PIP) install -e ".[test,bench,lake]"
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -49,5 +49,5 @@ def test_the_configuration_table_names_every_contract_variable():
     for name in names():
         for setting in get_spec(name).settings:
             assert f"`{setting.var}`" in README, setting.var
-    for var in ("FEEDBACK_DB", "FEEDBACK_START_DATE", "FEEDBACK_LOOKBACK_DAYS"):
+    for var in ("FEEDBACK_DB", "FEEDBACK_START_DATE", "FEEDBACK_LOOKBACK_DAYS", "FEEDBACK_LAKE_WAREHOUSE", "FEEDBACK_LAKE_CATALOG_URI"):
         assert f"`{var}`" in README
