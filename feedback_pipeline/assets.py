@@ -82,7 +82,9 @@ def build_feedback_assets(partitions_def: dg.PartitionsDefinition) -> dg.AssetsD
 
         # One session (the writer lock and one connection) for the whole step; one publish at its end.
         with Warehouse(pipeline.db_path, lock_timeout=pipeline.lock_timeout_seconds).session() as session:
-            outcome = run_providers(selected, build, session, window, full_refresh=full_refresh, logger=context.log)
+            outcome = run_providers(
+                selected, build, session, window, full_refresh=full_refresh, logger=context.log, lake=pipeline.lake_settings(), run_id=context.run_id
+            )
         selected_checks = context.selected_asset_check_keys
         for done in outcome.succeeded:
             key = asset_key(done.provider)
@@ -95,7 +97,7 @@ def build_feedback_assets(partitions_def: dg.PartitionsDefinition) -> dg.AssetsD
             for result in results:
                 if result not in planned:
                     context.log_event(unplanned_evaluation(key, result))
-            yield dg.MaterializeResult(asset_key=key, metadata=materialization_metadata(done, outcome.published), check_results=planned)
+            yield dg.MaterializeResult(asset_key=key, metadata=materialization_metadata(done, outcome.published, outcome.lake), check_results=planned)
         if outcome.failed:
             raise failure(outcome) from outcome.failed[0].error
 
@@ -120,7 +122,7 @@ def _seconds(value: float) -> float:
     return round(value, 4)
 
 
-def materialization_metadata(done: ProviderOutcome, published: PublishResult | None) -> dict[str, Any]:
+def materialization_metadata(done: ProviderOutcome, published: PublishResult | None, lake: Any = None) -> dict[str, Any]:
     report, stats = done.report, done.stats
     assert report is not None and stats is not None
     counts = report.counts
@@ -151,6 +153,14 @@ def materialization_metadata(done: ProviderOutcome, published: PublishResult | N
         "publish_mode": published.mode if published else "none",
         "publish_rows_applied": published.rows_applied if published else 0,
         "seconds_publishing": _seconds(published.seconds) if published else 0.0,
+        **(
+            {
+                "iceberg_snapshot_id": str(lake.snapshot_id),
+                "iceberg_commit": f"{lake.mode}: {lake.keys_changed} keys, {lake.partitions_rewritten} partitions rewritten, {lake.seconds:.2f} s",
+            }
+            if lake is not None
+            else {}
+        ),
         "duration_seconds": _seconds(report.duration),
         "seconds_waiting_for_pages": _seconds(report.seconds["fetch_wait"]),
         "seconds_normalizing": _seconds(report.seconds["normalize"]),

@@ -11,11 +11,15 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
 from .http import RetryPolicy
 from .providers.base import ConfigurationError
+
+if TYPE_CHECKING:
+    from .lake import LakeSettings
 
 UTC = timezone.utc
 DEFAULT_DB = "data/feedback.duckdb"
@@ -84,6 +88,9 @@ class PipelineResource(dg.ConfigurableResource):
     http_base_delay_seconds: float = 1.0
     retry_after_floor_seconds: float = 1.0
     lock_timeout_seconds: float = 3600.0
+    # The Iceberg copy (lake/): unset means none. The catalog URI may hold a database password.
+    lake_warehouse: str | None = None
+    lake_catalog_uri: str | None = None
 
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(
@@ -100,4 +107,14 @@ class PipelineResource(dg.ConfigurableResource):
             kwargs["http_max_attempts"] = _int(environ, "FEEDBACK_HTTP_MAX_ATTEMPTS", 6, low=1, high=100)
         if environ.get("FEEDBACK_HTTP_MAX_WAIT_SECONDS"):
             kwargs["http_max_wait_seconds"] = float(_int(environ, "FEEDBACK_HTTP_MAX_WAIT_SECONDS", 600, low=0, high=86_400))
+        for field, var in (("lake_warehouse", "FEEDBACK_LAKE_WAREHOUSE"), ("lake_catalog_uri", "FEEDBACK_LAKE_CATALOG_URI")):
+            if environ.get(var):
+                kwargs[field] = dg.EnvVar(var)
         return cls(**kwargs)
+
+    def lake_settings(self) -> "LakeSettings | None":
+        """The Iceberg copy's settings, None when ``FEEDBACK_LAKE_WAREHOUSE`` is unset."""
+        from .lake import LakeSettings
+
+        values = {"FEEDBACK_LAKE_WAREHOUSE": self.lake_warehouse or "", "FEEDBACK_LAKE_CATALOG_URI": self.lake_catalog_uri or ""}
+        return LakeSettings.from_env(values, db_path=self.db_path)

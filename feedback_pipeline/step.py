@@ -26,6 +26,7 @@ from .http import ProviderError, ProviderRequestError
 from .normalize import FeedbackBatch
 from .providers.base import ConfigurationError, Provider, Window
 from .sync import SyncReport, sync
+from .lake import LakeSettings
 from .warehouse import PublishResult, Session, WindowStats
 
 
@@ -45,6 +46,7 @@ class StepOutcome:
     outcomes: list[ProviderOutcome]
     published: PublishResult | None
     seconds: float
+    lake: Any = None  # the Iceberg copy's commit (lake.LakeCommit), None when none was made
 
     @property
     def succeeded(self) -> list[ProviderOutcome]:
@@ -86,8 +88,11 @@ def run_providers(
     *,
     full_refresh: bool,
     logger: Any,
+    lake: LakeSettings | None = None,
+    run_id: str = "",
 ) -> StepOutcome:
-    """Sync ``providers`` concurrently over ``window``, then publish once (see the module docstring)."""
+    """Sync ``providers`` concurrently over ``window``, then publish once and, when ``lake`` is
+    set, commit the Iceberg copy once (see the module docstring)."""
     started = time.monotonic()
 
     def one(name: str) -> ProviderOutcome:
@@ -115,7 +120,18 @@ def run_providers(
         published = session.publish_if_behind()
     except Exception as exc:  # noqa: BLE001 - a publish failure fails the step like a provider's
         outcomes.append(ProviderOutcome("publish", error=exc))
-    return StepOutcome(outcomes, published, time.monotonic() - started)
+    lake_commit = None
+    if lake is not None:
+        # After the DuckDB publish, so a lake that fails costs analysts nothing; the next run
+        # catches the copy up from the change log (kept back to the copy's generation).
+        try:
+            from .lake import LakeMirror
+
+            mirror = LakeMirror(lake)
+            lake_commit = session.feed(lambda con, generation: mirror.apply(con, generation, run_id))
+        except Exception as exc:  # noqa: BLE001 - reported like a provider's failure
+            outcomes.append(ProviderOutcome("lake", error=exc))
+    return StepOutcome(outcomes, published, time.monotonic() - started, lake_commit)
 
 
 # -- the failure the step raises ---------------------------------------------------------------

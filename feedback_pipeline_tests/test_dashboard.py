@@ -19,7 +19,7 @@ from feedback_pipeline.dashboard.queries import EMAIL, MIN_PAGE_VOTES, TOP_PAGES
 from feedback_pipeline.normalize import FeedbackBatch
 from feedback_pipeline.warehouse import Progress, Scope, Warehouse
 
-from .conftest import reset_sandbox, sync_sandbox
+from .conftest import sync_sandbox
 from .test_views import DAY1, DAY2, store
 
 UTC = timezone.utc
@@ -139,7 +139,7 @@ def sql(db: Path, query: str, params: dict | None = None) -> list[tuple]:
 @pytest.fixture(scope="module")
 def snapshot(sandbox_server, tmp_path_factory) -> Path:
     """The sandbox's 30 days synced into a fresh warehouse; the analysts' snapshot path."""
-    reset_sandbox(sandbox_server)
+    sandbox_server.reset()
     return sync_sandbox(sandbox_server, tmp_path_factory.mktemp("dashboard") / "feedback.duckdb")
 
 

@@ -25,7 +25,7 @@ from feedback_pipeline.schema import RejectReason
 from feedback_pipeline.sync import sync
 from feedback_pipeline.warehouse import Warehouse, WarehouseCursor
 
-from .conftest import FAST_RETRIES, fetch_all, module_sandbox, reset_sandbox, run_sync, uvicorn_errors_silenced, work_db
+from .conftest import FAST_RETRIES, fetch_all, module_sandbox, run_sync, uvicorn_errors_silenced, work_db
 
 UTC = timezone.utc
 END = date(2026, 3, 15)
@@ -37,7 +37,7 @@ server = module_sandbox("feedbackkit", end=END)
 
 @pytest.fixture
 def kit(server):
-    return reset_sandbox(server, end=END)
+    return server.reset(end=END)
 
 
 def provider_for(server, **overrides) -> FeedbackKitProvider:

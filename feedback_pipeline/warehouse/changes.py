@@ -13,8 +13,8 @@ each such transaction bumps it and, in the same transaction, logs what it change
 
 The log holds every change after ``pipeline_publish.changes_since``; a snapshot file at generation
 ``g >= changes_since`` is brought up to date by applying the keys logged after ``g``. Pruning
-keeps the log from growing: entries at or below both snapshot files' generations are no longer
-needed by either.
+keeps the log from growing: entries at or below both snapshot files' generations (and the Iceberg
+copy's, when there is one) are no longer needed by any of them.
 """
 
 from __future__ import annotations
@@ -58,6 +58,18 @@ def needs_everything(con: duckdb.DuckDBPyConnection, since: int) -> bool:
     return con.execute("SELECT count(*) > 0 FROM pipeline_changes WHERE generation > ? AND provider IS NULL", [since]).fetchone()[0]
 
 
+LAKE = "lake"  # the Iceberg copy's row in pipeline_snapshot_files
+
+
+def record_reader(con: duckdb.DuckDBPyConnection, reader: str, generation: int) -> None:
+    """Remember that ``reader`` (the Iceberg copy) holds every change up to ``generation``, so
+    pruning keeps what it has not read yet. Call inside a transaction."""
+    con.execute(
+        "INSERT INTO pipeline_snapshot_files VALUES (?, ?) ON CONFLICT (file) DO UPDATE SET generation = excluded.generation",
+        [reader, generation],
+    )
+
+
 def record_snapshot(con: duckdb.DuckDBPyConnection, file: str, generation: int, *, live: bool) -> None:
     """After a snapshot file reached ``generation``: remember it, mark it published when it is
     the live one, and prune what neither file needs any more. Call inside a transaction."""
@@ -67,10 +79,14 @@ def record_snapshot(con: duckdb.DuckDBPyConnection, file: str, generation: int, 
     )
     if live:
         con.execute("UPDATE pipeline_publish SET published = ?", [generation])
-    # A file never recorded counts as generation 0, so nothing it may need is pruned before it exists.
+    # A file never recorded counts as generation 0, so nothing it may need is pruned before it
+    # exists; the Iceberg copy counts only once it has been fed (a warehouse without one keeps
+    # nothing for it).
     floor = con.execute(
         "SELECT least(coalesce((SELECT generation FROM pipeline_snapshot_files WHERE file = 'a'), 0), "
-        "coalesce((SELECT generation FROM pipeline_snapshot_files WHERE file = 'b'), 0))"
+        "coalesce((SELECT generation FROM pipeline_snapshot_files WHERE file = 'b'), 0), "
+        "coalesce((SELECT generation FROM pipeline_snapshot_files WHERE file = ?), 9223372036854775807))",
+        [LAKE],
     ).fetchone()[0]
     con.execute("DELETE FROM pipeline_changes WHERE generation <= ?", [floor])
     con.execute("UPDATE pipeline_publish SET changes_since = greatest(coalesce(changes_since, 0), ?)", [floor])

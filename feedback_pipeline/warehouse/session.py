@@ -13,21 +13,23 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 import pandas  # noqa: F401 - pyarrow imports it lazily on the first array; pay that at import time
 import pyarrow as pa
 from filelock import FileLock
 
-from . import maintenance, publish, state, stats, writes
+from . import changes, maintenance, publish, state, stats, writes
 from .files import WarehouseFiles
 from .migrations import migrate
 from .model import CursorRow, Progress, PublishResult, Scope, WriteCounts
+
+T = TypeVar("T")
 
 DEFAULT_MEMORY_LIMIT = "64MB"
 
@@ -109,6 +111,22 @@ class Session:
         current (a run that changed nothing copies nothing). See publish.py."""
         with self._commits:
             return publish.publish_if_behind(self._con, self.files)
+
+    def feed(self, apply: Callable[[duckdb.DuckDBPyConnection, int], T]) -> T:
+        """Bring a copy that reads the change log (the Iceberg mirror: ``apply(connection,
+        generation)``) up to the working database's generation, then keep the log back to that
+        generation for it. Under the writer lock, outside any transaction, like a publish."""
+        with self._commits:
+            generation = changes.generations(self._con)[0]
+            result = apply(self._con, generation)
+            self._con.execute("BEGIN TRANSACTION")
+            try:
+                changes.record_reader(self._con, changes.LAKE, generation)
+            except BaseException:
+                self._con.execute("ROLLBACK")
+                raise
+            self._con.execute("COMMIT")
+        return result
 
     def publish(self) -> PublishResult:
         """Publish even when current (operators, tests)."""
