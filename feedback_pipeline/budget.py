@@ -1,0 +1,153 @@
+"""Request budgets: an API's request limit per rolling window, counted across every run and process.
+
+Why: Mintlify allows 100 requests per hour per organization, shared by every analytics call of
+every project of that organization, and gives no ``Retry-After``. A run that discovers the limit
+through a 429 has already wasted requests and must fail; counting our own requests in the working
+database (which every pipeline process writes, one at a time) lets a run know before it asks. So
+no run sends a request that would make more than ``limit`` in any rolling window: it waits when
+the wait is short, and otherwise stops with :class:`BudgetSpent`, which the engine handles like an
+outage (it commits what it fetched, with the cursor) and ``feedback_resume`` picks up later.
+
+An *organization* is identified by a digest of its API key (all accounts sharing one key count
+together); the key itself never reaches the database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+import duckdb
+
+UTC = timezone.utc
+
+LEDGER_TABLE = "pipeline_request_ledger"
+LEDGER_DDL = f"""CREATE TABLE IF NOT EXISTS {LEDGER_TABLE} (
+    organization VARCHAR NOT NULL,
+    sent_at TIMESTAMPTZ NOT NULL
+)"""
+
+
+@dataclass(frozen=True)
+class RateBudget:
+    """At most ``limit`` requests in any rolling ``window``."""
+
+    limit: int
+    window: timedelta
+
+
+class BudgetSpent(RuntimeError):
+    """The budget allows no request before ``resume_at``, and that is longer than the run may wait."""
+
+    def __init__(self, message: str, *, resume_at: datetime):
+        super().__init__(message)
+        self.resume_at = resume_at
+
+
+def organization_id(provider: str, api_key: str) -> str:
+    """A stable name for the organization behind ``api_key``: a digest, never the key."""
+    digest = hashlib.sha256(f"feedback-pipeline/{provider}/organization\x00{api_key}".encode()).hexdigest()
+    return f"{provider}:{digest[:16]}"
+
+
+class RequestLedger:
+    """The requests sent for one organization, in the working database.
+
+    ``con`` is a connection (or a session cursor) to the working database; ``lock`` serializes this
+    process's threads around the tiny reserve transaction. Other processes cannot interleave: the
+    working database is open in one process at a time (the writer lock).
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, organization: str, budget: RateBudget, *, lock: threading.Lock | None = None, clock: Callable[[], datetime] | None = None):
+        self._con = con
+        self.organization = organization
+        self.budget = budget
+        self._lock = lock or threading.Lock()
+        self._clock = clock or (lambda: datetime.now(UTC))
+        con.execute(LEDGER_DDL)
+
+    def used(self, now: datetime | None = None) -> int:
+        """Requests sent in the rolling window that ends ``now``."""
+        now = now or self._clock()
+        return self._con.execute(
+            f"SELECT count(*) FROM {LEDGER_TABLE} WHERE organization = ? AND sent_at > ?",
+            [self.organization, now - self.budget.window],
+        ).fetchone()[0]
+
+    def reserve(self) -> float:
+        """Record one request now if the budget allows it and return 0.0; otherwise record nothing
+        and return the seconds until the oldest request of the window leaves it."""
+        with self._lock:
+            now = self._clock()
+            since = now - self.budget.window
+            con = self._con
+            con.execute("BEGIN TRANSACTION")
+            try:
+                # Rows older than the window can never count again.
+                con.execute(f"DELETE FROM {LEDGER_TABLE} WHERE organization = ? AND sent_at <= ?", [self.organization, since])
+                used = con.execute(
+                    f"SELECT count(*) FROM {LEDGER_TABLE} WHERE organization = ? AND sent_at > ?",
+                    [self.organization, since],
+                ).fetchone()[0]
+                if used < self.budget.limit:
+                    con.execute(f"INSERT INTO {LEDGER_TABLE} VALUES (?, ?)", [self.organization, now])
+                    wait = 0.0
+                else:
+                    # The request the limit waits for is the one that made the window full: after
+                    # ``used - limit + 1`` requests leave it, one slot is free.
+                    nth = con.execute(
+                        f"SELECT sent_at FROM {LEDGER_TABLE} WHERE organization = ? AND sent_at > ? ORDER BY sent_at LIMIT 1 OFFSET ?",
+                        [self.organization, since, used - self.budget.limit],
+                    ).fetchone()[0]
+                    wait = max(0.0, (_utc(nth) + self.budget.window - now).total_seconds())
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        return wait
+
+
+class BudgetGate:
+    """What the HTTP client calls before sending each request (retries included).
+
+    Waits for a slot when the wait is at most ``max_wait_seconds`` in total for this run, else
+    raises :class:`BudgetSpent` naming when the budget allows the next request.
+    """
+
+    def __init__(self, ledger: RequestLedger, *, max_wait_seconds: float, sleep: Callable[[float], None] = time.sleep, describe: str = "the request budget"):
+        self.ledger = ledger
+        self.max_wait_seconds = max_wait_seconds
+        self.waited = 0.0
+        self._sleep = sleep
+        self._describe = describe
+
+    def __call__(self) -> None:
+        while True:
+            wait = self.ledger.reserve()
+            if wait == 0.0:
+                return
+            if self.waited + wait > self.max_wait_seconds:
+                resume_at = datetime.now(UTC) + timedelta(seconds=wait)
+                budget = self.ledger.budget
+                raise BudgetSpent(
+                    f"{self._describe} is spent ({budget.limit} requests per {_span(budget.window)}); the next request is "
+                    f"allowed at {resume_at:%Y-%m-%d %H:%M:%S} UTC, {wait:.0f}s from now, longer than the run may wait "
+                    f"(FEEDBACK_HTTP_MAX_WAIT_SECONDS={self.max_wait_seconds:g}). What was fetched is committed; "
+                    "feedback_resume continues it when the budget allows.",
+                    resume_at=resume_at,
+                )
+            self.waited += wait
+            self._sleep(wait)
+
+
+def _span(window: timedelta) -> str:
+    seconds = window.total_seconds()
+    return "hour" if seconds == 3600 else f"{seconds:g} s"
+
+
+def _utc(value: datetime) -> datetime:
+    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)

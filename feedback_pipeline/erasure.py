@@ -1,0 +1,128 @@
+"""Erasure of one person (GDPR article 17) and the suppression list that keeps them erased.
+
+Why this shape: an erasure request names a person by user id or e-mail. Their rows must leave
+``feedback`` and every reject whose payload holds the identifier, in one transaction; the fact of
+the erasure must be auditable without keeping the identifier; and the next run, which still sees
+the person's records at the provider, must not store them again. So the working database keeps a
+random salt (created once), ``pipeline_erasures`` keeps a salted SHA-256 of the identifier, and
+``pipeline_suppressions`` lists those digests; writes drop matching records before they are stored
+(counted as ``rows_suppressed``, never written to rejects).
+
+Digests are computed by DuckDB's ``sha256`` over ``salt || kind || ':' || value`` (e-mail lowercased),
+so the same formula filters whole batches inside SQL.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import duckdb
+
+UTC = timezone.utc
+USER_ID = "user_id"
+EMAIL = "email"
+KINDS = (USER_ID, EMAIL)
+
+DDL = (
+    "CREATE TABLE IF NOT EXISTS pipeline_salt (salt VARCHAR NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS pipeline_erasures (
+        erased_at TIMESTAMPTZ NOT NULL, provider VARCHAR, kind VARCHAR NOT NULL,
+        identifier_hash VARCHAR NOT NULL, rows_removed BIGINT NOT NULL, rejects_removed BIGINT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS pipeline_suppressions (
+        kind VARCHAR NOT NULL, identifier_hash VARCHAR NOT NULL, provider VARCHAR, created_at TIMESTAMPTZ NOT NULL)""",
+)
+
+# The digest of a value of kind $kind, as SQL over an expression `{value}`.
+_DIGEST = "sha256($salt || $kind || ':' || {value})"
+
+
+@dataclass(frozen=True)
+class ErasureResult:
+    """What one erasure removed (the keys are for the change log that publishing reads)."""
+
+    kind: str
+    provider: str | None
+    identifier_hash: str
+    rows_removed: int
+    rejects_removed: int
+    removed_keys: list[tuple[str, str, str]]
+
+
+def ensure_tables(con: duckdb.DuckDBPyConnection) -> str:
+    """Create the erasure tables and the salt if missing; return the salt. Call inside the
+    caller's transaction (the salt is created once, by whichever writer gets there first)."""
+    for statement in DDL:
+        con.execute(statement)
+    row = con.execute("SELECT salt FROM pipeline_salt LIMIT 1").fetchone()
+    if row is not None:
+        return row[0]
+    salt = secrets.token_hex(32)
+    con.execute("INSERT INTO pipeline_salt VALUES (?)", [salt])
+    return salt
+
+
+def _normalized(kind: str, value: str) -> str:
+    return value.lower() if kind == EMAIL else value
+
+
+def erase(con: duckdb.DuckDBPyConnection, *, kind: str, value: str, provider: str | None) -> ErasureResult:
+    """Remove one person's rows and rejects and suppress them, in the caller's open transaction.
+
+    ``feedback`` rows match on ``user_id`` (exact) or ``user_email`` (case-insensitive); rejects
+    match when any string in their payload equals the identifier the same way.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}")
+    salt = ensure_tables(con)
+    params = {"salt": salt, "kind": kind, "value": _normalized(kind, value), "provider": provider}
+    digest = con.execute(f"SELECT {_DIGEST.format(value='$value')}", {k: params[k] for k in ("salt", "kind", "value")}).fetchone()[0]
+    column = "user_id = $value" if kind == USER_ID else "lower(user_email) = $value"
+    scope = "($provider IS NULL OR provider = $provider)"
+    keys = con.execute(
+        f"DELETE FROM feedback WHERE {column} AND {scope} RETURNING provider, account_id, feedback_id",
+        {"value": params["value"], "provider": provider},
+    ).fetchall()
+    leaf = "t.value ->> '$'" if kind == USER_ID else "lower(t.value ->> '$')"
+    rejects = con.execute(
+        f"""DELETE FROM feedback_rejects r WHERE {scope} AND r.payload IS NOT NULL AND EXISTS (
+            SELECT 1 FROM json_tree(r.payload) t WHERE t.type = 'VARCHAR' AND {leaf} = $value)""",
+        {"value": params["value"], "provider": provider},
+    ).fetchone()[0]
+    now = datetime.now(UTC)
+    con.execute(
+        "INSERT INTO pipeline_erasures VALUES (?, ?, ?, ?, ?, ?)",
+        [now, provider, kind, digest, len(keys), rejects],
+    )
+    con.execute("INSERT INTO pipeline_suppressions VALUES (?, ?, ?, ?)", [kind, digest, provider, now])
+    return ErasureResult(kind, provider, digest, len(keys), rejects, [tuple(k) for k in keys])
+
+
+def has_suppressions(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether any erasure is in force (writes skip the suppression filter when none is)."""
+    exists = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'pipeline_suppressions' AND database_name = current_database()"
+    ).fetchone()[0]
+    return bool(exists) and con.execute("SELECT count(*) FROM pipeline_suppressions").fetchone()[0] > 0
+
+
+def suppressed_rows_sql(relation: str) -> str:
+    """A boolean SQL expression over ``relation`` (a staged batch with the feedback columns):
+    true for a row whose user id or e-mail is suppressed for its provider. Needs ``$salt``."""
+    return f"""EXISTS (SELECT 1 FROM pipeline_suppressions s
+        WHERE (s.provider IS NULL OR s.provider = {relation}.provider)
+          AND ((s.kind = '{USER_ID}' AND {relation}.user_id IS NOT NULL
+                AND s.identifier_hash = sha256($salt || '{USER_ID}:' || {relation}.user_id))
+            OR (s.kind = '{EMAIL}' AND {relation}.user_email IS NOT NULL
+                AND s.identifier_hash = sha256($salt || '{EMAIL}:' || lower({relation}.user_email)))))"""
+
+
+def suppressed_payload_sql(relation: str, provider_param: str = "$p") -> str:
+    """A boolean SQL expression over ``relation`` (staged rejects): true for a reject whose payload
+    holds a suppressed identifier anywhere. Needs ``$salt`` and the provider parameter."""
+    return f"""({relation}.payload IS NOT NULL AND EXISTS (
+        SELECT 1 FROM json_tree({relation}.payload) t, pipeline_suppressions s
+        WHERE t.type = 'VARCHAR' AND (s.provider IS NULL OR s.provider = {provider_param})
+          AND ((s.kind = '{USER_ID}' AND s.identifier_hash = sha256($salt || '{USER_ID}:' || (t.value ->> '$')))
+            OR (s.kind = '{EMAIL}' AND s.identifier_hash = sha256($salt || '{EMAIL}:' || lower(t.value ->> '$'))))))"""

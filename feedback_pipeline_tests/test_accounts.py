@@ -1,0 +1,124 @@
+"""FEEDBACK_ACCOUNTS_FILE: parsing, the account_id of each entry, and every refusal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from feedback_pipeline.accounts import AccountsFileError, ProviderSettings, environment_account, load_accounts, setting_key
+from feedback_pipeline.providers import provider_class
+from feedback_pipeline.schema import PROVIDERS
+
+ACCOUNT_KEYS = {"mintlify": "project_id", "usersnap": "project_id", "formbricks": "tenant_id", "mapbox": "account", "feedbackkit": "project"}
+SPECS = {name: ProviderSettings(tuple(provider_class(name).resource_class.ENV.values()), ACCOUNT_KEYS[name]) for name in PROVIDERS}
+SECRET = "mint_this-is-the-secret-value"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "accounts.yaml"
+    path.write_text(text)
+    return path
+
+
+def refusal(tmp_path: Path, text: str, environ: dict | None = None) -> str:
+    path = write(tmp_path, text)
+    with pytest.raises(AccountsFileError) as caught:
+        load_accounts(path, SPECS, environ or {})
+    message = str(caught.value)
+    assert str(path) in message
+    return message
+
+
+def test_keys_are_the_variable_names_without_their_prefix():
+    assert setting_key("MINTLIFY_PROJECT_ID") == "project_id"
+    assert setting_key("FORMBRICKS_HUB_API_KEY") == "hub_api_key"
+    assert setting_key("MAPBOX_ACCOUNT") == "account"
+    assert setting_key("USERSNAP_JWT_KID") == "jwt_kid"
+    assert setting_key("MINTLIFY_BASE_URL") == "base_url"
+
+
+def test_the_issue_example_parses_into_accounts_with_secrets_as_variable_names(tmp_path: Path):
+    path = write(tmp_path, """
+mintlify:
+  - project_id: docs-main
+    api_key: {env: MINTLIFY_API_KEY_DOCS_MAIN}
+  - project_id: docs-sdk
+    api_key: {env: MINTLIFY_API_KEY_DOCS_SDK}
+formbricks:
+  - hub_url: https://hub.example.com
+    tenant_id: acme
+    hub_api_key: {env: HUB_KEY_ACME}
+""")
+    accounts = load_accounts(path, SPECS, {})
+    assert [(a.provider, a.account_id) for a in accounts] == [("mintlify", "docs-main"), ("mintlify", "docs-sdk"), ("formbricks", "acme")]
+    docs_sdk = accounts[1]
+    assert docs_sdk.env_vars == {"api_key": "MINTLIFY_API_KEY_DOCS_SDK"}
+    assert docs_sdk.values["base_url"] == "https://api.mintlify.com"  # the default
+    assert "api_key" not in docs_sdk.values
+    assert accounts[2].values["hub_url"] == "https://hub.example.com"
+
+
+def test_optional_account_keys_take_their_defaults_and_numbers_become_text(tmp_path: Path):
+    path = write(tmp_path, """
+mapbox:
+  - access_token: {env: MAPBOX_TOKEN_EU}
+usersnap:
+  - project_id: 4711
+    jwt_kid: kid-1
+    jwt_secret: {env: USERSNAP_SECRET_2}
+""")
+    mapbox, usersnap = load_accounts(path, SPECS, {})
+    assert mapbox.account_id == "default"
+    assert usersnap.account_id == "4711"
+
+
+def test_an_account_key_read_from_a_variable_takes_its_value(tmp_path: Path):
+    path = write(tmp_path, "feedbackkit:\n  - project: {env: FK_PROJECT}\n    api_key: {env: FK_KEY}\n")
+    (account,) = load_accounts(path, SPECS, {"FK_PROJECT": "ios-app"})
+    assert account.account_id == "ios-app"
+
+
+def test_an_empty_file_declares_no_account(tmp_path: Path):
+    assert load_accounts(write(tmp_path, ""), SPECS, {}) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("mintlify:\n  - project_id: a\n    api_key: " + SECRET + "\n", "mintlify[1]: key 'api_key' is a secret written inline"),
+        ("mintlify:\n  - project_id: a\n    api_key: {env: K}\n    colour: blue\n", "mintlify[1]: unknown key 'colour'"),
+        ("mintlify:\n  - api_key: {env: K}\n", "mintlify[1]: required key 'project_id' is missing"),
+        ("zendesk:\n  - api_key: {env: K}\n", "unknown provider 'zendesk'"),
+        ("mintlify:\n  - project_id: a\n    api_key: {env: K}\n  - project_id: a\n    api_key: {env: L}\n", "mintlify[2] has account_id 'a'"),
+        ("mintlify:\n  project_id: a\n", "mintlify must be a list"),
+        ("- mintlify\n", "top level must map provider names"),
+        ("mintlify:\n  - project_id: a\n    api_key: {env: K, default: x}\n", "key 'api_key' must be {env: VARIABLE_NAME}"),
+        ("mintlify:\n  - project_id: a\n    api_key: {env: 'not a name'}\n", "key 'api_key' must be {env: VARIABLE_NAME}"),
+        ("mintlify:\n  - project_id: [a, b]\n    api_key: {env: K}\n", "key 'project_id' must be a text value"),
+        ("mintlify:\n  - project_id: {env: UNSET_PROJECT}\n    api_key: {env: K}\n", "key 'project_id' (the account_id) is empty"),
+        ("mintlify: [\n", "not valid YAML at line"),
+    ],
+)
+def test_a_bad_file_fails_naming_the_file_the_entry_and_the_key(tmp_path: Path, text: str, expected: str):
+    message = refusal(tmp_path, text)
+    assert expected in message
+    assert SECRET not in message
+
+
+def test_an_entry_duplicating_the_plain_variables_account_is_refused(tmp_path: Path):
+    environ = {"MINTLIFY_API_KEY": SECRET, "MINTLIFY_PROJECT_ID": "docs-main"}
+    plain = environment_account("mintlify", SPECS["mintlify"], environ)
+    assert plain is not None and plain.account_id == "docs-main" and plain.env_vars["api_key"] == "MINTLIFY_API_KEY"
+    path = write(tmp_path, "mintlify:\n  - project_id: docs-main\n    api_key: {env: OTHER}\n")
+    with pytest.raises(AccountsFileError, match=r"already configured by environment"):
+        load_accounts(path, SPECS, environ, existing=[plain])
+
+
+def test_a_missing_file_fails_naming_it(tmp_path: Path):
+    with pytest.raises(AccountsFileError, match="FEEDBACK_ACCOUNTS_FILE .*missing.yaml: cannot be read"):
+        load_accounts(tmp_path / "missing.yaml", SPECS, {})
+
+
+def test_the_plain_variables_configure_no_account_when_a_required_one_is_unset():
+    assert environment_account("mintlify", SPECS["mintlify"], {"MINTLIFY_PROJECT_ID": "x"}) is None
