@@ -7,11 +7,9 @@ from pathlib import Path
 import pytest
 
 from feedback_pipeline.accounts import AccountsFileError, ProviderSettings, environment_account, load_accounts, setting_key
-from feedback_pipeline.providers import provider_class
-from feedback_pipeline.schema import PROVIDERS
+from feedback_pipeline.providers import get_spec, names
 
-ACCOUNT_KEYS = {"mintlify": "project_id", "usersnap": "project_id", "formbricks": "tenant_id", "mapbox": "account", "feedbackkit": "project"}
-SPECS = {name: ProviderSettings(tuple(provider_class(name).resource_class.ENV.values()), ACCOUNT_KEYS[name]) for name in PROVIDERS}
+SPECS = {name: ProviderSettings(get_spec(name).settings, get_spec(name).account) for name in names()}
 SECRET = "mint_this-is-the-secret-value"
 
 
