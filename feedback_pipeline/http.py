@@ -247,11 +247,7 @@ class HttpClient:
                     failure = f"HTTP {status}"
                     retry_after = parse_retry_after(response.headers.get("Retry-After"))
                 else:
-                    hint, excerpt = self._refusal_hint(status), self._excerpt(response)
-                    raise ProviderRequestError(
-                        f"{self.provider}: {method} {endpoint} returned HTTP {status}: {hint}. Response: {excerpt}",
-                        status=status, endpoint=f"{method} {endpoint}", hint=hint, body=excerpt,
-                    )
+                    raise self._refusal(method, endpoint, response)
                 excerpt = self._excerpt(response)
                 if excerpt:
                     failure = f"{failure}; body: {excerpt}"
@@ -333,6 +329,16 @@ class HttpClient:
         text = self.redact(" ".join(text[: limit * 50].split()))
         return text[:limit] + ("..." if len(text) > limit else "")
 
+    def _refusal(self, method: str, endpoint: str, response: httpx.Response) -> ProviderRequestError:
+        """The error for a refused request (4xx other than 429): what to check first, then the
+        response's excerpt (secrets removed)."""
+        status = response.status_code
+        hint, excerpt = self._refusal_hint(status), self._excerpt(response)
+        return ProviderRequestError(
+            f"{self.provider}: {method} {endpoint} returned HTTP {status}: {hint}. Response: {excerpt}",
+            status=status, endpoint=f"{method} {endpoint}", hint=hint, body=excerpt,
+        )
+
     def _refusal_hint(self, status: int) -> str:
         """What to check for a refused request: the provider's own hint (naming its variables) or
         a generic one."""
@@ -405,7 +411,7 @@ class ItemStream:
                         failure = f"HTTP {status}"
                         retry_after = parse_retry_after(response.headers.get("Retry-After"))
                     else:
-                        raise ProviderRequestError(client._refusal_message(method, endpoint, body), status=status)
+                        raise client._refusal(method, endpoint, body)
                     excerpt = client._excerpt(body)
                     if excerpt:
                         failure = f"{failure}; body: {excerpt}"

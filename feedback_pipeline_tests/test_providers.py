@@ -109,8 +109,7 @@ def test_definitions_hold_one_resource_per_provider():
     from feedback_pipeline.definitions import build_definitions
 
     defs = build_definitions({})
-    assert {key for key in defs.resources if key != "pipeline"} == set(names())
-    assert all(isinstance(defs.resources[n], ProviderResource) for n in names())
+    assert {key for key, resource in defs.resources.items() if isinstance(resource, ProviderResource)} == set(names())
     assert {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()} >= {get_spec(n).asset_name for n in names()}
     assert isinstance(defs.resources["mintlify"], dg.ConfigurableResource)
 
