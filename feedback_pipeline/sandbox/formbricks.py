@@ -7,8 +7,8 @@ cursor = URL-safe base64 of ``{"t": <collected_at RFC 3339 nano>, "i": <id>}``, 
 only when another row exists, RFC 9457 ``application/problem+json`` errors, unknown parameters
 ignored. Newer releases' ``sort=updated_at&order=asc&updated_since=`` is served when
 ``state.hub_supports_updated_sort`` is on (and silently ignored otherwise, as an older Hub does).
-Accounts: account k is tenant ``TENANT-k`` behind its own key ``API_KEY-k``; a key reads only its
-account's records, whatever ``tenant_id`` it asserts.
+Accounts: account k is tenant ``TENANT-k`` of the same Hub, read with the Hub's one key ("one key
+per server; ``tenant_id`` is asserted by the client"); each tenant has its own records.
 """
 
 from __future__ import annotations
@@ -91,11 +91,10 @@ class FormbricksEmulator(Emulator):
     id_field = "id"
 
     def settings(self, base_url: str, account: int = 1) -> dict[str, str]:
-        return {"hub_url": base_url, "hub_api_key": account_value(API_KEY, account), "tenant_id": account_value(TENANT, account)}
+        return {"hub_url": base_url, "hub_api_key": API_KEY, "tenant_id": account_value(TENANT, account)}
 
     def account_of(self, request: Request) -> int | None:
-        scheme, _, key = request.headers.get("authorization", "").partition(" ")
-        return self.find_account(API_KEY, key) if scheme == "Bearer" else None
+        return self.find_account(TENANT, request.query_params.get("tenant_id"))
 
     # -- data -----------------------------------------------------------------------------
 
@@ -153,7 +152,8 @@ class FormbricksEmulator(Emulator):
         return [Route(PATH, self.endpoint(self.list_records), methods=["GET"])]
 
     async def list_records(self, request: Request) -> Response:
-        if self.account_of(request) is None:
+        auth = request.headers.get("authorization", "")
+        if auth != f"Bearer {API_KEY}":
             return problem(401, "Unauthorized", "Missing or invalid API key", PATH, code="unauthorized")
         params = request.query_params
         invalid: list[tuple[str, str]] = []
