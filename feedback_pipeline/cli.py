@@ -19,6 +19,10 @@ import sys
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .sandbox.server import SandboxServer
 
 UTC = timezone.utc
 DEFAULT_SANDBOX_PORT = 8765
@@ -26,7 +30,7 @@ DEFAULT_SANDBOX_PORT = 8765
 DEFAULT_ACCOUNTS_FILE = "data/sandbox-accounts.yaml"
 
 
-def _sandbox_server(args: argparse.Namespace, port: int):
+def _sandbox_server(args: argparse.Namespace, port: int) -> SandboxServer:
     from .sandbox.app import Sandbox
     from .sandbox.core import SandboxState
     from .sandbox.server import SandboxServer
@@ -56,7 +60,7 @@ def _positive(text: str) -> int:
     return value
 
 
-def _sandbox_env(server, accounts_file: str) -> dict[str, str]:
+def _sandbox_env(server: SandboxServer, accounts_file: str) -> dict[str, str]:
     """The variables that point the pipeline at ``server``: account 1's, plus (when it serves
     more) the accounts file, written to ``accounts_file``, and the secrets it names."""
     env = server.env()

@@ -16,11 +16,13 @@ from collections.abc import Callable, Iterator
 from datetime import date
 from pathlib import Path
 
+import duckdb
 import httpx
 import jwt
 import pytest
 
 from feedback_pipeline.accounts import ACCOUNTS_FILE_VAR, ProviderSettings, environment_account, load_accounts
+from feedback_pipeline.demo import _account_rows, _requests_by_account
 from feedback_pipeline.providers import get_spec, names
 from feedback_pipeline.sandbox import mintlify as mint
 from feedback_pipeline.sandbox.app import Sandbox
@@ -264,3 +266,21 @@ def test_the_sandbox_command_with_two_accounts_prints_the_accounts_file(cli_sand
     response = httpx.get(f"{mapbox.values['base_url']}/user-feedback/v1/feedback", params={"access_token": exports[mapbox.env_vars["access_token"]]})
     assert response.status_code == 200 and len(response.json()["items"]) == 4
     assert proc.poll() is None
+
+
+def test_the_demo_summary_has_a_row_per_provider_and_account_synced_or_not(sb: SandboxServer, tmp_path: Path):
+    second = settings(sb, "mintlify", 2)["project_id"]
+    con = duckdb.connect(str(tmp_path / "summary.duckdb"))
+    con.execute("CREATE TABLE feedback (provider VARCHAR, account_id VARCHAR)")
+    con.execute("CREATE TABLE feedback_rejects (provider VARCHAR, account_id VARCHAR)")
+    con.execute("INSERT INTO feedback VALUES ('mintlify', ?), ('mintlify', ?), ('mapbox', 'sandbox-org')", [second, second])
+    con.execute("INSERT INTO feedback_rejects VALUES ('mintlify', ?)", [second])
+    before = _requests_by_account(sb)
+    LIST["mintlify"](settings(sb, "mintlify", 2))
+    after_backfill = _requests_by_account(sb)
+    LIST["mintlify"](settings(sb, "mintlify", 1))
+    rows = {(r[0], r[1]): r[2:] for r in _account_rows(sb, con, before, after_backfill, _requests_by_account(sb))}
+    assert len(rows) == 2 * len(PROVIDERS)
+    assert rows[("mintlify", second)] == (1, 0, 2, 1)
+    assert rows[("mintlify", mint.PROJECT_ID)] == (0, 1, 0, 0)
+    assert rows[("mapbox", "sandbox-org")] == (0, 0, 1, 0)
