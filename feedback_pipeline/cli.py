@@ -1,6 +1,7 @@
 """``feedback-pipeline``: the sandbox server, the demo, and the web UI wired to the sandbox.
 
-    feedback-pipeline sandbox [--port 8765]   serve the five emulators, print the variables
+    feedback-pipeline sandbox [--port 8765] [--accounts N]
+                                              serve the five emulators (N accounts each), print the variables
     feedback-pipeline demo                    what ``make demo`` runs
     feedback-pipeline ui                      what ``make ui`` runs (sandbox + Dagster webserver, daemon, code server)
     feedback-pipeline reset PROVIDER          forget a provider's rows and cursors (re-sync from scratch)
@@ -11,18 +12,25 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 import shutil
 import signal
 import sys
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .sandbox.server import SandboxServer
 
 UTC = timezone.utc
 DEFAULT_SANDBOX_PORT = 8765
+# Where `feedback-pipeline sandbox --accounts N` (N > 1) writes the FEEDBACK_ACCOUNTS_FILE for accounts 2..N.
+DEFAULT_ACCOUNTS_FILE = "data/sandbox-accounts.yaml"
 
 
-def _sandbox_server(args: argparse.Namespace, port: int):
+def _sandbox_server(args: argparse.Namespace, port: int) -> SandboxServer:
     from .sandbox.app import Sandbox
     from .sandbox.core import SandboxState
     from .sandbox.server import SandboxServer
@@ -32,23 +40,44 @@ def _sandbox_server(args: argparse.Namespace, port: int):
         days=args.days,
         per_day=args.per_day,
         mintlify_rate_limit=None if args.no_rate_limit else 100,
+        accounts=args.accounts,
     )
     return SandboxServer(Sandbox(state), port=port)
 
 
-def _add_sandbox_options(parser: argparse.ArgumentParser, *, days: int = 30, per_day: int = 20) -> None:
+def _add_sandbox_options(parser: argparse.ArgumentParser, *, days: int = 30, per_day: int = 20, accounts: int = 1) -> None:
     parser.add_argument("--seed", type=int, default=7, help="data generator seed (default 7)")
     parser.add_argument("--days", type=int, default=days, help=f"days of generated feedback ending today (default {days})")
     parser.add_argument("--per-day", type=int, default=per_day, help=f"records per provider and day (default {per_day})")
     parser.add_argument("--no-rate-limit", action="store_true", help="switch off the emulated Mintlify limit of 100 requests/hour")
+    parser.add_argument("--accounts", type=_positive, default=accounts, help=f"accounts per provider (default {accounts}); accounts 2..N go into a FEEDBACK_ACCOUNTS_FILE")
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _sandbox_env(server: SandboxServer, accounts_file: str) -> dict[str, str]:
+    """The variables that point the pipeline at ``server``: account 1's, plus (when it serves
+    more) the accounts file, written to ``accounts_file``, and the secrets it names."""
+    env = server.env()
+    if server.sandbox.state.accounts > 1:
+        env.update(server.write_accounts_file(accounts_file))
+    return env
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
     """Serve the sandbox in the foreground and print the environment that points at it."""
     server = _sandbox_server(args, args.port).start()
+    env = _sandbox_env(server, args.accounts_file)
     print(f"Provider sandbox listening on {server.url} (Ctrl-C to stop). Point the pipeline at it with:\n")
-    for name, value in sorted(server.env().items()):
-        print(f"export {name}={value}")
+    for name, value in sorted(env.items()):
+        print(f"export {name}={shlex.quote(value)}")
+    if server.sandbox.state.accounts > 1:
+        print(f"\n{server.sandbox.state.accounts} accounts per provider: the first from the variables above, the others declared in {env['FEEDBACK_ACCOUNTS_FILE']}")
     print(f"\nControl API: {server.url}/_control/health, /_control/requests, /_control/<provider>/faults ...", flush=True)
     stop = False
 
@@ -87,7 +116,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     home.mkdir(exist_ok=True)
     shutil.copyfile(root / "dagster.yaml", home / "dagster.yaml")
     server = _sandbox_server(args, args.sandbox_port).start()
-    env = {**os.environ, **server.env(), "DAGSTER_HOME": str(home)}
+    env = {**os.environ, **_sandbox_env(server, DEFAULT_ACCOUNTS_FILE), "DAGSTER_HOME": str(home)}
     env.setdefault("FEEDBACK_START_DATE", (datetime.now(UTC).date() - timedelta(days=args.days - 1)).isoformat())
     print(f"Sandbox on {server.url}; Dagster UI on http://{args.host}:{args.port} (DAGSTER_HOME={home})", flush=True)
     grpc_port = args.code_server_port or free_port()
@@ -163,12 +192,13 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("sandbox", help="serve the provider sandbox on loopback")
     p.add_argument("--port", type=int, default=DEFAULT_SANDBOX_PORT)
+    p.add_argument("--accounts-file", default=DEFAULT_ACCOUNTS_FILE, help=f"where --accounts N > 1 writes the accounts file (default {DEFAULT_ACCOUNTS_FILE})")
     _add_sandbox_options(p)
     p.set_defaults(func=cmd_sandbox)
 
     p = sub.add_parser("demo", help="sandbox + 30-day backfill + incremental run + summary")
     p.add_argument("--db", default="data/feedback.duckdb", help="where the demo writes (rebuilt on every demo run; FEEDBACK_DB is not used)")
-    _add_sandbox_options(p)
+    _add_sandbox_options(p, accounts=2)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("ui", help="sandbox + Dagster webserver, daemon and code server")

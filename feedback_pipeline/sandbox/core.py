@@ -1,7 +1,13 @@
-"""Sandbox machinery shared by the five emulators: record stores, faults, request log.
+"""Sandbox machinery shared by the five emulators: record stores, faults, request log, accounts.
 
 An emulator (one module per provider) owns its routes, auth, validation, paging and record
 generation; this module gives it a fast in-memory store, fault injection and a request log.
+
+Accounts: the sandbox serves ``SandboxState.accounts`` accounts per provider (default 1). Each
+account has its own record store and its own credentials and ids: account 1 uses each emulator's
+fixed constants, account k > 1 the same values with ``-k`` appended (:func:`account_value`). An
+emulator tells which account a request addresses (:meth:`Emulator.account_of`); while the request
+is served, :attr:`Emulator.store` is that account's store, so paging code never names an account.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import bisect
 import random
 import threading
 from collections.abc import Callable, Iterable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from typing import Any
@@ -25,6 +32,14 @@ UTC = timezone.utc
 MASK = "***"
 # Query parameters and headers whose values never reach the request log.
 SECRET_PARAMS = frozenset({"access_token", "token", "api_key", "key"})
+# The account of the request being served (set by Emulator.endpoint; 1 outside a request).
+_ACCOUNT: ContextVar[int] = ContextVar("sandbox_account", default=1)
+
+
+def account_value(value: str, account: int) -> str:
+    """Account ``account``'s variant of one of account 1's credentials or ids: account 1 keeps
+    ``value`` (so a one-account sandbox is exactly the fixed constants), account k gets ``value-k``."""
+    return value if account == 1 else f"{value}-{account}"
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None, media_type: str = "application/json") -> Response:
@@ -44,6 +59,7 @@ class ProviderStore:
         self.records: dict[str, dict[str, Any]] = {}
         self.version = 0
         self._indexes: dict[str, tuple[int, list[tuple[Any, str]]]] = {}
+        self._derived: dict[str, tuple[int, Any]] = {}
         self.lock = threading.RLock()
 
     def replace_all(self, records: Iterable[dict[str, Any]]) -> None:
@@ -78,6 +94,17 @@ class ProviderStore:
             self._indexes[name] = (self.version, entries)
             return entries
 
+    def derived(self, name: str, build: Callable[[], Any]) -> Any:
+        """``build()``'s value, cached until the next mutation (e.g. id -> sort key maps built
+        from an index); kept with the store so each account's cache follows its own records."""
+        with self.lock:
+            cached = self._derived.get(name)
+            if cached and cached[0] == self.version:
+                return cached[1]
+            value = build()
+            self._derived[name] = (self.version, value)
+            return value
+
 
 def seek(index: list[tuple[Any, str]], key: tuple[Any, str], *, inclusive: bool) -> int:
     """Position of the first entry ``>= key`` (``inclusive``) or ``> key``."""
@@ -95,6 +122,7 @@ class Fault:
     status: int = 503
     retry_after: str | None = None
     delay: float = 0.0
+    account: int | None = None  # only requests of this account (None: every account's)
 
 
 class DropConnection(Response):
@@ -121,6 +149,7 @@ class RequestLogEntry:
     status: int
     at: str
     body: Any = None
+    account: int | None = 1  # the account the request addressed (None: its credentials name none)
 
 
 class SandboxState:
@@ -141,7 +170,11 @@ class SandboxState:
         mintlify_rate_limit: int | None = 100,
         feedbackkit_snake_case: bool = False,
         hub_supports_updated_sort: bool = True,
+        accounts: int = 1,
     ):
+        if accounts < 1:
+            raise ValueError(f"accounts must be at least 1, got {accounts}")
+        self.accounts = accounts  # per provider; fixed for the sandbox's life (not resettable)
         self.seed = seed
         self.days = days
         self.per_day = per_day
@@ -150,7 +183,7 @@ class SandboxState:
         self.feedbackkit_snake_case = feedbackkit_snake_case
         self.hub_supports_updated_sort = hub_supports_updated_sort
         self._initial = {name: getattr(self, name) for name in self.RESETTABLE}
-        self.stores: dict[str, ProviderStore] = {}
+        self.stores: dict[tuple[str, int], ProviderStore] = {}
         self.faults: dict[str, list[Fault]] = {}
         self.request_counts: dict[str, int] = {}
         self.log: list[RequestLogEntry] = []
@@ -169,15 +202,18 @@ class SandboxState:
         self.clear_log()
         self.extra.clear()
 
-    def store(self, provider: str, id_field: str = "id") -> ProviderStore:
+    def store(self, provider: str, id_field: str = "id", account: int = 1) -> ProviderStore:
+        """The records of one account of ``provider``."""
         with self.lock:
-            if provider not in self.stores:
-                self.stores[provider] = ProviderStore(id_field)
-            return self.stores[provider]
+            key = (provider, account)
+            if key not in self.stores:
+                self.stores[key] = ProviderStore(id_field)
+            return self.stores[key]
 
-    def rng(self, provider: str) -> random.Random:
-        """A generator seeded per provider so adding one provider's data never shifts another's."""
-        return random.Random(f"{self.seed}:{provider}")
+    def rng(self, provider: str, account: int = 1) -> random.Random:
+        """A generator seeded per provider and account, so adding a provider or an account never
+        shifts another's data (account 1's seed is the one a one-account sandbox always used)."""
+        return random.Random(f"{self.seed}:{provider}" if account == 1 else f"{self.seed}:{provider}:{account}")
 
     def add_fault(self, provider: str, fault: Fault) -> None:
         with self.lock:
@@ -190,12 +226,14 @@ class SandboxState:
             else:
                 self.faults.pop(provider, None)
 
-    def next_fault(self, provider: str) -> Fault | None:
-        """Consume the fault that applies to this request, if any."""
+    def next_fault(self, provider: str, account: int = 1) -> Fault | None:
+        """Consume the fault that applies to this request (to ``account``), if any."""
         with self.lock:
             self.request_counts[provider] = self.request_counts.get(provider, 0) + 1
             queue = self.faults.get(provider, [])
             for fault in queue:
+                if fault.account is not None and fault.account != account:
+                    continue
                 if fault.after > 0:
                     fault.after -= 1
                     continue
@@ -210,9 +248,10 @@ class SandboxState:
         with self.lock:
             self.log.append(entry)
 
-    def requests_for(self, provider: str) -> list[RequestLogEntry]:
+    def requests_for(self, provider: str, account: int | None = None) -> list[RequestLogEntry]:
+        """The logged requests to ``provider`` (to one of its accounts when ``account`` is given)."""
         with self.lock:
-            return [e for e in self.log if e.provider == provider]
+            return [e for e in self.log if e.provider == provider and (account is None or e.account == account)]
 
     def clear_log(self) -> None:
         with self.lock:
@@ -247,7 +286,8 @@ async def apply_fault(fault: Fault, envelope_break: Callable[[], Any] | None = N
 
 class Emulator:
     """Base class of one emulated API. Subclasses set ``name``/``id_field`` and implement
-    :meth:`generate_day`, :meth:`touch` and :meth:`routes`."""
+    :meth:`generate_day`, :meth:`touch`, :meth:`settings` and :meth:`routes`; an emulator that
+    serves several accounts also implements :meth:`account_of`."""
 
     name: str = ""
     id_field: str = "id"
@@ -255,25 +295,60 @@ class Emulator:
     def __init__(self, state: SandboxState):
         self.state = state
 
+    # -- accounts -------------------------------------------------------------------------
+
+    @property
+    def accounts(self) -> range:
+        """The account numbers this sandbox serves: 1..N."""
+        return range(1, self.state.accounts + 1)
+
+    @property
+    def account(self) -> int:
+        """The account of the request being served (1 outside a request)."""
+        return _ACCOUNT.get()
+
     @property
     def store(self) -> ProviderStore:
-        return self.state.store(self.name, self.id_field)
+        """The records of :attr:`account`: while a request is served, the account it addresses."""
+        return self.store_for(_ACCOUNT.get())
 
-    def generate_day(self, rng: random.Random, day: date, count: int, now: datetime) -> list[dict[str, Any]]:
-        """``count`` realistic native records collected on ``day`` (deterministic for ``rng``)."""
+    def store_for(self, account: int) -> ProviderStore:
+        return self.state.store(self.name, self.id_field, account)
+
+    def account_of(self, request: Request) -> int | None:
+        """The account whose credentials or ids ``request`` carries, None when none matches (the
+        handler then refuses it as before). Must be cheap and never raise: it runs before faults."""
+        return 1
+
+    def find_account(self, base: str, value: str | None) -> int | None:
+        """The account k whose :func:`account_value` of ``base`` is ``value`` (None: no account's)."""
+        if value is None:
+            return None
+        if value == base:
+            return 1
+        prefix, _, suffix = value.rpartition("-")
+        if prefix == base and suffix.isdigit() and str(int(suffix)) == suffix and 2 <= int(suffix) <= self.state.accounts:
+            return int(suffix)
+        return None
+
+    # -- data -----------------------------------------------------------------------------
+
+    def generate_day(self, rng: random.Random, day: date, count: int, now: datetime, account: int = 1) -> list[dict[str, Any]]:
+        """``count`` realistic native records of ``account`` collected on ``day`` (deterministic
+        for ``rng``)."""
         raise NotImplementedError
 
     def touch(self, record: dict[str, Any], now: datetime) -> None:
         """Mark ``record`` as changed now (bump its update timestamp where the API has one)."""
 
-    def settings(self, base_url: str) -> dict[str, str]:
-        """The pipeline's settings for this emulator at ``base_url`` (e.g.
+    def settings(self, base_url: str, account: int = 1) -> dict[str, str]:
+        """The pipeline's settings for ``account`` of this emulator at ``base_url`` (e.g.
         ``http://127.0.0.1:8765``), by the provider spec's keys, with the sandbox's fixed
-        credentials."""
+        credentials (:func:`account_value` of them for account k > 1)."""
         raise NotImplementedError
 
     def env(self, base_url: str) -> dict[str, str]:
-        """:meth:`settings` as the environment variables the provider's spec names."""
+        """Account 1's :meth:`settings` as the environment variables the provider's spec names."""
         from ..providers import get_spec
 
         provider = get_spec(self.name)
@@ -293,26 +368,32 @@ class Emulator:
         raise NotImplementedError
 
     def endpoint(self, handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
-        """Wrap a route handler: injected faults first, then the handler, then the request log.
-        A handler may set ``request.state.log_body`` to log a (secret-free) request body."""
+        """Wrap a route handler: find the request's account, injected faults first, then the
+        handler (with :attr:`store` the account's), then the request log. A handler may set
+        ``request.state.log_body`` to log a (secret-free) request body."""
 
         async def wrapped(request: Request) -> Response:
-            response = await self.guard(request)
-            if response is None:
-                response = await handler(request)
-            self.log(request, response.status_code, getattr(request.state, "log_body", None))
+            account = self.account_of(request)
+            token = _ACCOUNT.set(account or 1)
+            try:
+                response = await self.guard(request)
+                if response is None:
+                    response = await handler(request)
+            finally:
+                _ACCOUNT.reset(token)
+            self.log(request, response.status_code, getattr(request.state, "log_body", None), account)
             return response
 
         return wrapped
 
     async def guard(self, request: Request) -> Response | None:
-        """Run injected faults for this provider; emulators call it first in each handler."""
-        fault = self.state.next_fault(self.name)
+        """Run injected faults for this provider (and the request's account)."""
+        fault = self.state.next_fault(self.name, self.account)
         if fault is None:
             return None
         return await apply_fault(fault, self.bad_envelope)
 
-    def log(self, request: Request, status: int, body: Any = None) -> None:
+    def log(self, request: Request, status: int, body: Any = None, account: int | None = 1) -> None:
         self.state.record(
             RequestLogEntry(
                 provider=self.name,
@@ -322,5 +403,6 @@ class Emulator:
                 status=status,
                 at=datetime.now(UTC).isoformat(),
                 body=body,
+                account=account,
             )
         )

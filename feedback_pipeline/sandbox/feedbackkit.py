@@ -8,7 +8,8 @@ with ``mergedIntoId``) are left out unless ``includeMerged=true``; ``status`` an
 filter and answer 400 for a value outside the documented enums. Keys are camelCase as the page
 documents; ``state.feedbackkit_snake_case`` switches them to snake_case, which the real server
 has been seen sending ("Facts beyond this page"). Records are stored in the documented
-camelCase form; the switch applies only when a response is written.
+camelCase form; the switch applies only when a response is written. Accounts: the project key
+names the project, so account k is read with ``API_KEY-k`` and sees only its own records.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from . import data
-from .core import Emulator, json_response
+from .core import Emulator, account_value, json_response
 
 UTC = timezone.utc
 API_KEY = "sf_sandbox_3b9d2c7e41f04a8c"
@@ -67,12 +68,15 @@ class FeedbackKitEmulator(Emulator):
     name = "feedbackkit"
     id_field = "id"
 
-    def settings(self, base_url: str) -> dict[str, str]:
-        return {"api_key": API_KEY, "base_url": base_url, "project": PROJECT}
+    def settings(self, base_url: str, account: int = 1) -> dict[str, str]:
+        return {"api_key": account_value(API_KEY, account), "base_url": base_url, "project": account_value(PROJECT, account)}
+
+    def account_of(self, request: Request) -> int | None:
+        return self.find_account(API_KEY, request.headers.get("x-api-key"))
 
     # -- data -----------------------------------------------------------------------------
 
-    def generate_day(self, rng: random.Random, day: date, count: int, now: datetime) -> list[dict[str, Any]]:
+    def generate_day(self, rng: random.Random, day: date, count: int, now: datetime, account: int = 1) -> list[dict[str, Any]]:
         records: list[dict[str, Any]] = []
         for i, when in enumerate(data.day_times(rng, day, count, now)):
             status = rng.choice(STATUSES)
@@ -135,7 +139,7 @@ class FeedbackKitEmulator(Emulator):
         ]
 
     def _authorized(self, request: Request) -> bool:
-        return request.headers.get("x-api-key") == API_KEY
+        return self.account_of(request) is not None
 
     async def list_feedbacks(self, request: Request) -> Response:
         if not self._authorized(request):

@@ -7,6 +7,8 @@ cursor = URL-safe base64 of ``{"t": <collected_at RFC 3339 nano>, "i": <id>}``, 
 only when another row exists, RFC 9457 ``application/problem+json`` errors, unknown parameters
 ignored. Newer releases' ``sort=updated_at&order=asc&updated_since=`` is served when
 ``state.hub_supports_updated_sort`` is on (and silently ignored otherwise, as an older Hub does).
+Accounts: account k is tenant ``TENANT-k`` of the same Hub, read with the Hub's one key ("one key
+per server; ``tenant_id`` is asserted by the client"); each tenant has its own records.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from . import data
-from .core import Emulator, json_response, seek
+from .core import Emulator, account_value, json_response, seek
 
 UTC = timezone.utc
 API_KEY = "hub_sandbox_key_5e1f9c"
@@ -88,12 +90,15 @@ class FormbricksEmulator(Emulator):
     name = "formbricks"
     id_field = "id"
 
-    def settings(self, base_url: str) -> dict[str, str]:
-        return {"hub_url": base_url, "hub_api_key": API_KEY, "tenant_id": TENANT}
+    def settings(self, base_url: str, account: int = 1) -> dict[str, str]:
+        return {"hub_url": base_url, "hub_api_key": API_KEY, "tenant_id": account_value(TENANT, account)}
+
+    def account_of(self, request: Request) -> int | None:
+        return self.find_account(TENANT, request.query_params.get("tenant_id"))
 
     # -- data -----------------------------------------------------------------------------
 
-    def generate_day(self, rng: random.Random, day: date, count: int, now: datetime) -> list[dict[str, Any]]:
+    def generate_day(self, rng: random.Random, day: date, count: int, now: datetime, account: int = 1) -> list[dict[str, Any]]:
         records = []
         for i, when in enumerate(data.day_times(rng, day, count, now)):
             field_type = rng.choice(FIELD_TYPES)
@@ -106,7 +111,7 @@ class FormbricksEmulator(Emulator):
                 "source_type": rng.choice(("survey", "review", "support")),
                 "field_id": f"q{rng.randrange(1, 6)}",
                 "field_type": field_type,
-                "tenant_id": TENANT,
+                "tenant_id": account_value(TENANT, account),
                 "submission_id": data.uuid4(rng),
             }
             if rng.random() < 0.8:

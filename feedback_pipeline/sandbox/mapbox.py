@@ -21,6 +21,9 @@ Follows ``shared/providers/mapbox.md`` (the published page plus its "Facts beyon
 
 Served from :meth:`ProviderStore.index` (one per sort key) plus ``bisect``; records inserted
 between page requests never shift a page edge.
+
+Accounts: account k's token is ``ACCESS_TOKEN-k`` (same scopes), and a token reads only its own
+account's records, by list or by id.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from . import data
-from .core import Emulator, json_response, seek
+from .core import Emulator, account_value, json_response, seek
 
 UTC = timezone.utc
 # Realistic, long Mapbox public tokens ("pk." + base64 JSON + "." + signature) so redaction tests
@@ -126,12 +129,16 @@ class MapboxEmulator(Emulator):
     name = "mapbox"
     id_field = "id"
 
-    def settings(self, base_url: str) -> dict[str, str]:
-        return {"access_token": ACCESS_TOKEN, "base_url": base_url, "account": ACCOUNT}
+    def settings(self, base_url: str, account: int = 1) -> dict[str, str]:
+        return {"access_token": account_value(ACCESS_TOKEN, account), "base_url": base_url, "account": account_value(ACCOUNT, account)}
+
+    def account_of(self, request: Request) -> int | None:
+        token = request.query_params.get("access_token")
+        return 1 if token == NO_SCOPE_TOKEN else self.find_account(ACCESS_TOKEN, token)
 
     # -- data -----------------------------------------------------------------------------
 
-    def generate_day(self, rng: random.Random, day: date, count: int, now: datetime) -> list[dict[str, Any]]:
+    def generate_day(self, rng: random.Random, day: date, count: int, now: datetime, account: int = 1) -> list[dict[str, Any]]:
         records = []
         now_ms = now.replace(microsecond=(now.microsecond // 1000) * 1000)
         for i, when in enumerate(data.day_times(rng, day, count, now)):
@@ -226,12 +233,12 @@ class MapboxEmulator(Emulator):
             return json_response({"message": "Too Many Requests"}, 429, headers)
         return response
 
-    @staticmethod
-    def _auth(request: Request) -> Response | None:
+    def _auth(self, request: Request) -> Response | None:
         token = request.query_params.get("access_token")
         if not token:
             return error(401, "Not Authorized - No Token")
-        scopes = TOKEN_SCOPES.get(token)
+        # Account k's token carries account 1's scopes.
+        scopes = TOKEN_SCOPES.get(ACCESS_TOKEN if self.find_account(ACCESS_TOKEN, token) else token)
         if scopes is None:
             return error(401, "Not Authorized - Invalid Token")
         if SCOPE not in scopes:
@@ -296,14 +303,7 @@ class MapboxEmulator(Emulator):
     def _times(self, field: str) -> dict[str, int]:
         """id -> ``field`` in epoch microseconds, rebuilt with the store's indexes."""
         store = self.store
-        with store.lock:
-            cache = self.state.extra.setdefault("mapbox_times", {})
-            cached = cache.get(field)
-            if cached and cached[0] == store.version:
-                return cached[1]
-            times = {rid: key for key, rid in store.index(field, lambda r: _field_us(r, field))}
-            cache[field] = (store.version, times)
-            return times
+        return store.derived(f"times:{field}", lambda: {rid: key for key, rid in store.index(field, lambda r: _field_us(r, field))})
 
     def _matcher(self, params: Any, statuses: list[str], bounds: dict[str, int], sort_by: str) -> Callable[[str, dict[str, Any]], bool]:
         wanted = {name: set(params.getlist(name)) for name in ARRAY_FILTERS if params.getlist(name)}

@@ -7,6 +7,9 @@ Follows ``shared/providers/mintlify.md`` ("Get user feedback") and the vendored
   header, another scheme, a key without the prefix or an unknown key get **401** with the
   documented error body ``{"error": ..., "details": [{"message": ...}]}``. The key identifies the
   organization (see :data:`API_KEYS`).
+* Accounts (``state.accounts``): account k is project ``PROJECT_ID-k`` of the same organization,
+  read with the same admin key (a key is organization-wide upstream), with its own records; the
+  projects share the organization's rate limit.
 * Unknown ``projectId`` (or one of another organization): **400**. The docs and the OpenAPI file
   declare only 200/400/500 for this operation (no 404), so an unusable path parameter is
   answered like the other invalid parameters: ``{"error": "Invalid project", ...}``.
@@ -62,7 +65,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from . import data
-from .core import Emulator, json_response, seek
+from .core import Emulator, account_value, json_response, seek
 
 UTC = timezone.utc
 PATH = "/api/external/v1/analytics/{projectId}/feedback"
@@ -76,7 +79,7 @@ OTHER_ORG_KEY = "mint_other_org_5d2a9c71e0"
 API_KEYS: dict[str, str] = {API_KEY: ORG, SECOND_KEY: ORG, OTHER_ORG_KEY: OTHER_ORG}
 PROJECT_ID = "65f1c0ffee5a9d0b1c2d3e4f"
 OTHER_PROJECT_ID = "65f1c0ffee5a9d0b1c2d3e50"  # the other organization's project (no feedback)
-PROJECTS: dict[str, str] = {PROJECT_ID: ORG, OTHER_PROJECT_ID: OTHER_ORG}
+PROJECTS: dict[str, str] = {PROJECT_ID: ORG, OTHER_PROJECT_ID: OTHER_ORG}  # and PROJECT_ID-k: ORG
 
 SOURCES = ("contextual", "code_snippet", "agent", "thumbs_only")
 SOURCE_WEIGHTS = (0.5, 0.25, 0.1, 0.15)
@@ -171,13 +174,17 @@ class MintlifyEmulator(Emulator):
     # The rate limit's window (seconds): one hour upstream; tests shorten it on the instance.
     rate_window: float = 3600.0
 
-    def settings(self, base_url: str) -> dict[str, str]:
-        # requests go to {MINTLIFY_BASE_URL}/api/external/v1/analytics/{projectId}/feedback
-        return {"api_key": API_KEY, "project_id": PROJECT_ID, "base_url": base_url}
+    def settings(self, base_url: str, account: int = 1) -> dict[str, str]:
+        # requests go to {MINTLIFY_BASE_URL}/api/external/v1/analytics/{projectId}/feedback;
+        # every project of the organization is read with its one admin key
+        return {"api_key": API_KEY, "project_id": account_value(PROJECT_ID, account), "base_url": base_url}
+
+    def account_of(self, request: Request) -> int | None:
+        return self.find_account(PROJECT_ID, request.path_params.get("projectId"))
 
     # -- data -----------------------------------------------------------------------------
 
-    def generate_day(self, rng: random.Random, day: date, count: int, now: datetime) -> list[dict[str, Any]]:
+    def generate_day(self, rng: random.Random, day: date, count: int, now: datetime, account: int = 1) -> list[dict[str, Any]]:
         records = []
         for i, when in enumerate(data.day_times(rng, day, count, now)):
             source = rng.choices(SOURCES, SOURCE_WEIGHTS)[0]
@@ -229,6 +236,9 @@ class MintlifyEmulator(Emulator):
             return None
         return API_KEYS.get(token.strip())
 
+    def _organization_of_project(self, project: str) -> str | None:
+        return ORG if self.find_account(PROJECT_ID, project) else PROJECTS.get(project)
+
     def _rate_limited(self, org: str) -> bool:
         """Count this request against ``org``'s sliding window; True when it is over the limit."""
         limit = self.state.mintlify_rate_limit
@@ -254,7 +264,7 @@ class MintlifyEmulator(Emulator):
             limit = self.state.mintlify_rate_limit
             return error(429, "Rate limit exceeded", f"Rate limit of {limit} requests per hour exceeded for this organization.")
         project = request.path_params["projectId"]
-        if PROJECTS.get(project) != org:
+        if self._organization_of_project(project) != org:
             return error(400, "Invalid project", f"Project {project} was not found or is not accessible with this API key.")
 
         params = request.query_params
@@ -297,8 +307,8 @@ class MintlifyEmulator(Emulator):
         if problems:
             return error(400, "Invalid query parameters", *problems)
 
-        if project != PROJECT_ID:
-            # Every stored record belongs to PROJECT_ID; the other organization's project is empty.
+        if project == OTHER_PROJECT_ID:
+            # The other organization's project is empty; each of ours has its account's store.
             return json_response({"feedback": [], "nextCursor": None, "hasMore": False})
         page, more = self._page(bounds, source, statuses, after, limit)
         next_cursor = None

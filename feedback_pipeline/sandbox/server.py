@@ -8,6 +8,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from pathlib import Path
 
 import uvicorn
 
@@ -39,6 +40,17 @@ class SandboxServer:
 
     def env(self) -> dict[str, str]:
         return self.sandbox.env(self.url)
+
+    def write_accounts_file(self, path: str | Path) -> dict[str, str]:
+        """Write the accounts file for accounts 2..N of this server (:meth:`Sandbox.accounts_file`)
+        to ``path``; return the variables that add those accounts to :meth:`env`'s: the secrets
+        the file names and ``FEEDBACK_ACCOUNTS_FILE`` (absolute, so any working directory works)."""
+        from ..accounts import ACCOUNTS_FILE_VAR
+
+        target = Path(path).resolve()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(self.sandbox.accounts_file(self.url), encoding="utf-8")
+        return {**self.sandbox.accounts_env(), ACCOUNTS_FILE_VAR: str(target)}
 
     def reset(self, **overrides: object) -> "SandboxServer":
         """:meth:`Sandbox.reset`, returning the server (for fixtures)."""

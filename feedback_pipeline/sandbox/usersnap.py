@@ -30,6 +30,9 @@ Data quirks served on purpose: ``ordered_inputs`` not listed in ``order`` order,
 numbers, numeric strings or ``"N/A"``, comments in ``text_value`` or only in ``value``, nulls in
 optional fields, a rare unknown ``status_type``, and about one record per ten days whose
 ``created_at`` is an epoch number (a legacy import) that the connector must reject.
+
+Accounts: account k signs with ``JWT_KID-k`` / ``JWT_SECRET-k`` and owns project
+``PROJECT_ID-k``; a token of one account gets ``PROJECT_NOT_FOUND`` for another's project.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from . import data
-from .core import Emulator, json_response
+from .core import Emulator, account_value, json_response
 
 UTC = timezone.utc
 PROJECT_ID = "3f6d2c1e-8a4b-4c7d-9e21-5b0a7f3c9d18"
@@ -256,12 +259,28 @@ class UsersnapEmulator(Emulator):
     name = "usersnap"
     id_field = "feedback_id"
 
-    def settings(self, base_url: str) -> dict[str, str]:
-        return {"jwt_secret": JWT_SECRET, "jwt_kid": JWT_KID, "project_id": PROJECT_ID, "base_url": base_url.rstrip("/") + API}
+    def settings(self, base_url: str, account: int = 1) -> dict[str, str]:
+        return {
+            "jwt_secret": account_value(JWT_SECRET, account),
+            "jwt_kid": account_value(JWT_KID, account),
+            "project_id": account_value(PROJECT_ID, account),
+            "base_url": base_url.rstrip("/") + API,
+        }
+
+    def account_of(self, request: Request) -> int | None:
+        # The token's kid (the JWT ID of one account's API key) names the account.
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        try:
+            kid = jwt.get_unverified_header(token.strip()).get("kid")
+        except jwt.PyJWTError:
+            return None
+        return self.find_account(JWT_KID, kid) if isinstance(kid, str) else None
 
     # -- data -----------------------------------------------------------------------------
 
-    def generate_day(self, rng: random.Random, day: date, count: int, now: datetime) -> list[dict[str, Any]]:
+    def generate_day(self, rng: random.Random, day: date, count: int, now: datetime, account: int = 1) -> list[dict[str, Any]]:
         records = []
         base_number = (day.toordinal() - date(2020, 1, 1).toordinal()) * 10_000
         for i, when in enumerate(data.day_times(rng, day, count, now)):
@@ -273,7 +292,7 @@ class UsersnapEmulator(Emulator):
                 "feedback_id": fid,
                 "feedback_number": base_number + i + 1,
                 "public_link": f"https://app.usersnap.com/l/feedback/{fid}",
-                "project_id": PROJECT_ID,
+                "project_id": account_value(PROJECT_ID, account),
                 "created_at": data.iso_z(when, 6),
                 "updated_at": data.iso_z(updated, 6),
                 "status_type": status,
@@ -417,10 +436,11 @@ class UsersnapEmulator(Emulator):
             return unauthorized("malformed token")
         if head.get("alg") != "HS256":
             return unauthorized("only HS256 is accepted")
-        if head.get("kid") != JWT_KID:
+        account = self.account_of(request)
+        if account is None:
             return unauthorized("unknown kid (JWT ID)")
         try:
-            claims = jwt.decode(token, JWT_SECRET, algorithms=["HS256"], options={"require": ["exp"]}, leeway=CLOCK_LEEWAY)
+            claims = jwt.decode(token, account_value(JWT_SECRET, account), algorithms=["HS256"], options={"require": ["exp"]}, leeway=CLOCK_LEEWAY)
         except jwt.ExpiredSignatureError:
             return unauthorized("token expired")
         except jwt.InvalidSignatureError:
@@ -437,7 +457,7 @@ class UsersnapEmulator(Emulator):
 
     def _project(self, request: Request) -> Response | None:
         project = request.path_params["project_id"]
-        if project != PROJECT_ID:
+        if project != account_value(PROJECT_ID, self.account):
             return error(404, "Project does not exist", "PROJECT_NOT_FOUND", {"project_id": project})
         return None
 
@@ -484,14 +504,7 @@ class UsersnapEmulator(Emulator):
 
     def _created_key(self) -> Callable[[dict[str, Any]], int]:
         """created_at sort keys from the (cached) index, so filters never re-parse timestamps."""
-        store = self.store
-        with store.lock:
-            cached = self.state.extra.get("usersnap_created_keys")
-            if cached is None or cached[0] != store.version:
-                keys = {rid: key for key, rid in self._index("created_at")}
-                cached = (store.version, keys)
-                self.state.extra["usersnap_created_keys"] = cached
-        keys = cached[1]
+        keys = self.store.derived("created_keys", lambda: {rid: key for key, rid in self._index("created_at")})
 
         def created_key(record: dict[str, Any]) -> int:
             key = keys.get(record.get("feedback_id"))  # type: ignore[arg-type]
