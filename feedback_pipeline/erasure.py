@@ -64,7 +64,7 @@ def ensure_salt(con: duckdb.DuckDBPyConnection) -> str:
     """The warehouse's salt, created on first use (random, 256 bits); call inside the caller's
     transaction, so the salt and the first erasure commit together. The tables come from the
     warehouse migrations (``DDL``)."""
-    row = con.execute("SELECT salt FROM pipeline_salt LIMIT 1").fetchone()
+    row = next(iter(con.execute("SELECT salt FROM pipeline_salt LIMIT 1").fetchall()), None)
     if row is not None:
         return row[0]
     salt = secrets.token_hex(32)
@@ -86,7 +86,7 @@ def erase(con: duckdb.DuckDBPyConnection, *, kind: str, value: str, provider: st
         raise ValueError(f"kind must be one of {KINDS}")
     salt = ensure_salt(con)
     params = {"salt": salt, "kind": kind, "value": _normalized(kind, value), "provider": provider}
-    digest = con.execute(f"SELECT {_DIGEST.format(value='$value')}", {k: params[k] for k in ("salt", "kind", "value")}).fetchone()[0]
+    digest = con.execute(f"SELECT {_DIGEST.format(value='$value')}", {k: params[k] for k in ("salt", "kind", "value")}).fetchall()[0][0]
     column = "user_id = $value" if kind == USER_ID else "lower(user_email) = $value"
     scope = "($provider IS NULL OR provider = $provider)"
     keys = con.execute(
@@ -114,8 +114,8 @@ def erase(con: duckdb.DuckDBPyConnection, *, kind: str, value: str, provider: st
 def suppression_salt(con: duckdb.DuckDBPyConnection) -> str | None:
     """The salt when any erasure is in force, else None: writes skip the suppression filter
     entirely then, so a warehouse without erasures pays one tiny query per commit."""
-    row = con.execute("SELECT (SELECT salt FROM pipeline_salt LIMIT 1) WHERE EXISTS (SELECT 1 FROM pipeline_suppressions)").fetchone()
-    return row[0] if row else None
+    rows = con.execute("SELECT (SELECT salt FROM pipeline_salt LIMIT 1) WHERE EXISTS (SELECT 1 FROM pipeline_suppressions)").fetchall()
+    return rows[0][0] if rows else None
 
 
 def has_suppressions(con: duckdb.DuckDBPyConnection) -> bool:

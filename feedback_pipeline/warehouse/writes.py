@@ -94,12 +94,12 @@ def suppress(con: duckdb.DuckDBPyConnection, staged: str, salt: str, counts: Wri
     """Drop staged rows of erased people (``erasure.suppressed_rows_sql``) into ``_kept``;
     counted in ``counts.suppressed``. The relation to go on with, None when nothing is left."""
     flagged = suppressed_rows_sql(staged)
-    suppressed = con.execute(f"SELECT count(*) FROM {staged} WHERE {flagged}", {"salt": salt}).fetchone()[0]
+    suppressed = con.execute(f"SELECT count(*) FROM {staged} WHERE {flagged}", {"salt": salt}).fetchall()[0][0]
     if not suppressed:
         return staged
     counts.suppressed += suppressed
     con.execute(f"CREATE OR REPLACE TEMP TABLE _kept AS SELECT * FROM {staged} WHERE NOT {flagged}", {"salt": salt})
-    return "_kept" if con.execute("SELECT count(*) FROM _kept").fetchone()[0] else None
+    return "_kept" if con.execute("SELECT count(*) FROM _kept").fetchall()[0][0] else None
 
 
 def classify(con: duckdb.DuckDBPyConnection, staged: str, who: dict[str, Any], counts: WriteCounts) -> None:
@@ -163,7 +163,7 @@ def write_rejects(
     kept = "_rejects"
     if salt is not None:
         flagged = suppressed_payload_sql("_rejects")
-        suppressed = con.execute(f"SELECT count(*) FROM _rejects WHERE {flagged}", {"salt": salt, "p": who["p"]}).fetchone()[0]
+        suppressed = con.execute(f"SELECT count(*) FROM _rejects WHERE {flagged}", {"salt": salt, "p": who["p"]}).fetchall()[0][0]
         if suppressed:
             counts.suppressed += suppressed
             counts.rejected -= suppressed
