@@ -1,4 +1,4 @@
-"""Dagster definitions: the provider assets (one step), two jobs, the hourly schedule, resources.
+"""Dagster definitions: the provider assets (one step), two jobs, the hourly and weekly schedules, resources.
 
 Loaded by ``workspace.yaml`` and ``dagster ... -m feedback_pipeline.definitions``.
 """

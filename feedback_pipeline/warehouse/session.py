@@ -158,8 +158,9 @@ class Session:
         return result
 
     def compact(self) -> None:
-        """Rewrite the working database into a new file and swap it in (maintenance.compact):
-        deleted rows leave no bytes behind. No cursor of this session may be open."""
+        """Rewrite the working database into a new file and swap it in:
+        deleted rows leave no bytes behind (maintenance.compact_copy, swap_in). No cursor of this
+        session may be open."""
         if self._connect is None:
             raise RuntimeError("this session cannot reopen its working database")
         with self._commits:
