@@ -141,6 +141,7 @@ def materialization_metadata(done: ProviderOutcome, published: PublishResult | N
         "rows_unchanged": counts.unchanged,
         "rows_deleted": counts.deleted,
         "rows_rejected": counts.rejected,
+        "rows_suppressed": counts.suppressed,  # records of erased people dropped before storage
         "records_outside_window_skipped": counts.out_of_window,
         "records_received": report.records,
         "requests": report.requests,

@@ -5,6 +5,8 @@
     feedback-pipeline demo                    what ``make demo`` runs
     feedback-pipeline ui                      what ``make ui`` runs (sandbox + Dagster webserver, daemon, code server)
     feedback-pipeline reset PROVIDER          forget a provider's rows and cursors (re-sync from scratch)
+    feedback-pipeline erase (--user-id ID | --email ADDRESS) [--provider NAME]
+                                              erase one person (GDPR art. 17) and keep them out
 """
 
 from __future__ import annotations
@@ -186,6 +188,61 @@ def cmd_reset(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_erase(args: argparse.Namespace) -> int:
+    """Erase one person from FEEDBACK_DB and keep them out (README "Erasing a person").
+
+    Under the writer lock: one transaction removes the rows and rejects, records the audit and
+    the suppression and logs the change; both snapshot files are rebuilt as full copies; the
+    Iceberg copy (when configured) commits the removal and drops its older snapshots and their
+    files; last, the working file is rewritten compactly. Prints counts, never the identifier."""
+    from .erasure import EMAIL, USER_ID
+    from .lake import LakeSettings
+    from .settings import PipelineSettings
+    from .warehouse import Warehouse
+
+    kind, value = (USER_ID, args.user_id) if args.user_id is not None else (EMAIL, args.email)
+    path = PipelineSettings.from_env().db_path
+    lake = LakeSettings.from_env(os.environ, db_path=path)
+    purge, lake_error = None, None
+    with Warehouse(path).session() as session:
+        result = session.erase(kind, value, args.provider)
+        if lake is not None:
+            try:
+                from .lake import LakeMirror
+
+                mirror = LakeMirror(lake)
+                session.feed(lambda con, generation: mirror.apply(con, generation, f"erase:{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}"))
+                purge = mirror.last_purge
+            except Exception as exc:  # noqa: BLE001 - the next run's apply finishes it; compact first
+                lake_error = exc
+        session.compact()
+    per_provider = ", ".join(f"{p} {n}" for p, n in sorted(result.rows_by_provider().items())) or "none"
+    scope = f"provider {args.provider}" if args.provider else "every provider"
+    print(
+        f"{path}: erased one person by {'user id' if kind == USER_ID else 'e-mail'} ({scope}): "
+        f"{result.rows_removed} feedback row(s) removed ({per_provider}), {result.rejects_removed} reject(s) removed; "
+        f"their records are suppressed in later runs; audit row added to pipeline_erasures; "
+        f"both snapshot files and the working file rewritten"
+        + (f"; Iceberg copy: {purge.snapshots_expired} older snapshot(s) expired, {purge.files_deleted} file(s) deleted" if purge else "")
+        + "."
+    )
+    if lake_error is not None:
+        print(
+            f"The Iceberg copy was not updated ({type(lake_error).__name__}); the next run's commit removes the rows "
+            "and the older snapshots' files, or run the erase again.",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _identifier(text: str) -> str:
+    """argparse type: a non-blank identifier (a blank one would match nobody, silently)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("the identifier is empty")
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="feedback-pipeline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -215,6 +272,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("provider", choices=names())
     p.add_argument("--account", help="only this account_id (default: every account of the provider)")
     p.set_defaults(func=cmd_reset)
+
+    p = sub.add_parser(
+        "erase",
+        help="erase one person's rows and rejects from FEEDBACK_DB, publish, and suppress them in later runs",
+        description="Erase one person (GDPR article 17): their feedback rows (user_id exact, or user_email "
+        "case-insensitive) and the rejects whose payload holds the identifier. Records a salted hash in "
+        "pipeline_erasures, never the identifier. Exit 0 when done, 2 on bad arguments.",
+    )
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user-id", type=_identifier, help="the person's user id (exact match)")
+    who.add_argument("--email", type=_identifier, help="the person's e-mail address (case-insensitive)")
+    p.add_argument("--provider", choices=names(), help="only this provider's rows (default: every provider)")
+    p.set_defaults(func=cmd_erase)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")

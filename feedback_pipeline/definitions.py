@@ -1,4 +1,4 @@
-"""Dagster definitions: the provider assets (one step), two jobs, the hourly schedule, resources.
+"""Dagster definitions: the provider assets (one step), two jobs, the hourly and weekly schedules, resources.
 
 Loaded by ``workspace.yaml`` and ``dagster ... -m feedback_pipeline.definitions``.
 """
@@ -15,7 +15,7 @@ from .assets import asset_key, build_feedback_assets
 from .dashboard import DashboardResource, build_dashboard_asset, build_dashboard_refresh_sensor
 from .partitions import feedback_partitions
 from .providers import asset_names, configured, get_spec, names
-from .schedules import build_hourly_schedule
+from .schedules import build_hourly_schedule, build_reconcile_schedule
 from .settings import FULL_REFRESH_TAG, PROVIDERS_TAG, PipelineResource, PipelineSettings
 
 # BackfillPolicy is marked beta in this Dagster release; we pin the release, so the warning is noise.
@@ -64,12 +64,13 @@ def build_definitions(environ: dict[str, str] | None = None) -> dg.Definitions:
         ),
     )
     schedule = build_hourly_schedule(ingest, lookback_days=settings.lookback_days, first_partition=settings.start_date, tags=providers_tag)
+    reconcile = build_reconcile_schedule(full_refresh, reconcile_days=settings.reconcile_days, first_partition=settings.start_date, full_refresh_tag=FULL_REFRESH_TAG)
     # A failed step keeps its run from drawing the dashboard: this sensor requests a redraw then.
     sensors = [build_dashboard_refresh_sensor(list(asset_names().values()))]
     core = dg.Definitions(
         assets=assets,
         jobs=[ingest, full_refresh],
-        schedules=[schedule],
+        schedules=[schedule, reconcile],
         sensors=sensors,
         resources=resources,
         # One executor for the jobs, `dagster asset materialize` and UI launches alike: the run is

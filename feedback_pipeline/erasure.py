@@ -25,12 +25,13 @@ USER_ID = "user_id"
 EMAIL = "email"
 KINDS = (USER_ID, EMAIL)
 
+# The erasure tables: a warehouse migration (warehouse/migrations.py) runs these statements.
 DDL = (
-    "CREATE TABLE IF NOT EXISTS pipeline_salt (salt VARCHAR NOT NULL)",
-    """CREATE TABLE IF NOT EXISTS pipeline_erasures (
+    "CREATE TABLE pipeline_salt (salt VARCHAR NOT NULL)",
+    """CREATE TABLE pipeline_erasures (
         erased_at TIMESTAMPTZ NOT NULL, provider VARCHAR, kind VARCHAR NOT NULL,
         identifier_hash VARCHAR NOT NULL, rows_removed BIGINT NOT NULL, rejects_removed BIGINT NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS pipeline_suppressions (
+    """CREATE TABLE pipeline_suppressions (
         kind VARCHAR NOT NULL, identifier_hash VARCHAR NOT NULL, provider VARCHAR, created_at TIMESTAMPTZ NOT NULL)""",
 )
 
@@ -48,14 +49,22 @@ class ErasureResult:
     rows_removed: int
     rejects_removed: int
     removed_keys: list[tuple[str, str, str]]
+    # The (provider, account_id) whose rejects lost rows: the change log marks their rejects.
+    reject_accounts: list[tuple[str, str]]
+
+    def rows_by_provider(self) -> dict[str, int]:
+        """Rows removed per provider (what the command prints: counts, never the identifier)."""
+        out: dict[str, int] = {}
+        for provider, _, _ in self.removed_keys:
+            out[provider] = out.get(provider, 0) + 1
+        return out
 
 
-def ensure_tables(con: duckdb.DuckDBPyConnection) -> str:
-    """Create the erasure tables and the salt if missing; return the salt. Call inside the
-    caller's transaction (the salt is created once, by whichever writer gets there first)."""
-    for statement in DDL:
-        con.execute(statement)
-    row = con.execute("SELECT salt FROM pipeline_salt LIMIT 1").fetchone()
+def ensure_salt(con: duckdb.DuckDBPyConnection) -> str:
+    """The warehouse's salt, created on first use (random, 256 bits); call inside the caller's
+    transaction, so the salt and the first erasure commit together. The tables come from the
+    warehouse migrations (``DDL``)."""
+    row = next(iter(con.execute("SELECT salt FROM pipeline_salt LIMIT 1").fetchall()), None)
     if row is not None:
         return row[0]
     salt = secrets.token_hex(32)
@@ -75,9 +84,9 @@ def erase(con: duckdb.DuckDBPyConnection, *, kind: str, value: str, provider: st
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}")
-    salt = ensure_tables(con)
+    salt = ensure_salt(con)
     params = {"salt": salt, "kind": kind, "value": _normalized(kind, value), "provider": provider}
-    digest = con.execute(f"SELECT {_DIGEST.format(value='$value')}", {k: params[k] for k in ("salt", "kind", "value")}).fetchone()[0]
+    digest = con.execute(f"SELECT {_DIGEST.format(value='$value')}", {k: params[k] for k in ("salt", "kind", "value")}).fetchall()[0][0]
     column = "user_id = $value" if kind == USER_ID else "lower(user_email) = $value"
     scope = "($provider IS NULL OR provider = $provider)"
     keys = con.execute(
@@ -85,26 +94,33 @@ def erase(con: duckdb.DuckDBPyConnection, *, kind: str, value: str, provider: st
         {"value": params["value"], "provider": provider},
     ).fetchall()
     leaf = "t.value ->> '$'" if kind == USER_ID else "lower(t.value ->> '$')"
-    rejects = con.execute(
+    rejected = con.execute(
         f"""DELETE FROM feedback_rejects r WHERE {scope} AND r.payload IS NOT NULL AND EXISTS (
-            SELECT 1 FROM json_tree(r.payload) t WHERE t.type = 'VARCHAR' AND {leaf} = $value)""",
+            SELECT 1 FROM json_tree(r.payload) t WHERE t.type = 'VARCHAR' AND {leaf} = $value)
+        RETURNING provider, account_id""",
         {"value": params["value"], "provider": provider},
-    ).fetchone()[0]
+    ).fetchall()
+    rejects = len(rejected)
     now = datetime.now(UTC)
     con.execute(
         "INSERT INTO pipeline_erasures VALUES (?, ?, ?, ?, ?, ?)",
         [now, provider, kind, digest, len(keys), rejects],
     )
     con.execute("INSERT INTO pipeline_suppressions VALUES (?, ?, ?, ?)", [kind, digest, provider, now])
-    return ErasureResult(kind, provider, digest, len(keys), rejects, [tuple(k) for k in keys])
+    accounts = sorted({(p, a) for p, a in rejected})
+    return ErasureResult(kind, provider, digest, len(keys), rejects, [tuple(k) for k in keys], accounts)
+
+
+def suppression_salt(con: duckdb.DuckDBPyConnection) -> str | None:
+    """The salt when any erasure is in force, else None: writes skip the suppression filter
+    entirely then, so a warehouse without erasures pays one tiny query per commit."""
+    rows = con.execute("SELECT (SELECT salt FROM pipeline_salt LIMIT 1) WHERE EXISTS (SELECT 1 FROM pipeline_suppressions)").fetchall()
+    return rows[0][0] if rows else None
 
 
 def has_suppressions(con: duckdb.DuckDBPyConnection) -> bool:
-    """Whether any erasure is in force (writes skip the suppression filter when none is)."""
-    exists = con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'pipeline_suppressions' AND database_name = current_database()"
-    ).fetchone()[0]
-    return bool(exists) and con.execute("SELECT count(*) FROM pipeline_suppressions").fetchone()[0] > 0
+    """Whether any erasure is in force."""
+    return suppression_salt(con) is not None
 
 
 def suppressed_rows_sql(relation: str) -> str:

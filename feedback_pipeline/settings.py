@@ -1,8 +1,8 @@
 """Pipeline-wide settings from the environment, validated once with messages naming variables.
 
 Provider credentials live with each provider (``providers/<name>.py``, read through ``EnvVar``);
-this module holds what is shared: where the warehouse is, the first partition, the schedule's
-lookback and the HTTP retry budget.
+this module holds what is shared: where the warehouse is, the first partition, the schedules'
+lookback and reconcile ranges and the HTTP retry budget.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ UTC = timezone.utc
 DEFAULT_DB = "data/feedback.duckdb"
 DEFAULT_START_DATE = "2024-01-01"
 DEFAULT_LOOKBACK_DAYS = 7
+DEFAULT_RECONCILE_DAYS = 90
 FULL_REFRESH_TAG = "feedback/full_refresh"
 # The providers a run covers, comma-separated (the runs list shows it).
 PROVIDERS_TAG = "feedback/providers"
@@ -37,6 +38,7 @@ class PipelineSettings:
     db_path: str
     start_date: date
     lookback_days: int
+    reconcile_days: int = DEFAULT_RECONCILE_DAYS
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "PipelineSettings":
@@ -45,6 +47,8 @@ class PipelineSettings:
             db_path=_db_path(env),
             start_date=_start_date(env),
             lookback_days=_int(env, "FEEDBACK_LOOKBACK_DAYS", DEFAULT_LOOKBACK_DAYS, low=0, high=3650),
+            # The weekly reconcile re-reads this many days (today included): at least one.
+            reconcile_days=_int(env, "FEEDBACK_RECONCILE_DAYS", DEFAULT_RECONCILE_DAYS, low=1, high=3650),
         )
 
 

@@ -10,7 +10,7 @@ import duckdb
 import orjson
 import pytest
 
-from feedback_pipeline.erasure import erase, ensure_tables, has_suppressions, suppressed_payload_sql, suppressed_rows_sql
+from feedback_pipeline.erasure import DDL, ensure_salt, erase, has_suppressions, suppressed_payload_sql, suppressed_rows_sql
 from feedback_pipeline.schema import FEEDBACK_COLUMNS, REJECT_COLUMNS
 
 UTC = timezone.utc
@@ -27,6 +27,8 @@ def con(tmp_path: Path):
     con.execute("SET TimeZone = 'UTC'")
     con.execute(ddl("feedback", FEEDBACK_COLUMNS))
     con.execute(ddl("feedback_rejects", REJECT_COLUMNS))
+    for statement in DDL:
+        con.execute(statement)
     rows = [
         ("mintlify", "docs", "m1", None, "Ada@Example.com"),
         ("mintlify", "docs", "m2", None, "someone@example.com"),
@@ -60,6 +62,7 @@ def test_erasing_an_email_removes_it_case_insensitively_across_providers_and_rej
     assert ids(con) == {"m2", "x1", "k2"}
     assert sorted(result.removed_keys) == [("feedbackkit", "default", "k1"), ("mintlify", "docs", "m1")]
     assert result.rows_removed == 2 and result.rejects_removed == 1
+    assert result.reject_accounts == [("mintlify", "docs")] and result.rows_by_provider() == {"feedbackkit": 1, "mintlify": 1}
     assert {r[0] for r in con.execute("SELECT record_key FROM feedback_rejects").fetchall()} == {"sha256:1", "m8"}
 
 
@@ -79,11 +82,13 @@ def test_the_audit_row_and_suppression_hold_a_salted_digest_never_the_identifier
     other = duckdb.connect(str(tmp_path / "other.duckdb"))
     other.execute(ddl("feedback", FEEDBACK_COLUMNS))
     other.execute(ddl("feedback_rejects", REJECT_COLUMNS))
+    for statement in DDL:
+        other.execute(statement)
     assert erase(other, kind="email", value="ada@example.com", provider=None).identifier_hash != audit[0][2]
 
 
 def test_the_salt_is_created_once(con):
-    assert ensure_tables(con) == ensure_tables(con)
+    assert ensure_salt(con) == ensure_salt(con)
     assert con.execute("SELECT count(*) FROM pipeline_salt").fetchone()[0] == 1
 
 
@@ -92,7 +97,7 @@ def test_the_suppression_filter_recognises_the_persons_records_in_a_new_batch(co
     erase(con, kind="email", value="ada@example.com", provider=None)
     erase(con, kind="user_id", value="user-7", provider="feedbackkit")
     assert has_suppressions(con)
-    salt = ensure_tables(con)
+    salt = ensure_salt(con)
     con.execute(
         "CREATE TEMP TABLE batch AS SELECT * FROM (VALUES "
         "('mintlify', 'n1', NULL, 'aDa@example.com'), ('mintlify', 'n2', NULL, 'eve@example.com'), "

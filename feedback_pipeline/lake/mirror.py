@@ -21,7 +21,7 @@ from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.table import Table, Transaction
 from pyiceberg.table.update.snapshot import ExpireSnapshots
 
-from . import changes
+from . import changes, expiry
 from .keys import KeyCache
 from .rewrite import Partition, Rewrite, partition_files, rewrite
 from .settings import LakeSettings
@@ -50,6 +50,7 @@ class LakeMirror:
     def __init__(self, settings: LakeSettings):
         self.settings = settings
         self.catalog: SqlCatalog = open_catalog(settings)
+        self.last_purge: expiry.Purge | None = None
 
     def table(self) -> Table | None:
         return load_table(self.catalog)
@@ -62,7 +63,17 @@ class LakeMirror:
     def apply(self, con: duckdb.DuckDBPyConnection, upto_generation: int, run_id: str) -> LakeCommit | None:
         """Bring the table to ``upto_generation`` (the working database's current generation:
         the caller holds the writer lock, so nothing commits meanwhile). Returns the snapshot it
-        committed, or None when no row changed (then at most the recorded generation moves)."""
+        committed, or None when no row changed (then at most the recorded generation moves).
+        After an erasure it also expires the older snapshots and deletes their files
+        (expiry.py; what it did is in ``last_purge``)."""
+        committed = self._apply(con, upto_generation, run_id)
+        table = self.table()
+        upto = expiry.pending(con, table) if table is not None else None
+        if table is not None and upto is not None:
+            self.last_purge = expiry.purge(table, upto)
+        return committed
+
+    def _apply(self, con: duckdb.DuckDBPyConnection, upto_generation: int, run_id: str) -> LakeCommit | None:
         started = time.monotonic()
         table = self.table()
         held = _generation(table) if table is not None else 0

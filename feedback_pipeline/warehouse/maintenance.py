@@ -1,12 +1,21 @@
-"""Operator actions on the working database: forgetting a provider (``feedback-pipeline reset``)."""
+"""Operator actions on the working database: forgetting a provider (``feedback-pipeline reset``),
+erasing one person (``feedback-pipeline erase``), and rewriting the file compactly after that."""
 
 from __future__ import annotations
 
-import duckdb
+import os
+from pathlib import Path
 
+import duckdb
+import pyarrow as pa
+
+from .. import erasure
 from . import changes
+from .files import WarehouseFiles, fsync_dir, fsync_file
+from .publish import STORAGE_VERSION
 
 RESET_TABLES = ("feedback", "feedback_rejects", "pipeline_sync_days", "pipeline_cursors", "pipeline_refresh_keys")
+COMPACT_ALIAS = "compacted"
 
 
 def reset(con: duckdb.DuckDBPyConnection, provider: str, account_id: str | None = None) -> dict[str, int]:
@@ -30,3 +39,58 @@ def reset(con: duckdb.DuckDBPyConnection, provider: str, account_id: str | None 
         raise
     con.execute("COMMIT")
     return removed
+
+
+def erase(con: duckdb.DuckDBPyConnection, kind: str, value: str, provider: str | None) -> erasure.ErasureResult:
+    """Erase one person (``erasure.erase``) and log what went, in ONE transaction: the removed
+    keys as deleted rows, and the rejects of every account that lost some, so publishing and the
+    Iceberg copy apply them. Always bumps the generation: the audit row is new either way."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        result = erasure.erase(con, kind=kind, value=value, provider=provider)
+        generation = changes.bump(con)
+        if result.removed_keys:
+            keys = pa.table({name: pa.array([k[i] for k in result.removed_keys], pa.string()) for i, name in enumerate(("provider", "account_id", "feedback_id"))})
+            con.register("_erased_keys", keys)
+            try:
+                con.execute("INSERT INTO pipeline_changes SELECT $gen, provider, account_id, feedback_id, NULL FROM _erased_keys", {"gen": generation})
+            finally:
+                con.unregister("_erased_keys")
+        for reject_provider, account_id in result.reject_accounts:
+            changes.log_rejects(con, generation, reject_provider, account_id)
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
+    return result
+
+
+def compact_copy(con: duckdb.DuckDBPyConnection, files: WarehouseFiles) -> Path:
+    """Copy the working database into a new file (``COPY FROM DATABASE``: tables with their
+    constraints and column compression, views, rows as they are now) and return its path.
+
+    Why: DuckDB marks deleted rows and frees their blocks, but neither overwrites them; after
+    an erasure the person's bytes would stay in the file until reused. A fresh copy holds only
+    live rows. Under the writer lock, outside any transaction."""
+    files.remove_litter()
+    target = files.temporary()
+    source = con.execute("SELECT current_database()").fetchone()[0]
+    con.execute("CHECKPOINT")
+    con.execute(f"ATTACH $path AS {COMPACT_ALIAS} (STORAGE_VERSION '{STORAGE_VERSION}')", {"path": str(target)})
+    try:
+        con.execute(f'COPY FROM DATABASE "{source}" TO {COMPACT_ALIAS}')
+    finally:
+        con.execute(f"DETACH {COMPACT_ALIAS}")  # checkpoints the copy: it needs no WAL
+    return target
+
+
+def swap_in(copy: Path, files: WarehouseFiles) -> None:
+    """Replace the working database (closed by the caller) by ``copy``, durably. The old WAL is
+    removed first: after the clean close it holds nothing the copy lacks, and replayed against
+    the new file it would corrupt it."""
+    wal = f"{files.work}.wal"
+    if os.path.exists(wal):
+        os.unlink(wal)
+    fsync_file(copy)
+    os.replace(copy, files.work)
+    fsync_dir(files.path.parent)

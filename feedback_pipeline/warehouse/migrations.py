@@ -12,6 +12,7 @@ from typing import Any
 
 import duckdb
 
+from .. import erasure
 from ..schema import FEEDBACK_COLUMNS, REJECT_COLUMNS
 from . import changes
 from .model import UTC
@@ -87,6 +88,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # 5: the long texts compressed with ZSTD (see ZSTD_COLUMNS).
     (*_recreate("feedback", FEEDBACK_COLUMNS), *_recreate("feedback_rejects", REJECT_COLUMNS)),
+    # 6: erasure of one person (erasure.py holds the statements): the salt, the audit of
+    # erasures (salted digests only) and the suppression list later writes consult.
+    erasure.DDL,
 )
 # The first schema version that has ``pipeline_publish``: migrations from then on mark the
 # snapshot behind, and (with the change log) due for a full copy.

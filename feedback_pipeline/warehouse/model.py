@@ -66,6 +66,8 @@ class WriteCounts:
     deleted: int = 0
     rejects_written: int = 0
     rejects_cleared: int = 0
+    # Records of an erased person dropped before storage (rows and would-be rejects alike).
+    suppressed: int = 0
 
     def add(self, other: "WriteCounts") -> None:
         for f in fields(self):

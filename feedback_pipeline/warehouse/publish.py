@@ -35,8 +35,10 @@ log = logging.getLogger(__name__)
 
 STORAGE_VERSION = "v1.4.0"  # readable by every DuckDB client from 1.4 on (CONTRACT.md section 4)
 ALIAS = "snapshot"
-# Small state tables copied whole on every publish (operators read them in the snapshot).
-STATE_TABLES = ("pipeline_sync_days", "pipeline_cursors", "pipeline_schema_version")
+# Small state tables copied whole on every publish (operators read them in the snapshot). The
+# erasure audit holds salted digests only; the salt and the suppression list stay in the
+# working database.
+STATE_TABLES = ("pipeline_sync_days", "pipeline_cursors", "pipeline_schema_version", "pipeline_erasures")
 # Past this share of the table changed (and this many keys), a compacted full copy costs less
 # than deleting and re-inserting the keys (measured: 40,000 keys applied to a 200,000-row file
 # took as long as a full copy of it), and leaves no deleted rows behind.
@@ -73,6 +75,28 @@ def publish(con: duckdb.DuckDBPyConnection, files: WarehouseFiles) -> PublishRes
     changes.record_snapshot(con, target.name.rsplit(".", 1)[1], generation, live=True)
     con.execute("COMMIT")
     return PublishResult(mode, rows, time.monotonic() - started)
+
+
+def rebuild(con: duckdb.DuckDBPyConnection, files: WarehouseFiles) -> PublishResult:
+    """Write BOTH snapshot files anew as full compacted copies (the idle one first, then switch
+    readers to it, then the other). Why: after an erasure neither file may keep the person's rows,
+    not even in free blocks an in-place apply leaves. A reader holding the old file keeps its
+    inode until it closes; nobody can open it again."""
+    started = time.monotonic()
+    files.remove_litter()
+    generation = changes.generations(con)[0]
+    first = files.idle()
+    second = next(s for s in files.snapshots if s != first)
+    rows = _full_copy(con, files, first, generation)
+    files.switch(first)
+    con.execute("BEGIN TRANSACTION")
+    changes.record_snapshot(con, first.name.rsplit(".", 1)[1], generation, live=True)
+    con.execute("COMMIT")
+    _full_copy(con, files, second, generation)
+    con.execute("BEGIN TRANSACTION")
+    changes.record_snapshot(con, second.name.rsplit(".", 1)[1], generation, live=False)
+    con.execute("COMMIT")
+    return PublishResult("full", rows, time.monotonic() - started)
 
 
 def _apply_changes(con: duckdb.DuckDBPyConnection, target: os.PathLike[str], generation: int, since: int) -> int | None:

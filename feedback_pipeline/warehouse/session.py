@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import duckdb
 import pandas  # noqa: F401 - pyarrow imports it lazily on the first array; pay that at import time
@@ -28,6 +28,9 @@ from . import changes, maintenance, publish, state, stats, writes
 from .files import WarehouseFiles
 from .migrations import migrate
 from .model import CursorRow, Progress, PublishResult, Scope, WriteCounts
+
+if TYPE_CHECKING:
+    from ..erasure import ErasureResult
 
 T = TypeVar("T")
 
@@ -51,16 +54,20 @@ class Warehouse:
         """Take the writer lock, open and migrate the working database; both held until exit."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(self.files.lock), timeout=self.lock_timeout):
-            con = duckdb.connect(
-                str(self.files.work),
-                config={"storage_compatibility_version": publish.STORAGE_VERSION, "memory_limit": self.memory_limit, "threads": 2},
-            )
+            session = Session(self.files, self._connect(), connect=self._connect)
             try:
-                con.execute("SET TimeZone = 'UTC'")
-                migrate(con)
-                yield Session(self.files, con)
+                migrate(session._con)
+                yield session
             finally:
-                con.close()
+                session._con.close()
+
+    def _connect(self) -> duckdb.DuckDBPyConnection:
+        con = duckdb.connect(
+            str(self.files.work),
+            config={"storage_compatibility_version": publish.STORAGE_VERSION, "memory_limit": self.memory_limit, "threads": 2},
+        )
+        con.execute("SET TimeZone = 'UTC'")
+        return con
 
     def publish_if_behind(self) -> PublishResult | None:
         """Publish in a session of its own, when the snapshot is behind."""
@@ -76,9 +83,10 @@ class Warehouse:
 class Session:
     """One open working database under the writer lock (see the module docstring)."""
 
-    def __init__(self, files: WarehouseFiles, con: duckdb.DuckDBPyConnection):
+    def __init__(self, files: WarehouseFiles, con: duckdb.DuckDBPyConnection, *, connect: Callable[[], duckdb.DuckDBPyConnection] | None = None):
         self.files = files
         self._con = con
+        self._connect = connect  # reopens the working database after ``compact`` swapped it
         self._commits = threading.Lock()
 
     @contextmanager
@@ -139,6 +147,27 @@ class Session:
             removed = maintenance.reset(self._con, provider, account_id)
             publish.publish_if_behind(self._con, self.files)
         return removed
+
+    def erase(self, kind: str, value: str, provider: str | None) -> ErasureResult:
+        """Erase one person (maintenance.erase: one transaction), then rebuild BOTH snapshot
+        files as full compacted copies, so neither keeps the person's bytes in free blocks.
+        Call ``compact`` after the last write of the session to clean the working file too."""
+        with self._commits:
+            result = maintenance.erase(self._con, kind, value, provider)
+            publish.rebuild(self._con, self.files)
+        return result
+
+    def compact(self) -> None:
+        """Rewrite the working database into a new file and swap it in:
+        deleted rows leave no bytes behind (maintenance.compact_copy, swap_in). No cursor of this
+        session may be open."""
+        if self._connect is None:
+            raise RuntimeError("this session cannot reopen its working database")
+        with self._commits:
+            copy = maintenance.compact_copy(self._con, self.files)
+            self._con.close()
+            maintenance.swap_in(copy, self.files)
+            self._con = self._connect()
 
 
 class WarehouseCursor:

@@ -3,12 +3,14 @@
 A commit runs as named stages on one DuckDB cursor, inside ``BEGIN ... COMMIT``:
 
 1. ``stage``: the batch's rows of the run's days, as the Arrow table itself (deduplicated into a
-   temporary table only when an id repeats);
+   temporary table only when an id repeats), minus the records of erased people (``suppress``,
+   only when an erasure is in force: ``erasure.py``);
 2. ``classify``: each staged key against the stored row: insert, update, same, or stale (an older
    copy than the stored one). Only stored rows whose key is staged are read, so the cost follows
    the batch, not the table;
 3. ``replace``: delete the updated keys, insert new and updated rows (bulk, from Arrow);
-4. ``rejects``: clear rejects of records now stored, upsert the batch's rejects;
+4. ``rejects``: clear rejects of records now stored, upsert the batch's rejects (minus those
+   whose payload names an erased person);
 5. ``cursor``: store the resume point, or finish the query (sweep unseen rows, mark days synced);
 6. ``log``: when anything analysts see changed, bump the generation and log the changed keys.
 
@@ -24,6 +26,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..erasure import suppressed_payload_sql, suppressed_rows_sql, suppression_salt
 from ..schema import CONTENT_COLUMNS, ROW_COLUMNS
 from . import changes, state
 from .model import UTC, Progress, Scope, WriteCounts
@@ -37,7 +40,10 @@ def commit(con: duckdb.DuckDBPyConnection, scope: Scope, rows: pa.Table, rejects
     counts = WriteCounts(rejected=rejects.num_rows)
     con.execute("BEGIN TRANSACTION")
     try:
+        salt = suppression_salt(con)  # None (the usual case): no erasure in force, no filter
         staged = stage(con, scope, rows, counts)
+        if staged and salt is not None:
+            staged = suppress(con, staged, salt, counts)
         if staged:
             classify(con, staged, who, counts)
             replace(con, staged, who, counts, now)
@@ -45,7 +51,7 @@ def commit(con: duckdb.DuckDBPyConnection, scope: Scope, rows: pa.Table, rejects
             if progress.sweep:
                 con.execute(f"INSERT INTO pipeline_refresh_keys SELECT $p, $a, $k, feedback_id FROM {staged}", {**who, "k": progress.query_key})
         if rejects.num_rows:
-            counts.rejects_written = write_rejects(con, who, rejects, now)
+            counts.rejects_written = write_rejects(con, who, rejects, now, counts, salt)
         state.write_cursor(con, scope, progress, now)
         if progress.resume is None:
             if progress.sweep:
@@ -82,6 +88,18 @@ def stage(con: duckdb.DuckDBPyConnection, scope: Scope, rows: pa.Table, counts: 
     )
     con.unregister("_batch")
     return "_deduped"
+
+
+def suppress(con: duckdb.DuckDBPyConnection, staged: str, salt: str, counts: WriteCounts) -> str | None:
+    """Drop staged rows of erased people (``erasure.suppressed_rows_sql``) into ``_kept``;
+    counted in ``counts.suppressed``. The relation to go on with, None when nothing is left."""
+    flagged = suppressed_rows_sql(staged)
+    suppressed = con.execute(f"SELECT count(*) FROM {staged} WHERE {flagged}", {"salt": salt}).fetchall()[0][0]
+    if not suppressed:
+        return staged
+    counts.suppressed += suppressed
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _kept AS SELECT * FROM {staged} WHERE NOT {flagged}", {"salt": salt})
+    return "_kept" if con.execute("SELECT count(*) FROM _kept").fetchall()[0][0] else None
 
 
 def classify(con: duckdb.DuckDBPyConnection, staged: str, who: dict[str, Any], counts: WriteCounts) -> None:
@@ -134,13 +152,26 @@ def clear_stored_rejects(con: duckdb.DuckDBPyConnection, staged: str, who: dict[
     ).fetchone()[0]
 
 
-def write_rejects(con: duckdb.DuckDBPyConnection, who: dict[str, Any], rejects: pa.Table, now: datetime) -> int:
+def write_rejects(
+    con: duckdb.DuckDBPyConnection, who: dict[str, Any], rejects: pa.Table, now: datetime, counts: WriteCounts, salt: str | None = None
+) -> int:
     """Upsert rejects by (record_key, reason); an identical reject is left as it is (its
-    ``rejected_at`` included), so a rerun over the same bad record changes nothing."""
+    ``rejected_at`` included), so a rerun over the same bad record changes nothing. With
+    ``salt`` (an erasure in force), a reject whose payload names an erased person is dropped and
+    counted as suppressed, not rejected."""
     con.register("_rejects", rejects)
+    kept = "_rejects"
+    if salt is not None:
+        flagged = suppressed_payload_sql("_rejects")
+        suppressed = con.execute(f"SELECT count(*) FROM _rejects WHERE {flagged}", {"salt": salt, "p": who["p"]}).fetchall()[0][0]
+        if suppressed:
+            counts.suppressed += suppressed
+            counts.rejected -= suppressed
+            con.execute(f"CREATE OR REPLACE TEMP TABLE _rejects_kept AS SELECT * FROM _rejects WHERE NOT {flagged}", {"salt": salt, "p": who["p"]})
+            kept = "_rejects_kept"
     con.execute(
-        """CREATE OR REPLACE TEMP TABLE _rej AS
-        SELECT r.* FROM (SELECT * FROM _rejects QUALIFY row_number() OVER (PARTITION BY record_key, reason) = 1) r
+        f"""CREATE OR REPLACE TEMP TABLE _rej AS
+        SELECT r.* FROM (SELECT * FROM {kept} QUALIFY row_number() OVER (PARTITION BY record_key, reason) = 1) r
         LEFT JOIN (SELECT * FROM feedback_rejects WHERE provider = $p AND account_id = $a) f
           ON f.record_key = r.record_key AND f.reason = r.reason
         WHERE f.record_key IS NULL OR f.payload::VARCHAR IS DISTINCT FROM r.payload OR f.feedback_id IS DISTINCT FROM r.feedback_id""",

@@ -1,0 +1,65 @@
+"""The Iceberg copy after an erasure: the first apply after it (here: a later run's, the erase
+itself having skipped the lake) expires every older snapshot and deletes the files no remaining
+snapshot references; later applies do not purge again."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from feedback_pipeline.lake import LakeSettings
+from feedback_pipeline.normalize import FeedbackBatch
+from feedback_pipeline.warehouse import Warehouse
+
+from .conftest import commit_batch
+
+pytest.importorskip("pyiceberg")
+
+from feedback_pipeline.lake import LakeMirror  # noqa: E402
+from feedback_pipeline.lake.table import TABLE, open_catalog  # noqa: E402
+
+PERSON = "ada@example.com"
+
+
+def batch(*records: tuple[str, str, str]) -> FeedbackBatch:
+    out = FeedbackBatch("mapbox", "acct")
+    for fid, email, body in records:
+        out.add({"id": fid}, feedback_id=fid, collected_at="2026-03-01T10:00:00Z", user_email=email, body=body)
+    return out
+
+
+def parquet_holding(root: Path, text: str) -> list[Path]:
+    return [p for p in root.rglob("*.parquet") if pc.any(pc.equal(pq.read_table(p).column("user_email"), text)).as_py()]
+
+
+def test_the_next_apply_after_an_erasure_expires_older_snapshots_and_deletes_their_files(tmp_path: Path):
+    wh = Warehouse(tmp_path / "feedback.duckdb")
+    settings = LakeSettings.from_env({"FEEDBACK_LAKE_WAREHOUSE": str(tmp_path / "lake")}, db_path=wh.path)
+
+    def feed(run_id: str) -> LakeMirror:
+        mirror = LakeMirror(settings)
+        with wh.session() as session:
+            session.feed(lambda con, generation: mirror.apply(con, generation, run_id))
+        return mirror
+
+    commit_batch(wh, batch(("a", PERSON, "first"), ("b", "bob@example.com", "first")))
+    feed("run-1")
+    commit_batch(wh, batch(("a", PERSON, "edited"), ("b", "bob@example.com", "edited")))
+    feed("run-2")
+    assert len(parquet_holding(tmp_path / "lake", PERSON)) == 2  # both versions of the row
+    with wh.session() as session:  # the erase, without the lake (as when its commit failed)
+        session.erase("email", PERSON, None)
+
+    purged = feed("run-3").last_purge
+    table = open_catalog(settings).load_table(TABLE)
+    assert purged is not None and purged.snapshots_expired == 2 and purged.files_deleted >= 2
+    assert len(table.snapshots()) == 1
+    assert parquet_holding(tmp_path / "lake", PERSON) == []
+    assert table.scan().to_arrow().column("feedback_id").to_pylist() == ["b"]
+
+    commit_batch(wh, batch(("c", "carol@example.com", "new")))
+    assert feed("run-4").last_purge is None  # purged once per erasure
+    assert len(open_catalog(settings).load_table(TABLE).snapshots()) == 2
