@@ -87,6 +87,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # 5: the long texts compressed with ZSTD (see ZSTD_COLUMNS).
     (*_recreate("feedback", FEEDBACK_COLUMNS), *_recreate("feedback_rejects", REJECT_COLUMNS)),
+    # 6: the request ledger of APIs with a request budget (budget.py): one row per request sent
+    # in the last window, per organization (a digest of its API key, never the key).
+    ("CREATE TABLE pipeline_request_ledger (organization VARCHAR NOT NULL, sent_at TIMESTAMPTZ NOT NULL)",),
 )
 # The first schema version that has ``pipeline_publish``: migrations from then on mark the
 # snapshot behind, and (with the change log) due for a full copy.
