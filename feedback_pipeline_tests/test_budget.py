@@ -135,3 +135,118 @@ def test_least_room_is_the_busiest_organizations_of_the_provider(tmp_path: Path)
     assert least_room(con, "mintlify", budget, clock()) == 3
     assert least_room(con, "mintlify", budget, clock() + timedelta(hours=2)) == 10
     assert least_room(con, "unknown", budget, clock()) == 10
+
+
+# -- the budget in real runs: the job against the Mintlify emulator counting requests -----------
+
+from collections.abc import Iterator  # noqa: E402
+
+import dagster as dg  # noqa: E402
+
+from feedback_pipeline.budget import STOPPED_BY_BUDGET, STOPPED_TAG  # noqa: E402
+from feedback_pipeline.definitions import build_definitions  # noqa: E402
+from feedback_pipeline.sandbox.server import SandboxServer  # noqa: E402
+from feedback_pipeline.schedules import RANGE_END_TAG, RANGE_START_TAG  # noqa: E402
+
+from .conftest import make_sandbox, sync_sandbox  # noqa: E402
+
+LIMIT, WINDOW = 3, 2.0  # the budget under test: 3 requests per 2 s, at the emulator and in the ledger
+QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+MINTLIFY = dg.AssetKey("mintlify_feedback")
+
+
+@pytest.fixture(scope="module")
+def mintlify_server() -> Iterator[SandboxServer]:
+    server = make_sandbox(("mintlify",), per_day=40)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def limited(mintlify_server: SandboxServer) -> SandboxServer:
+    """The emulator enforcing LIMIT per WINDOW (429 beyond it), with an empty request log."""
+    server = mintlify_server.reset(mintlify_rate_limit=LIMIT)
+    server.sandbox.emulators["mintlify"].rate_window = WINDOW
+    return server
+
+
+def budget_env(server: SandboxServer, tmp_path: Path, monkeypatch, *, max_wait: int) -> dict[str, str]:
+    today = datetime.now(UTC).date()
+    env = {
+        **server.env(),
+        "FEEDBACK_DB": str(tmp_path / "feedback.duckdb"),
+        "FEEDBACK_DASHBOARD": str(tmp_path / "dashboard.html"),
+        "FEEDBACK_START_DATE": (today - timedelta(days=40)).isoformat(),
+        "FEEDBACK_MINTLIFY_BUDGET_LIMIT": str(LIMIT),
+        "FEEDBACK_MINTLIFY_BUDGET_WINDOW_SECONDS": str(WINDOW),
+        "FEEDBACK_HTTP_MAX_WAIT_SECONDS": str(max_wait),
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env
+
+
+def assert_within_budget(server: SandboxServer) -> int:
+    """No request of the log was refused with 429, and no LIMIT + 1 of them fell within WINDOW
+    seconds; returns how many requests were sent."""
+    log = server.sandbox.state.requests_for("mintlify")
+    assert [e.status for e in log if e.status == 429] == []
+    times = sorted(datetime.fromisoformat(e.at) for e in log)
+    for first, last in zip(times, times[LIMIT:]):
+        assert (last - first).total_seconds() > WINDOW, (first, last)
+    return len(times)
+
+
+def ranges(days: int) -> tuple[tuple[str, str], tuple[str, str]]:
+    today = datetime.now(UTC).date()
+    half = days // 2
+    older = (today - timedelta(days=days - 1), today - timedelta(days=half))
+    newer = (today - timedelta(days=half - 1), today)
+    return tuple((a.isoformat(), b.isoformat()) for a, b in (older, newer))  # type: ignore[return-value]
+
+
+def test_two_concurrent_runs_share_the_ledger_and_never_exceed_the_budget(limited: SandboxServer, tmp_path: Path, monkeypatch):
+    env = budget_env(limited, tmp_path, monkeypatch, max_wait=120)
+    job = build_definitions(env).resolve_job_def("feedback_ingest")
+    results: dict[int, dg.ExecuteInProcessResult] = {}
+
+    def run(index: int, first: str, last: str) -> None:
+        results[index] = job.execute_in_process(
+            instance=dg.DagsterInstance.ephemeral(), asset_selection=[MINTLIFY], tags={RANGE_START_TAG: first, RANGE_END_TAG: last}, run_config=QUIET, raise_on_error=False
+        )
+
+    threads = [threading.Thread(target=run, args=(i, *r)) for i, r in enumerate(ranges(20))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(r.success for r in results.values())
+    sent = assert_within_budget(limited)
+    assert sent > 2 * LIMIT  # the two runs needed more than one window between them
+    con = duckdb.connect(str(tmp_path / "feedback.duckdb.work"), read_only=True)
+    try:
+        # The ledger keeps only the last window's requests, of one organization (the key's digest).
+        (organization,) = {r[0] for r in con.execute("SELECT organization FROM pipeline_request_ledger").fetchall()}
+    finally:
+        con.close()
+    assert organization.startswith("mintlify:") and limited.env()["MINTLIFY_API_KEY"] not in organization
+
+
+def test_a_run_out_of_budget_commits_what_it_fetched_and_stops_cleanly_saying_when_it_resumes(limited: SandboxServer, tmp_path: Path, monkeypatch):
+    env = budget_env(limited, tmp_path, monkeypatch, max_wait=0)
+    job = build_definitions(env).resolve_job_def("feedback_ingest")
+    instance = dg.DagsterInstance.ephemeral()
+    first, last = ranges(30)[0][0], ranges(30)[1][1]
+    result = job.execute_in_process(instance=instance, asset_selection=[MINTLIFY], tags={RANGE_START_TAG: first, RANGE_END_TAG: last}, run_config=QUIET, raise_on_error=False)
+    assert not result.success
+    assert instance.get_run_by_id(result.run_id).tags[STOPPED_TAG] == STOPPED_BY_BUDGET
+    failure = result.get_step_failure_events()[0].event_specific_data.user_failure_data
+    assert "request budget" in failure.description and "feedback_resume continues" in failure.description
+    assert "resumes_at" in failure.metadata
+    assert assert_within_budget(limited) == LIMIT
+    con = duckdb.connect(str(tmp_path / "feedback.duckdb.work"), read_only=True)
+    try:
+        assert con.execute("SELECT pages FROM pipeline_cursors").fetchall() == [(LIMIT,)]
+        assert con.execute("SELECT count(*) > 0 FROM feedback").fetchone() == (True,)
+    finally:
+        con.close()
