@@ -80,23 +80,29 @@ def paced_days(days: list[date], synced: dict[date, tuple[datetime, datetime]], 
     request budget and no change query, so each read costs every page of the day again):
 
     * today (and later), every run: that is where new feedback arrives;
-    * a day never read whole, or last read before it ended (yesterday's last hour);
-    * of the other days, the one read longest ago, if that was more than ``interval`` ago: at most
-      one such day per run, so each older day is re-read about once per ``interval`` (status
-      changes of older feedback show up within it) and the run's cost is bounded by about two days
-      of pages whatever the volume.
+    * a day never read whole (a gap: read like any backfill);
+    * else one older day: a day last read before it ended (yesterday's last hour, right after
+      midnight), or else the day read longest ago if that was more than ``interval`` ago. So each
+      older day is re-read about once per ``interval`` (status changes of older feedback show up
+      within it), and once the window was read whole a run costs at most today's pages plus one
+      day's, whatever the volume.
     """
     today = now.astimezone(UTC).date()
-    due = []
+    due: list[date] = []
+    unfinished: list[date] = []
     stale: tuple[datetime, date] | None = None
     for day in days:
         read = synced.get(day)
         ended = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
-        if day >= today or read is None or read[0] < ended:
+        if day >= today or read is None:
             due.append(day)
+        elif read[0] < ended:
+            unfinished.append(day)
         elif read[0] <= now - interval and (stale is None or read[0] < stale[0]):
             stale = (read[0], day)
-    if stale is not None:
+    if unfinished:
+        due.append(unfinished[-1])
+    elif stale is not None:
         due.append(stale[1])
     return sorted(due)
 

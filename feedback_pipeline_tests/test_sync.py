@@ -234,9 +234,9 @@ def test_a_paced_run_reads_today_and_days_never_read_whole():
     assert paced_days(PACE_DAYS, fresh, interval=timedelta(days=1), now=PACE_NOW) == [PACE_DAYS[2], PACE_DAYS[-1]]
 
 
-def test_a_paced_run_rereads_a_day_last_read_before_it_ended():
+def test_a_paced_run_rereads_a_day_last_read_before_it_ended_as_its_one_older_day():
     yesterday = PACE_DAYS[-2]
-    synced = {d: (PACE_NOW - timedelta(hours=2),) * 2 for d in PACE_DAYS[:-2]}
+    synced = {d: (PACE_NOW - timedelta(hours=30),) * 2 for d in PACE_DAYS[:-2]}  # all stale too
     synced[yesterday] = read_at(yesterday, -1)  # read at 23:00, its last hour unseen
     assert paced_days(PACE_DAYS, synced, interval=timedelta(days=1), now=PACE_NOW) == [yesterday, PACE_DAYS[-1]]
 
