@@ -170,17 +170,19 @@ def limited(mintlify_server: SandboxServer) -> SandboxServer:
     return server
 
 
-def budget_env(server: SandboxServer, tmp_path: Path, monkeypatch, *, max_wait: int) -> dict[str, str]:
+def budget_env(server: SandboxServer, tmp_path: Path, monkeypatch, *, max_wait: int, short_budget: bool = True) -> dict[str, str]:
+    """The pipeline's variables for ``server``; ``short_budget``: LIMIT requests per WINDOW."""
     today = datetime.now(UTC).date()
     env = {
         **server.env(),
         "FEEDBACK_DB": str(tmp_path / "feedback.duckdb"),
         "FEEDBACK_DASHBOARD": str(tmp_path / "dashboard.html"),
         "FEEDBACK_START_DATE": (today - timedelta(days=40)).isoformat(),
-        "FEEDBACK_MINTLIFY_BUDGET_LIMIT": str(LIMIT),
-        "FEEDBACK_MINTLIFY_BUDGET_WINDOW_SECONDS": str(WINDOW),
         "FEEDBACK_HTTP_MAX_WAIT_SECONDS": str(max_wait),
     }
+    if short_budget:
+        env["FEEDBACK_MINTLIFY_BUDGET_LIMIT"] = str(LIMIT)
+        env["FEEDBACK_MINTLIFY_BUDGET_WINDOW_SECONDS"] = str(WINDOW)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return env
@@ -250,3 +252,24 @@ def test_a_run_out_of_budget_commits_what_it_fetched_and_stops_cleanly_saying_wh
         assert con.execute("SELECT count(*) > 0 FROM feedback").fetchone() == (True,)
     finally:
         con.close()
+
+
+def test_the_hourly_schedules_runs_reread_today_not_the_whole_lookback(mintlify_server: SandboxServer, tmp_path: Path, monkeypatch):
+    server = mintlify_server.reset()
+    env = budget_env(server, tmp_path, monkeypatch, max_wait=600, short_budget=False)
+    job = build_definitions(env).resolve_job_def("feedback_ingest")
+    instance = dg.DagsterInstance.ephemeral()
+    today = datetime.now(UTC).date()
+    lookback = {RANGE_START_TAG: (today - timedelta(days=7)).isoformat(), RANGE_END_TAG: today.isoformat()}
+
+    def requests(**tags: str) -> int:
+        server.sandbox.state.clear_log()
+        result = job.execute_in_process(instance=instance, asset_selection=[MINTLIFY], tags={**lookback, **tags}, run_config=QUIET, raise_on_error=False)
+        assert result.success
+        return len(server.sandbox.state.requests_for("mintlify"))
+
+    full = requests()  # the backfill of the 8 days: 320 records, every page
+    assert full >= 4
+    assert requests() == full  # any other run re-reads its whole range
+    # The schedule's run: today only (its records fit one page); every older day was read after it ended.
+    assert requests(**{"dagster/schedule_name": "feedback_ingest_hourly"}) == 1
