@@ -72,9 +72,6 @@ class AccountOutcome:
         return isinstance(self.error, BudgetSpent)
 
 
-ProviderOutcome = AccountOutcome  # the name before accounts
-
-
 @dataclass
 class StepOutcome:
     outcomes: list[AccountOutcome]
@@ -133,9 +130,6 @@ class AccountProvider:
         self._inner.normalize(records, batch)
         if batch.reject_count > before:  # rare: build the rejects table only then
             self.reasons.update(str(r) for r in batch.rejects().column("reason").to_pylist()[before:])
-
-
-RejectTally = AccountProvider  # the name before request budgets
 
 
 @contextmanager

@@ -148,7 +148,7 @@ from feedback_pipeline.definitions import build_definitions  # noqa: E402
 from feedback_pipeline.sandbox.server import SandboxServer  # noqa: E402
 from feedback_pipeline.schedules import RANGE_END_TAG, RANGE_START_TAG  # noqa: E402
 
-from .conftest import make_sandbox, sync_sandbox  # noqa: E402
+from .conftest import make_sandbox  # noqa: E402
 
 LIMIT, WINDOW = 3, 2.0  # the budget under test: 3 requests per 2 s, at the emulator and in the ledger
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
