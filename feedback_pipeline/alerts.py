@@ -7,6 +7,8 @@ from the instance's event log, both through cursors that work on SQLite and Post
 
 * ``RUN_FAILURE`` of a run that planned at least one watched asset (whatever the job's name):
   one alert naming the job, the run id, the failed steps and the first line of the first error;
+  except a run the step tagged ``feedback/stopped=budget``: it stopped cleanly on a spent request
+  budget, and ``feedback_resume`` continues it (nothing for an operator to do);
 * ``ASSET_CHECK_EVALUATION`` with ``passed=False`` and severity ERROR on a watched asset, read
   from each run that finished (succeeded or failed) since the last evaluation: one alert each.
 
@@ -18,8 +20,9 @@ successful POST and the end of that evaluation. On its first evaluation the sens
 newest events: turning alerts on does not replay the history.
 
 Every alert's text passes through :func:`feedback_pipeline.http.redact_text` with every
-configured secret (the ``secret_values()`` of each resource named in ``secret_resource_keys``,
-and the webhook URL itself, which embeds a token at Slack and most chat tools).
+configured secret (the ``secret_values()`` of each resource named in ``secret_resource_keys``:
+the definitions pass every provider account's, those of ``FEEDBACK_ACCOUNTS_FILE`` included; and
+the webhook URL itself, which embeds a token at Slack and most chat tools).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import dagster as dg
 import httpx
 from dagster._core.events import DagsterEventType  # the public event-type enum lives here
 
+from .budget import STOPPED_BY_BUDGET, STOPPED_TAG
 from .providers import asset_names
 from .http import redact_text
 from .providers.base import ConfigurationError
@@ -200,7 +204,8 @@ def collect_alerts(
             run = instance.get_run_by_id(record.run_id)
             if run is None:
                 continue
-            if kind == DagsterEventType.RUN_FAILURE and _planned_assets(instance, run.run_id) & watched:
+            stopped_cleanly = run.tags.get(STOPPED_TAG) == STOPPED_BY_BUDGET
+            if kind == DagsterEventType.RUN_FAILURE and not stopped_cleanly and _planned_assets(instance, run.run_id) & watched:
                 alerts.append(_run_alert(instance, run, record.event_log_entry, webhook, secrets))
             alerts.extend(_check_alerts(instance, run, watched, webhook, secrets))
     return alerts

@@ -1,30 +1,39 @@
 """The five ``<provider>_feedback`` assets, materialized by ONE step.
 
 One ``@multi_asset`` holds the five asset specs (``can_subset``: a run materializes any subset),
-so a run over any selection and partition range is one step in one process: the providers sync
-concurrently inside it (:mod:`feedback_pipeline.step`), and Dagster's per-step bookkeeping is paid
-once per run, not once per provider. Each provider's materialization reports what it did as
-metadata, with its checks' results (:mod:`feedback_pipeline.checks`).
+so a run over any selection and partition range is one step in one process: every account of the
+selected providers syncs concurrently inside it (:mod:`feedback_pipeline.step`), and Dagster's
+per-step bookkeeping is paid once per run, not once per provider. ``<provider>_feedback`` covers
+every account of its provider: it is materialized when all of them finished, and its metadata
+reports each account's counts (``accounts``) and their totals, with its checks' results
+(:mod:`feedback_pipeline.checks`).
 """
 
 # No `from __future__ import annotations` here: Dagster checks the `context` annotation at runtime.
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import timedelta, timezone
 from typing import Any
 
 import dagster as dg
 
+from .budget import STOPPED_BY_BUDGET, STOPPED_TAG, RateBudget
 from .checks import check_results, check_specs
 from .providers import asset_names, get_spec, names
 from .providers.base import Provider, Window
+from .resume import ACCOUNT_TAG
 from .schema import COLUMN_DESCRIPTIONS, FEEDBACK_COLUMNS
 from .settings import FULL_REFRESH_TAG, PROVIDERS_TAG, PipelineResource
-from .step import ProviderOutcome, failure, run_providers
-from .warehouse import PublishResult, Warehouse
+from .step import AccountOutcome, AccountRef, failure, run_providers
+from .sync import SyncReport
+from .warehouse import PublishResult, Warehouse, WindowStats
 
 UTC = timezone.utc
 WRITER_POOL = "feedback_duckdb_writer"
 STEP_NAME = "feedback_sync"
+# Runs of this schedule are paced (sync.paced_days): Dagster tags them with the schedule's name.
+SCHEDULE_TAG = "dagster/schedule_name"
+HOURLY_SCHEDULE = "feedback_ingest_hourly"
 # The hourly schedule refreshes every asset each hour; two hours without a materialization means
 # a tick was missed or failed.
 FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=2))
@@ -54,8 +63,24 @@ def asset_spec(provider: str) -> dg.AssetSpec:
     )
 
 
-def build_feedback_assets(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
-    """The one step that materializes any subset of the five provider assets (module docstring)."""
+def default_budgets() -> dict[str, RateBudget]:
+    """The request budgets the provider specs declare, by provider."""
+    return {name: budget for name in names() if (budget := get_spec(name).request_budget) is not None}
+
+
+def build_feedback_assets(
+    partitions_def: dg.PartitionsDefinition,
+    *,
+    accounts: Mapping[str, Sequence[str]] | None = None,
+    budgets: Mapping[str, RateBudget] | None = None,
+) -> dg.AssetsDefinition:
+    """The one step that materializes any subset of the five provider assets (module docstring).
+
+    ``accounts`` maps each provider to the resource keys of its accounts (default: one account,
+    the resource named like the provider); ``budgets`` are the request budgets by provider
+    (default: the specs' own)."""
+    account_keys = {name: tuple((accounts or {}).get(name) or (name,)) for name in names()}
+    budgets = default_budgets() if budgets is None else dict(budgets)
 
     @dg.multi_asset(
         name=STEP_NAME,
@@ -65,7 +90,7 @@ def build_feedback_assets(partitions_def: dg.PartitionsDefinition) -> dg.AssetsD
         partitions_def=partitions_def,
         backfill_policy=dg.BackfillPolicy.single_run(),
         pool=WRITER_POOL,
-        required_resource_keys={*names(), "pipeline"},
+        required_resource_keys={*(k for keys in account_keys.values() for k in keys), "pipeline"},
     )
     def feedback_sync(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResult]:
         selected = [p for p in names() if asset_key(p) in context.selected_asset_keys]
@@ -76,18 +101,35 @@ def build_feedback_assets(partitions_def: dg.PartitionsDefinition) -> dg.AssetsD
         start, end = context.partition_time_window
         window = Window(start.astimezone(UTC), end.astimezone(UTC))
         full_refresh = str(context.run.tags.get(FULL_REFRESH_TAG, "")).lower() == "true"
+        paced = context.run.tags.get(SCHEDULE_TAG) == HOURLY_SCHEDULE
 
-        def build(name: str) -> Provider:
-            return get_spec(name).provider(getattr(context.resources, name), policy=pipeline.retry_policy())
+        def account_id(ref: AccountRef) -> str:
+            return getattr(context.resources, ref.key).get(get_spec(ref.provider).account) or ""
+
+        def build(ref: AccountRef) -> Provider:
+            return get_spec(ref.provider).provider(getattr(context.resources, ref.key), policy=pipeline.retry_policy())
+
+        refs = [AccountRef(p, k) for p in selected for k in account_keys[p]]
+        only = context.run.tags.get(ACCOUNT_TAG)
+        if only:
+            refs = [r for r in refs if account_id(r) == only]
+            context.log.info(f"{ACCOUNT_TAG}={only}: syncing only that account of {', '.join(selected)}")
 
         # One session (the writer lock and one connection) for the whole step; one publish at its end.
         with Warehouse(pipeline.db_path, lock_timeout=pipeline.lock_timeout_seconds).session() as session:
             outcome = run_providers(
-                selected, build, session, window, full_refresh=full_refresh, logger=context.log, lake=pipeline.lake_settings(), run_id=context.run_id
+                refs, build, session, window, full_refresh=full_refresh, paced=paced, budgets=budgets,
+                max_wait_seconds=pipeline.http_max_wait_seconds, account_id_of=account_id, logger=context.log,
+                lake=pipeline.lake_settings(), run_id=context.run_id,
             )
+        if outcome.stopped_by_budget:
+            context.instance.add_run_tags(context.run_id, {STOPPED_TAG: STOPPED_BY_BUDGET})
         selected_checks = context.selected_asset_check_keys
-        for done in outcome.succeeded:
-            key = asset_key(done.provider)
+        for provider, done_accounts in outcome.by_provider().items():
+            if any(o.error is not None for o in done_accounts):
+                continue  # the provider's partitions are not done: the Failure names the account
+            done = merged(done_accounts)
+            key = asset_key(provider)
             results = check_results(key, done.report, done.stats, done.reasons)
             planned = [r for r in results if dg.AssetCheckKey(key, r.check_name) in selected_checks]
             # Runs of the jobs and the schedule do not plan the checks (see definitions.py): their
@@ -97,7 +139,9 @@ def build_feedback_assets(partitions_def: dg.PartitionsDefinition) -> dg.AssetsD
             for result in results:
                 if result not in planned:
                     context.log_event(unplanned_evaluation(key, result))
-            yield dg.MaterializeResult(asset_key=key, metadata=materialization_metadata(done, outcome.published, outcome.lake), check_results=planned)
+            metadata = materialization_metadata(done, outcome.published, outcome.lake)
+            metadata["accounts"] = dg.MetadataValue.md(accounts_table(done_accounts))
+            yield dg.MaterializeResult(asset_key=key, metadata=metadata, check_results=planned)
         if outcome.failed:
             raise failure(outcome) from outcome.failed[0].error
 
@@ -122,7 +166,53 @@ def _seconds(value: float) -> float:
     return round(value, 4)
 
 
-def materialization_metadata(done: ProviderOutcome, published: PublishResult | None, lake: Any = None) -> dict[str, Any]:
+def merged(outcomes: Sequence[AccountOutcome]) -> AccountOutcome:
+    """The accounts of one provider as one outcome: counts, requests and timings added up, the
+    watermark the oldest (None when one account has none). One account is returned as it is."""
+    if len(outcomes) == 1:
+        return outcomes[0]
+    first = outcomes[0]
+    assert first.report is not None
+    report = SyncReport(first.provider, first.account_id, first.report.window, first.report.full_refresh)
+    stats = WindowStats(0, 0, 0)
+    reasons: Counter[str] = Counter()
+    watermarks = []
+    for o in outcomes:
+        r, st = o.report, o.stats
+        assert r is not None and st is not None
+        report.counts.add(r.counts)
+        report.requests += r.requests
+        report.retries += r.retries
+        report.pages += r.pages
+        report.records += r.records
+        report.queries += [f"{o.account_id} {q}" for q in r.queries]
+        report.resumed += [f"{o.account_id} {q}" for q in r.resumed]
+        for part, seconds in r.seconds.items():
+            report.seconds[part] += seconds
+        report.duration = max(report.duration, r.duration)  # the accounts ran concurrently
+        watermarks.append(r.watermark)
+        stats = WindowStats(stats.rows_in_window + st.rows_in_window, stats.duplicate_keys + st.duplicate_keys, stats.bad_collected + st.bad_collected)
+        reasons.update(o.reasons)
+    report.watermark = None if any(w is None for w in watermarks) else min(w for w in watermarks if w is not None)
+    return AccountOutcome(first.provider, first.key, first.account_id, report, stats, reasons)
+
+
+def accounts_table(outcomes: Sequence[AccountOutcome]) -> str:
+    """Each account's counts, as a markdown table (the materialization's ``accounts``)."""
+    lines = [
+        "| account_id | new | updated | unchanged | deleted | rejected | records | requests | rows in window |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for o in outcomes:
+        r, st = o.report, o.stats
+        assert r is not None and st is not None
+        c = r.counts
+        account = o.account_id.replace("|", "\\|")
+        lines.append(f"| {account} | {c.inserted} | {c.updated} | {c.unchanged} | {c.deleted} | {c.rejected} | {r.records} | {r.requests} | {st.rows_in_window} |")
+    return "\n".join(lines)
+
+
+def materialization_metadata(done: AccountOutcome, published: PublishResult | None, lake: Any = None) -> dict[str, Any]:
     report, stats = done.report, done.stats
     assert report is not None and stats is not None
     counts = report.counts

@@ -9,7 +9,18 @@ the wait is short, and otherwise stops with :class:`BudgetSpent`, which the engi
 outage (it commits what it fetched, with the cursor) and ``feedback_resume`` picks up later.
 
 An *organization* is identified by a digest of its API key (all accounts sharing one key count
-together); the key itself never reaches the database.
+together); the key itself never reaches the database. Two different keys of one organization
+count apart here while the API counts them together: give the accounts of one organization the
+same key.
+
+The ledger counts a request from the moment it is reserved, just before it is sent; the API counts
+it when it arrives, a little later. So a request stays in the ledger's window for a short
+``margin`` longer than in the API's (``RateBudget.margin``): when the ledger lets a request go,
+the request it waited for has surely left the API's window too.
+
+The table is created by the warehouse migrations (``pipeline_request_ledger``); the working
+database is open in one process at a time (the writer lock), so the ledger is shared by every run
+and process in turn.
 """
 
 from __future__ import annotations
@@ -24,6 +35,10 @@ from datetime import datetime, timedelta, timezone
 import duckdb
 
 UTC = timezone.utc
+# The run tag a step sets when it stopped only because a request budget was spent: a clean stop,
+# which the failure alerts skip (feedback_resume continues it).
+STOPPED_TAG = "feedback/stopped"
+STOPPED_BY_BUDGET = "budget"
 
 LEDGER_TABLE = "pipeline_request_ledger"
 LEDGER_DDL = f"""CREATE TABLE IF NOT EXISTS {LEDGER_TABLE} (
@@ -34,10 +49,17 @@ LEDGER_DDL = f"""CREATE TABLE IF NOT EXISTS {LEDGER_TABLE} (
 
 @dataclass(frozen=True)
 class RateBudget:
-    """At most ``limit`` requests in any rolling ``window``."""
+    """At most ``limit`` requests in any rolling ``window`` (see the module docstring for
+    ``margin``: the extra time the ledger keeps a request counted)."""
 
     limit: int
     window: timedelta
+    margin: timedelta = timedelta(seconds=1)
+
+    @property
+    def span(self) -> timedelta:
+        """How long the ledger counts a request: the API's window plus the margin."""
+        return self.window + self.margin
 
 
 class BudgetSpent(RuntimeError):
@@ -68,14 +90,13 @@ class RequestLedger:
         self.budget = budget
         self._lock = lock or threading.Lock()
         self._clock = clock or (lambda: datetime.now(UTC))
-        con.execute(LEDGER_DDL)
 
     def used(self, now: datetime | None = None) -> int:
         """Requests sent in the rolling window that ends ``now``."""
         now = now or self._clock()
         return self._con.execute(
             f"SELECT count(*) FROM {LEDGER_TABLE} WHERE organization = ? AND sent_at > ?",
-            [self.organization, now - self.budget.window],
+            [self.organization, now - self.budget.span],
         ).fetchone()[0]
 
     def reserve(self) -> float:
@@ -83,7 +104,7 @@ class RequestLedger:
         and return the seconds until the oldest request of the window leaves it."""
         with self._lock:
             now = self._clock()
-            since = now - self.budget.window
+            since = now - self.budget.span
             con = self._con
             con.execute("BEGIN TRANSACTION")
             try:
@@ -103,7 +124,7 @@ class RequestLedger:
                         f"SELECT sent_at FROM {LEDGER_TABLE} WHERE organization = ? AND sent_at > ? ORDER BY sent_at LIMIT 1 OFFSET ?",
                         [self.organization, since, used - self.budget.limit],
                     ).fetchone()[0]
-                    wait = max(0.0, (_utc(nth) + self.budget.window - now).total_seconds())
+                    wait = max(0.0, (_utc(nth) + self.budget.span - now).total_seconds())
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
@@ -142,6 +163,18 @@ class BudgetGate:
                 )
             self.waited += wait
             self._sleep(wait)
+
+
+def least_room(con: duckdb.DuckDBPyConnection, provider: str, budget: RateBudget, now: datetime | None = None) -> int:
+    """The requests ``provider``'s busiest organization may still send now (what
+    ``feedback_resume`` waits for). Organizations are named ``<provider>:<digest>``."""
+    now = now or datetime.now(UTC)
+    row = con.execute(
+        f"SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM {LEDGER_TABLE} "
+        "WHERE starts_with(organization, ?) AND sent_at > ? GROUP BY organization)",
+        [f"{provider}:", now - budget.span],
+    ).fetchone()
+    return max(0, budget.limit - row[0])
 
 
 def _span(window: timedelta) -> str:

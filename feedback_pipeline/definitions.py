@@ -1,4 +1,5 @@
-"""Dagster definitions: the provider assets (one step), two jobs, the hourly and weekly schedules, resources.
+"""Dagster definitions: the provider assets (one step), two jobs, the hourly and weekly schedules,
+the resume sensor, resources (one per provider account).
 
 Loaded by ``workspace.yaml`` and ``dagster ... -m feedback_pipeline.definitions``.
 """
@@ -7,16 +8,28 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Mapping
+from datetime import timedelta
 
 import dagster as dg
 
+from .accounts import ACCOUNTS_FILE_VAR, Account, AccountsFileError, ProviderSettings, environment_account, load_accounts
 from .alerts import alert_definitions
 from .assets import asset_key, build_feedback_assets
+from .budget import RateBudget
 from .dashboard import DashboardResource, build_dashboard_asset, build_dashboard_refresh_sensor
 from .partitions import feedback_partitions
-from .providers import asset_names, configured, get_spec, names
+from .providers import asset_names, get_spec, names
+from .providers.base import ConfigurationError
+from .providers.spec import ProviderResource
+from .resume import build_resume_sensor, read_resume_state
 from .schedules import build_hourly_schedule, build_reconcile_schedule
 from .settings import FULL_REFRESH_TAG, PROVIDERS_TAG, PipelineResource, PipelineSettings
+
+# Test and operator knobs for a provider's request budget (documented in the README):
+# FEEDBACK_<PROVIDER>_BUDGET_LIMIT requests per FEEDBACK_<PROVIDER>_BUDGET_WINDOW_SECONDS.
+BUDGET_LIMIT_VAR = "FEEDBACK_{}_BUDGET_LIMIT"
+BUDGET_WINDOW_VAR = "FEEDBACK_{}_BUDGET_WINDOW_SECONDS"
 
 # BackfillPolicy is marked beta in this Dagster release; we pin the release, so the warning is noise.
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
@@ -31,14 +44,26 @@ def build_definitions(environ: dict[str, str] | None = None) -> dg.Definitions:
     # `.downstream()` selection below takes it in and each run redraws it after the providers, in
     # that same run (Dagster allows unpartitioned assets in a partitioned asset job: see
     # dashboard/asset.py).
-    assets = [build_feedback_assets(partitions), build_dashboard_asset(list(asset_names().values()))]
+    accounts = provider_accounts(env)
+    budgets = provider_budgets(env)
+    # Each provider's accounts: `<provider>` (the plain variables', also when they are unset, so
+    # an unconfigured provider fails naming them) and `<provider>__<n>` (the file's n-th).
     resources: dict[str, object] = {name: get_spec(name).resource_from_env(env) for name in names()}
+    account_keys: dict[str, list[str]] = {}
+    for name in names():
+        keys = [name] if get_spec(name).is_configured(env) else []
+        for n, account in enumerate((a for a in accounts if a.provider == name and a.source != "environment"), start=1):
+            keys.append(f"{name}__{n}")
+            resources[keys[-1]] = account_resource(account)
+        account_keys[name] = keys or [name]
+    assets = [build_feedback_assets(partitions, accounts=account_keys, budgets=budgets), build_dashboard_asset(list(asset_names().values()))]
     resources["pipeline"] = PipelineResource.from_environment(env)
     resources["dashboard"] = DashboardResource.from_environment(env)
 
-    # The jobs cover every configured provider; with none configured they cover all five, whose
-    # part of the step then fails at once naming the variables to set.
-    covered = list(configured(env) or names())
+    # The jobs cover every configured provider (one with at least one account); with none
+    # configured they cover all five, whose part of the step then fails at once naming the
+    # variables to set.
+    covered = [name for name in names() if any(a.provider == name for a in accounts)] or list(names())
     # The jobs (and so the schedule) plan no checks: the step logs each provider's results itself.
     # A check a run plans but does not evaluate shows "Execution failed" when the run fails
     # (Dagster's AssetCheckExecutionRecord.resolve_status), and a partition range plans one check
@@ -67,6 +92,18 @@ def build_definitions(environ: dict[str, str] | None = None) -> dg.Definitions:
     reconcile = build_reconcile_schedule(full_refresh, reconcile_days=settings.reconcile_days, first_partition=settings.start_date, full_refresh_tag=FULL_REFRESH_TAG)
     # A failed step keeps its run from drawing the dashboard: this sensor requests a redraw then.
     sensors = [build_dashboard_refresh_sensor(list(asset_names().values()))]
+    # Unfinished queries (budget spent, outage, kill) continue by themselves: runs of
+    # feedback_ingest selecting the provider's asset over the query's window.
+    sensors.append(
+        build_resume_sensor(
+            target=ingest,
+            asset_names={name: asset_names()[name] for name in covered},
+            read_state=lambda: read_resume_state(settings.db_path, budgets),
+            min_room=min_room(budgets),
+            full_refresh_tag=FULL_REFRESH_TAG,
+            providers_tag=PROVIDERS_TAG,
+        )
+    )
     core = dg.Definitions(
         assets=assets,
         jobs=[ingest, full_refresh],
@@ -78,7 +115,69 @@ def build_definitions(environ: dict[str, str] | None = None) -> dg.Definitions:
         # add an interpreter start and a second import of Dagster and the pipeline.
         executor=dg.in_process_executor,
     )
-    return dg.Definitions.merge(core, alert_definitions(env))
+    secret_keys = [k for keys in account_keys.values() for k in keys]
+    return dg.Definitions.merge(core, alert_definitions(env, secret_resource_keys=secret_keys))
+
+
+def provider_accounts(env: Mapping[str, str]) -> list[Account]:
+    """Every configured account: each provider's plain variables' one (when they are set), then
+    the entries of ``FEEDBACK_ACCOUNTS_FILE``. A bad file fails here, naming file, entry and key;
+    so does an entry whose ``{env: NAME}`` variable is unset (it would fail every run)."""
+    specs = {name: ProviderSettings(get_spec(name).settings, get_spec(name).account) for name in names()}
+    plain = [a for name in names() if (a := environment_account(name, specs[name], env)) is not None]
+    path = env.get(ACCOUNTS_FILE_VAR)
+    if not path:
+        return plain
+    extra = load_accounts(path, specs, env, existing=plain)
+    for account in extra:
+        for key, var in account.env_vars.items():
+            if not env.get(var):
+                raise AccountsFileError(f"{account.source}: key {key!r} reads variable {var}, which is not set")
+    return plain + extra
+
+
+def account_resource(account: Account) -> ProviderResource:
+    """The Dagster resource of an accounts-file entry: ``EnvVar`` for every ``{env: NAME}`` (all
+    secrets), the file's plain values for the rest (never a secret: the parser refuses inline ones)."""
+    spec = get_spec(account.provider)
+    values: dict[str, object] = {k: v for k, v in account.values.items() if v is not None and k not in account.env_vars}
+    values.update({key: dg.EnvVar(var) for key, var in account.env_vars.items()})
+    return spec.resource(**values)
+
+
+def provider_budgets(env: Mapping[str, str]) -> dict[str, RateBudget]:
+    """The request budgets the specs declare, with ``FEEDBACK_<PROVIDER>_BUDGET_LIMIT`` and
+    ``FEEDBACK_<PROVIDER>_BUDGET_WINDOW_SECONDS`` overriding them (tests shorten the window; an
+    operator whose plan allows more, or who shares the organization with other tools, sets them)."""
+    budgets = {}
+    for name in names():
+        budget = get_spec(name).request_budget
+        if budget is None:
+            continue
+        limit_var, window_var = BUDGET_LIMIT_VAR.format(name.upper()), BUDGET_WINDOW_VAR.format(name.upper())
+        limit = _positive(env, limit_var, budget.limit)
+        window = _positive(env, window_var, budget.window.total_seconds())
+        budgets[name] = RateBudget(int(limit), timedelta(seconds=window), budget.margin)
+    return budgets
+
+
+def _positive(env: Mapping[str, str], var: str, default: float) -> float:
+    raw = env.get(var)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{var} must be a positive number; got {raw!r}") from None
+    if value <= 0:
+        raise ConfigurationError(f"{var} must be a positive number; got {raw!r}")
+    return value
+
+
+def min_room(budgets: Mapping[str, RateBudget]) -> int:
+    """The room ``feedback_resume`` waits for before resuming a provider with a budget: a tenth
+    of the smallest limit (10 of Mintlify's 100), at least one request."""
+    return max(1, min((b.limit for b in budgets.values()), default=10) // 10)
 
 
 defs = build_definitions()

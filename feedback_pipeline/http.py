@@ -14,7 +14,9 @@ a log line is the worst bug it can have. So:
 * 400, 401, 403, 404 (and other 4xx) fail at once with a message saying what to check;
 * URLs are redacted before they reach any log line, exception or metadata (the Mapbox token
   travels in the query string), headers are never logged, and the ``httpx``/``httpcore`` loggers
-  are silenced because httpx logs every request URL at INFO.
+  are silenced because httpx logs every request URL at INFO;
+* ``before_send`` (when set) is called before every request is sent, retries included: the
+  request budget's gate (``budget.BudgetGate``) waits there or raises ``BudgetSpent``.
 """
 
 from __future__ import annotations
@@ -179,6 +181,8 @@ class HttpClient:
         self.hints = dict(hints or {})
         self._secrets = [s for s in secrets if s]
         self._sleep = sleep
+        # Called before each request is sent (retries included); raises to stop (budget.py).
+        self.before_send: Callable[[], None] | None = None
         self._client = httpx.Client(
             headers=dict(headers or {}),
             auth=auth,
@@ -226,6 +230,8 @@ class HttpClient:
             failure: str
             retry_after: float | None = None
             status: int | None = None
+            if self.before_send is not None:
+                self.before_send()
             self.stats.requests += 1
             try:
                 response = self._client.request(method, url, params=params, json=json, headers=headers)
@@ -391,6 +397,8 @@ class ItemStream:
             failure: str
             retry_after: float | None = None
             status: int | None = None
+            if client.before_send is not None:
+                client.before_send()
             client.stats.requests += 1
             self._reader = reader = ArrayReader(peek=self._peek, keep=self._keep)
             try:

@@ -12,22 +12,37 @@ resumes the stored cursor), when:
 * no run that covers the provider is queued or in progress, and
 * the provider's request budget (where it has one) has room again.
 
+The run carries ``feedback/account``: it syncs only that account of the provider (another
+account's window would otherwise be re-read, which for an API without change queries spends the
+budget the resumed query waits for).
+
 A run key made of the cursor's position and the hour keeps a query from being requested twice
 for the same progress within an hour, while a stuck query is retried once an hour.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 
 import dagster as dg
+from filelock import Timeout
+
+from .budget import RateBudget, least_room
+from .warehouse import Warehouse
+from .warehouse.model import utc
 
 UTC = timezone.utc
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 REFRESH_PREFIX = "refresh:"
+# The account a resumed run syncs (the step syncs only that account of the provider).
+ACCOUNT_TAG = "feedback/account"
+# How long an evaluation waits for the writer lock: a run holding it is writing, so the sensor
+# skips this evaluation rather than wait for the run to end.
+LOCK_TIMEOUT_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -88,6 +103,7 @@ def plan_resumes(
             RANGE_START_TAG: item.first_day.isoformat(),
             RANGE_END_TAG: item.last_day.isoformat(),
             providers_tag: item.provider,
+            ACCOUNT_TAG: item.account_id,
             "feedback/resumed_query": item.query_key,
         }
         if item.full_refresh:
@@ -96,6 +112,21 @@ def plan_resumes(
         requests.append(dg.RunRequest(run_key=run_key, asset_selection=[dg.AssetKey(asset_names[item.provider])], tags=tags))
         busy_providers = busy_providers | {item.provider}  # one resume run per provider at a time
     return requests, waiting
+
+
+def read_resume_state(db_path: str | os.PathLike[str], budgets: Mapping[str, RateBudget], *, lock_timeout: float = LOCK_TIMEOUT_SECONDS) -> ResumeState | None:
+    """The unfinished queries and each budget's room, from the working database under the writer
+    lock (so never while a run writes: None then). No working database yet: nothing unfinished."""
+    warehouse = Warehouse(db_path, lock_timeout=lock_timeout)
+    if not warehouse.files.work.exists():
+        return ResumeState([], {})
+    try:
+        with warehouse.session() as session, session.cursor() as cursor:
+            rows = cursor.query("SELECT provider, account_id, query_key, first_day, last_day, updated_at FROM pipeline_cursors")
+            room = {provider: least_room(cursor.con, provider, budget) for provider, budget in budgets.items()}
+    except Timeout:
+        return None
+    return ResumeState([Unfinished(p, a, k, first, last, utc(at)) for p, a, k, first, last, at in rows], room)
 
 
 IN_PROGRESS = [

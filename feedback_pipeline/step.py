@@ -1,28 +1,37 @@
-"""One run's step: the selected providers sync concurrently, none holds back another.
+"""One run's step: the selected providers' accounts sync concurrently, none holds back another.
 
-Each provider syncs in its own thread (the network waits of five APIs overlap; each provider
-also prefetches its own pages). A provider that fails does not stop the others: they commit,
+Each account of each selected provider syncs in its own thread (the network waits overlap; each
+also prefetches its own pages). An account that fails does not stop the others: they commit,
 the step publishes the analysts' snapshot once, and only then does the caller report the failed
-providers, with the project's own sentence first (:func:`failure`).
+accounts, with the project's own sentence first (:func:`failure`).
+
+A provider with a request budget (``ProviderSpec.request_budget``) sends every request through
+its organization's ledger (``budget.py``); accounts sharing an API key share one organization.
+An account whose budget is spent stops like one whose API is down: what it fetched is committed
+with its cursor (:class:`~feedback_pipeline.budget.BudgetSpent`), and ``feedback_resume``
+continues it later.
 
 The step holds one warehouse session for its whole life (the writer lock and one connection);
-each provider's thread writes through its own cursor of it.
+each account's thread writes through its own cursor of it.
 """
 
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
 import dagster as dg
 
-from .http import ProviderError, ProviderRequestError
+from .budget import BudgetGate, BudgetSpent, RateBudget, RequestLedger, organization_id
+from .http import HttpClient, ProviderError, ProviderRequestError
 from .normalize import FeedbackBatch
 from .providers.base import ConfigurationError, Provider, Window
 from .sync import SyncReport, sync
@@ -30,26 +39,48 @@ from .lake import LakeSettings
 from .warehouse import PublishResult, Session, WindowStats
 
 
-@dataclass
-class ProviderOutcome:
-    """What one provider's thread produced: a report and window stats, or an error."""
+@dataclass(frozen=True)
+class AccountRef:
+    """One account a step syncs: its provider and the key of its Dagster resource (``<provider>``
+    for the plain variables' account, ``<provider>__<n>`` for the accounts file's n-th)."""
 
     provider: str
+    key: str
+
+
+@dataclass
+class AccountOutcome:
+    """What one account's thread produced: a report and window stats, or an error."""
+
+    provider: str
+    key: str = ""
+    account_id: str = ""
     report: SyncReport | None = None
     stats: WindowStats | None = None
     reasons: Counter[str] = field(default_factory=Counter)
     error: BaseException | None = None
 
+    @property
+    def label(self) -> str:
+        """``provider/account_id`` (just the provider when the account id is unknown: an
+        unconfigured account, or the publish and the lake)."""
+        return f"{self.provider}/{self.account_id}" if self.account_id else self.provider
+
+    @property
+    def budget_stop(self) -> bool:
+        """The account stopped because its request budget was spent (not a failure to alert on)."""
+        return isinstance(self.error, BudgetSpent)
+
 
 @dataclass
 class StepOutcome:
-    outcomes: list[ProviderOutcome]
+    outcomes: list[AccountOutcome]
     published: PublishResult | None
     seconds: float
     lake: Any = None  # the Iceberg copy's commit (lake.LakeCommit), None when none was made
 
     @property
-    def succeeded(self) -> list[ProviderOutcome]:
+    def succeeded(self) -> list[AccountOutcome]:
         return [o for o in self.outcomes if o.error is None]
 
     @property
@@ -58,20 +89,41 @@ class StepOutcome:
         return self.published is not None
 
     @property
-    def failed(self) -> list[ProviderOutcome]:
+    def failed(self) -> list[AccountOutcome]:
         return [o for o in self.outcomes if o.error is not None]
 
+    @property
+    def stopped_by_budget(self) -> bool:
+        """Every account that did not finish stopped on a spent request budget (and one did)."""
+        return bool(self.failed) and all(o.budget_stop for o in self.failed)
 
-class RejectTally:
-    """A provider whose ``normalize`` also counts this run's reject reasons (the sync report
-    counts rejects but not why). Everything else is the wrapped provider's."""
+    def by_provider(self) -> dict[str, list[AccountOutcome]]:
+        """The accounts' outcomes grouped by provider (publish and lake outcomes left out)."""
+        grouped: dict[str, list[AccountOutcome]] = {}
+        for o in self.outcomes:
+            if o.key:
+                grouped.setdefault(o.provider, []).append(o)
+        return grouped
 
-    def __init__(self, inner: Provider):
+
+class AccountProvider:
+    """A provider as one step runs it: its ``normalize`` also counts this run's reject reasons
+    (the sync report counts rejects but not why), and its HTTP client sends every request
+    through ``gate`` (the request budget) when there is one. Everything else is the wrapped
+    provider's."""
+
+    def __init__(self, inner: Provider, gate: Callable[[], None] | None = None):
         self._inner = inner
+        self._gate = gate
         self.reasons: Counter[str] = Counter()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
+
+    def open(self) -> HttpClient:
+        http = self._inner.open()
+        http.before_send = self._gate
+        return http
 
     def normalize(self, records: list[Any], batch: FeedbackBatch) -> None:
         before = batch.reject_count
@@ -80,46 +132,73 @@ class RejectTally:
             self.reasons.update(str(r) for r in batch.rejects().column("reason").to_pylist()[before:])
 
 
+@contextmanager
+def budget_gate(
+    provider: Provider, session: Session, budget: RateBudget | None, *, lock: threading.Lock, max_wait_seconds: float
+) -> Iterator[BudgetGate | None]:
+    """The gate of ``provider``'s organization (a digest of its secrets: the accounts sharing a
+    key share it), on a cursor of its own (the gate runs in the fetch thread); None without a
+    budget."""
+    if budget is None:
+        yield None
+        return
+    organization = organization_id(provider.name, "\x00".join(provider.config.secret_values()))
+    with session.cursor() as cursor:
+        ledger = RequestLedger(cursor.con, organization, budget, lock=lock)
+        yield BudgetGate(ledger, max_wait_seconds=max_wait_seconds, describe=f"{provider.name}'s request budget (account {provider.account_id})")
+
+
 def run_providers(
-    providers: Sequence[str],
-    build: Callable[[str], Provider],
+    accounts: Sequence[AccountRef],
+    build: Callable[[AccountRef], Provider],
     session: Session,
     window: Window,
     *,
     full_refresh: bool,
     logger: Any,
+    paced: bool = False,
+    budgets: Mapping[str, RateBudget] | None = None,
+    max_wait_seconds: float = 600.0,
+    account_id_of: Callable[[AccountRef], str] | None = None,
     lake: LakeSettings | None = None,
     run_id: str = "",
 ) -> StepOutcome:
-    """Sync ``providers`` concurrently over ``window``, then publish once and, when ``lake`` is
-    set, commit the Iceberg copy once (see the module docstring)."""
+    """Sync ``accounts`` concurrently over ``window``, then publish once and, when ``lake`` is
+    set, commit the Iceberg copy once (see the module docstring). ``budgets`` are the request
+    budgets by provider; ``account_id_of`` names an account before its provider is built (so an
+    account whose settings are refused is still named)."""
     started = time.monotonic()
+    ledger_lock = threading.Lock()  # one reservation at a time among this step's threads
 
-    def one(name: str) -> ProviderOutcome:
-        outcome = ProviderOutcome(name)
+    def one(ref: AccountRef) -> AccountOutcome:
+        outcome = AccountOutcome(ref.provider, ref.key, account_id_of(ref) if account_id_of else "")
         try:
-            provider = RejectTally(build(name))  # a ConfigurationError fails here, before any request
-            logger.info(f"{name}: syncing {window}{' (full refresh)' if full_refresh else ''}")
-            with session.cursor() as cursor:
-                outcome.report = sync(provider, cursor, window, full_refresh=full_refresh, logger=logger)  # type: ignore[arg-type]
-                outcome.stats = cursor.check_stats(name, provider.account_id, window.first_day, window.last_day)
-            outcome.reasons = provider.reasons
+            inner = build(ref)  # a ConfigurationError fails here, before any request
+            outcome.account_id = inner.account_id
+            budget = (budgets or {}).get(ref.provider)
+            with budget_gate(inner, session, budget, lock=ledger_lock, max_wait_seconds=max_wait_seconds) as gate:
+                provider = AccountProvider(inner, gate)
+                logger.info(f"{outcome.label}: syncing {window}{' (full refresh)' if full_refresh else ''}")
+                with session.cursor() as cursor:
+                    outcome.report = sync(provider, cursor, window, full_refresh=full_refresh, paced=paced, logger=logger)  # type: ignore[arg-type]
+                    outcome.stats = cursor.check_stats(ref.provider, inner.account_id, window.first_day, window.last_day)
+                outcome.reasons = provider.reasons
         except Exception as exc:  # noqa: BLE001 - reported by failure() once the others are done
             outcome.error = exc
-            logger.error(describe(name, exc))
+            (logger.warning if isinstance(exc, BudgetSpent) else logger.error)(describe(outcome.label, exc, outcome.provider))
         return outcome
 
-    if len(providers) == 1:
-        outcomes = [one(providers[0])]
+    if len(accounts) == 1:
+        outcomes = [one(accounts[0])]
     else:
-        with ThreadPoolExecutor(max_workers=len(providers), thread_name_prefix="sync") as pool:
-            outcomes = list(pool.map(one, providers))
+        with ThreadPoolExecutor(max_workers=len(accounts), thread_name_prefix="sync") as pool:
+            outcomes = list(pool.map(one, accounts))
     published = None
     try:
         # Whatever was committed, before a failure too, is consistent: publish it once.
         published = session.publish_if_behind()
     except Exception as exc:  # noqa: BLE001 - a publish failure fails the step like a provider's
-        outcomes.append(ProviderOutcome("publish", error=exc))
+        outcomes.append(AccountOutcome("publish", error=exc))
     lake_commit = None
     if lake is not None:
         # After the DuckDB publish, so a lake that fails costs analysts nothing; the next run
@@ -130,7 +209,7 @@ def run_providers(
             mirror = LakeMirror(lake)
             lake_commit = session.feed(lambda con, generation: mirror.apply(con, generation, run_id))
         except Exception as exc:  # noqa: BLE001 - reported like a provider's failure
-            outcomes.append(ProviderOutcome("lake", error=exc))
+            outcomes.append(AccountOutcome("lake", error=exc))
     return StepOutcome(outcomes, published, time.monotonic() - started, lake_commit)
 
 
@@ -165,35 +244,51 @@ def quoted_body(body: str | None, status: int | None) -> str | None:
     return max(fields, key=len) if fields else body
 
 
-def describe(provider: str, error: BaseException) -> str:
-    """The project's sentence for one failed provider (provider, endpoint, status, what to check)."""
+def describe(label: str, error: BaseException, provider: str | None = None) -> str:
+    """The project's sentence for one failed account (``provider/account_id``, endpoint, status,
+    what to check). ``provider`` is the name the error's own message may start with."""
+    provider = provider or label
     if isinstance(error, ProviderRequestError) and error.endpoint:
-        text = f"{provider}: {error.endpoint} returned HTTP {error.status}: {error.hint}."
+        text = f"{label}: {error.endpoint} returned HTTP {error.status}: {error.hint}."
         said = quoted_body(error.body, error.status)
         if said:
             text += f" The response said: {said}"
         return text
     if isinstance(error, (ProviderError, ConfigurationError)):
         message = str(error)
-        return message if message.startswith(provider) else f"{provider}: {message}"
-    return f"{provider}: {type(error).__name__}: {error}"
+        if message.startswith(f"{provider}: "):
+            message = message.removeprefix(f"{provider}: ")
+        return message if message.startswith(label) else f"{label}: {message}"
+    if isinstance(error, BudgetSpent):
+        return f"{label}: stopped: {error}"
+    return f"{label}: {type(error).__name__}: {error}"
 
 
 def failure(outcome: StepOutcome) -> dg.Failure:
-    """A ``dagster.Failure`` naming only the failed providers: their sentences first (Dagster
-    shows a Failure's description at the top of the error), then what the others did."""
+    """A ``dagster.Failure`` naming only the failed accounts (``provider/account_id``): their
+    sentences first (Dagster shows a Failure's description at the top of the error), then what
+    the others did. A step whose only stops were spent request budgets says when it resumes."""
     failed = outcome.failed
-    lines = [describe(o.provider, o.error) for o in failed if o.error is not None]
-    ok = [o.provider for o in outcome.succeeded]
+    lines = [describe(o.label, o.error, o.provider) for o in failed if o.error is not None]
+    ok = [o.label for o in outcome.succeeded]
     if ok:
         lines.append(f"{', '.join(ok)} committed their rows" + (" and the analysts' snapshot was published." if outcome.snapshot_published else "."))
-    metadata: dict[str, Any] = {"failed_providers": ", ".join(o.provider for o in failed)}
+    if outcome.stopped_by_budget:
+        resume_at = max(o.error.resume_at for o in failed if isinstance(o.error, BudgetSpent))
+        lines.append(f"Stopped cleanly on the request budget: feedback_resume continues from the committed cursors from {resume_at:%Y-%m-%d %H:%M:%S} UTC on.")
+    metadata: dict[str, Any] = {
+        "failed_providers": ", ".join(dict.fromkeys(o.provider for o in failed)),
+        "failed_accounts": ", ".join(o.label for o in failed),
+    }
     for o in failed:
-        prefix = "" if len(failed) == 1 else f"{o.provider}_"
+        prefix = "" if len(failed) == 1 else f"{o.label}_"
         error = o.error
         metadata[f"{prefix}provider"] = o.provider
+        metadata[f"{prefix}account_id"] = o.account_id or "unknown"
         metadata[f"{prefix}endpoint"] = getattr(error, "endpoint", None) or "none (failed before any request)"
         metadata[f"{prefix}status"] = str(getattr(error, "status", None) or "none")
-        metadata[f"{prefix}what_to_check"] = getattr(error, "hint", None) or describe(o.provider, error).partition(": ")[2]  # type: ignore[arg-type]
+        metadata[f"{prefix}what_to_check"] = getattr(error, "hint", None) or describe(o.label, error, o.provider).partition(": ")[2]  # type: ignore[arg-type]
+        if isinstance(error, BudgetSpent):
+            metadata[f"{prefix}resumes_at"] = f"{error.resume_at:%Y-%m-%d %H:%M:%S} UTC"
     return dg.Failure(description="\n".join(lines), metadata=metadata)
 

@@ -4,7 +4,9 @@ For a window ``[first day, last day]`` it
 
 1. plans queries from the stored state: days never read whole get a window read; days read
    before get a *change query* since their watermark (where the API can filter on update time);
-   a full refresh re-reads everything and deletes what the provider no longer has;
+   a full refresh re-reads everything and deletes what the provider no longer has; a *paced* run
+   (the hourly schedule's) of an API with a request budget and no change query reads only the
+   days its spec's ``reread_interval`` says are due (:func:`paced_days`);
 2. resumes any query an earlier run left unfinished from its committed cursor;
 3. streams pages (fetched in a background thread, so the network overlaps normalization and
    writing), normalizes them column-wise and commits bounded batches together with the cursor
@@ -73,10 +75,62 @@ class SyncReport:
     duration: float = 0.0
 
 
-def plan_queries(provider: Provider, warehouse: WarehouseCursor, window: Window, *, full_refresh: bool) -> list[PlannedQuery]:
-    """Decide the queries for ``window`` from what is stored (see the module docstring)."""
+def paced_days(days: list[date], synced: dict[date, tuple[datetime, datetime]], *, interval: timedelta, now: datetime) -> list[date]:
+    """The days of a paced run's window to read (the hourly schedule's runs of an API that has a
+    request budget and no change query, so each read costs every page of the day again):
+
+    * today (and later), every run: that is where new feedback arrives;
+    * a day never read whole (a gap: read like any backfill);
+    * else one older day: a day last read before it ended (yesterday's last hour, right after
+      midnight), or else the day read longest ago if that was more than ``interval`` ago. So each
+      older day is re-read about once per ``interval`` (status changes of older feedback show up
+      within it), and once the window was read whole a run costs at most today's pages plus one
+      day's, whatever the volume.
+    """
+    today = now.astimezone(UTC).date()
+    due: list[date] = []
+    unfinished: list[date] = []
+    stale: tuple[datetime, date] | None = None
+    for day in days:
+        read = synced.get(day)
+        ended = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
+        if day >= today or read is None:
+            due.append(day)
+        elif read[0] < ended:
+            unfinished.append(day)
+        elif read[0] <= now - interval and (stale is None or read[0] < stale[0]):
+            stale = (read[0], day)
+    if unfinished:
+        due.append(unfinished[-1])
+    elif stale is not None:
+        due.append(stale[1])
+    return sorted(due)
+
+
+def _runs(days: list[date]) -> list[list[date]]:
+    """Consecutive days grouped: [1, 2, 4] -> [[1, 2], [4]]."""
+    groups: list[list[date]] = []
+    for day in days:
+        if groups and day - groups[-1][-1] == timedelta(days=1):
+            groups[-1].append(day)
+        else:
+            groups.append([day])
+    return groups
+
+
+def plan_queries(
+    provider: Provider, warehouse: WarehouseCursor, window: Window, *, full_refresh: bool, paced: bool = False, now: datetime | None = None
+) -> list[PlannedQuery]:
+    """Decide the queries for ``window`` from what is stored (see the module docstring).
+    ``paced``: the run is one of the hourly schedule's (only the spec's ``reread_interval``
+    makes that matter)."""
     if full_refresh:
         return [PlannedQuery(f"refresh:{window}", window, None, sweep=True)]
+    interval = provider.spec.reread_interval
+    if paced and interval is not None and not provider.supports_changes:
+        synced = warehouse.sync_days(provider.name, provider.account_id, window.first_day, window.last_day)
+        due = paced_days(window.days(), synced, interval=interval, now=now or datetime.now(UTC))
+        return [PlannedQuery(f"window:{sub}", sub, None) for sub in (Window.for_days(g[0], g[-1]) for g in _runs(due))]
     if not provider.supports_changes:
         return [PlannedQuery(f"window:{window}", window, None)]
     synced = warehouse.sync_days(provider.name, provider.account_id, window.first_day, window.last_day)
@@ -101,14 +155,14 @@ def plan_queries(provider: Provider, warehouse: WarehouseCursor, window: Window,
     return planned
 
 
-def sync(provider: Provider, warehouse: WarehouseCursor, window: Window, *, full_refresh: bool = False, logger: Any = None) -> SyncReport:
+def sync(provider: Provider, warehouse: WarehouseCursor, window: Window, *, full_refresh: bool = False, paced: bool = False, logger: Any = None) -> SyncReport:
     """Bring ``provider``'s rows of ``window`` up to date on ``warehouse`` (a cursor of the step's
-    session); see the module docstring."""
+    session); see the module docstring (``paced``: the run is one of the hourly schedule's)."""
     logger = logger or log
     started = time.monotonic()
     report = SyncReport(provider.name, provider.account_id, window, full_refresh)
     scope = Scope(provider.name, provider.account_id, window.first_day, window.last_day)
-    plan = plan_queries(provider, warehouse, window, full_refresh=full_refresh)
+    plan = plan_queries(provider, warehouse, window, full_refresh=full_refresh, paced=paced)
     stored = {q.key: warehouse.stored_cursor(provider.name, provider.account_id, q.key) for q in plan}
     with provider.open() as http:
         try:

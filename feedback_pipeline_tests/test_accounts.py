@@ -120,3 +120,61 @@ def test_a_missing_file_fails_naming_it(tmp_path: Path):
 
 def test_the_plain_variables_configure_no_account_when_a_required_one_is_unset():
     assert environment_account("mintlify", SPECS["mintlify"], {"MINTLIFY_PROJECT_ID": "x"}) is None
+
+
+# -- the file in the definitions ----------------------------------------------------------------
+
+import dagster as dg  # noqa: E402
+
+from feedback_pipeline.definitions import build_definitions  # noqa: E402
+
+FILE = """
+mintlify:
+  - project_id: docs-sdk
+    api_key: {env: MINTLIFY_API_KEY_DOCS_SDK}
+    base_url: http://127.0.0.1:9/
+mapbox:
+  - account: eu
+    access_token: {env: MAPBOX_TOKEN_EU}
+"""
+
+
+def job_assets(defs: dg.Definitions) -> set[str]:
+    return {k.to_user_string() for k in defs.resolve_job_def("feedback_ingest").asset_layer.executable_asset_keys}
+
+
+def test_each_file_account_is_a_resource_reading_its_secrets_through_envvar(tmp_path: Path):
+    path = write(tmp_path, FILE)
+    env = {"FEEDBACK_ACCOUNTS_FILE": str(path), "MINTLIFY_API_KEY_DOCS_SDK": SECRET, "MAPBOX_TOKEN_EU": "pk.eu-token",
+           "MINTLIFY_API_KEY": "mint_plain", "MINTLIFY_PROJECT_ID": "docs-main"}
+    defs = build_definitions(env)
+    config = {key: defs.resources[key]._convert_to_config_dictionary() for key in ("mintlify", "mintlify__1", "mapbox__1")}
+    assert config["mintlify"]["api_key"] == {"env": "MINTLIFY_API_KEY"} and config["mintlify"]["project_id"] == {"env": "MINTLIFY_PROJECT_ID"}
+    assert config["mintlify__1"] == {"api_key": {"env": "MINTLIFY_API_KEY_DOCS_SDK"}, "project_id": "docs-sdk", "base_url": "http://127.0.0.1:9/"}
+    assert config["mapbox__1"]["access_token"] == {"env": "MAPBOX_TOKEN_EU"} and config["mapbox__1"]["account"] == "eu"
+    assert SECRET not in repr(config) and "pk.eu-token" not in repr(config)
+    # A provider with accounts only in the file is configured: the job covers it.
+    assert job_assets(defs) == {"mintlify_feedback", "mapbox_feedback", "feedback_dashboard"}
+    step = defs.resolve_assets_def("mintlify_feedback")
+    assert {"mintlify", "mintlify__1", "mapbox__1"} <= step.required_resource_keys
+
+
+def test_failure_alerts_redact_the_file_accounts_secrets_too(tmp_path: Path):
+    path = write(tmp_path, FILE)
+    env = {"FEEDBACK_ACCOUNTS_FILE": str(path), "MINTLIFY_API_KEY_DOCS_SDK": SECRET, "MAPBOX_TOKEN_EU": "pk.eu-token",
+           "FEEDBACK_ALERT_WEBHOOK_URL": "http://127.0.0.1:9/hook"}
+    sensor = next(s for s in build_definitions(env).sensors if s.name == "feedback_alert_on_failure")
+    assert {"mintlify__1", "mapbox__1"} <= sensor.required_resource_keys
+
+
+def test_a_bad_file_fails_when_the_definitions_load_naming_it(tmp_path: Path):
+    path = write(tmp_path, "mintlify:\n  - project_id: a\n    api_key: " + SECRET + "\n")
+    with pytest.raises(AccountsFileError) as caught:
+        build_definitions({"FEEDBACK_ACCOUNTS_FILE": str(path)})
+    assert str(path) in str(caught.value) and "mintlify[1]: key 'api_key'" in str(caught.value) and SECRET not in str(caught.value)
+
+
+def test_an_entry_reading_an_unset_variable_fails_at_load_naming_entry_key_and_variable(tmp_path: Path):
+    path = write(tmp_path, FILE)
+    with pytest.raises(AccountsFileError, match=r"mapbox\[1\]: key 'access_token' reads variable MAPBOX_TOKEN_EU, which is not set"):
+        build_definitions({"FEEDBACK_ACCOUNTS_FILE": str(path), "MINTLIFY_API_KEY_DOCS_SDK": SECRET})

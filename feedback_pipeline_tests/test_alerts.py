@@ -233,3 +233,16 @@ def test_a_malformed_alert_url_fails_at_load_naming_the_variable(var: str):
     with pytest.raises(ConfigurationError, match=var) as failure:
         build_definitions(env)
     assert "hooks.example/abc" not in str(failure.value)
+
+
+def test_a_run_stopped_cleanly_on_a_spent_request_budget_is_not_alerted(instance: dg.DagsterInstance, receiver: Receiver):
+    from feedback_pipeline.budget import STOPPED_BY_BUDGET, STOPPED_TAG
+
+    context = probe_sensor_context(receiver.url)
+    cursor = evaluate(PROBE_SENSOR, instance, None, **context)
+    # The step tags the run before it raises its Failure (feedback_resume continues it).
+    stopped = dg.materialize([probe_asset("budget spent")], instance=instance, tags={STOPPED_TAG: STOPPED_BY_BUDGET}, raise_on_error=False)
+    failed = dg.materialize([probe_asset("a real failure")], instance=instance, raise_on_error=False)
+    assert not stopped.success and not failed.success
+    evaluate(PROBE_SENSOR, instance, cursor, **context)
+    assert [m["text"].splitlines()[0] for m in receiver.received] == [f"Feedback pipeline run failed: job __ephemeral_asset_job__, run {failed.run_id}"]

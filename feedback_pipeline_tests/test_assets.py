@@ -190,16 +190,17 @@ def test_one_provider_failing_leaves_the_others_committed_and_materialized(refus
     assert len(result.get_step_failure_events()) == 1
 
 
-def test_the_failure_opens_with_the_projects_sentence_naming_only_the_failed_provider(refused_hub):
+def test_the_failure_opens_with_the_projects_sentence_naming_only_the_failed_account(refused_hub):
     result, _, _ = refused_hub
     data = result.get_step_failure_events()[0].event_specific_data
     failure = data.user_failure_data
     first_line = failure.description.splitlines()[0]
-    assert first_line.startswith("formbricks: GET ") and "HTTP 401" in first_line and "check FORMBRICKS_HUB_API_KEY" in first_line
+    assert first_line.startswith("formbricks/tenant-sandbox: GET ") and "HTTP 401" in first_line and "check FORMBRICKS_HUB_API_KEY" in first_line
     assert "<html" not in failure.description.lower()
     assert all(p not in first_line for p in PROVIDERS if p != "formbricks")
     meta = {k: v.value for k, v in failure.metadata.items()}
     assert meta["failed_providers"] == "formbricks" and meta["provider"] == "formbricks" and meta["status"] == "401"
+    assert meta["failed_accounts"] == "formbricks/tenant-sandbox" and meta["account_id"] == "tenant-sandbox"
     assert meta["endpoint"].startswith("GET ") and "FORMBRICKS_HUB_API_KEY" in meta["what_to_check"]
     # What Dagster shows as the error's message starts with that sentence.
     assert data.error.message.split(": ", 1)[1].startswith(first_line)

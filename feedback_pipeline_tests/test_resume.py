@@ -80,3 +80,81 @@ def test_busy_providers_come_from_in_progress_runs_tags_or_selection():
     assert busy_providers(instance, NAMES, "feedback/providers") == {"mapbox"}
     instance.add_run_tags(run.run_id, {"feedback/providers": "mintlify,mapbox"})
     assert busy_providers(instance, NAMES, "feedback/providers") == {"mintlify", "mapbox"}
+
+
+# -- the sensor driving a backfill larger than the budget to its end -----------------------------
+
+import time  # noqa: E402
+from datetime import timedelta  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from feedback_pipeline.definitions import build_definitions  # noqa: E402
+from feedback_pipeline.resume import ACCOUNT_TAG, read_resume_state  # noqa: E402
+from feedback_pipeline.schedules import RANGE_END_TAG, RANGE_START_TAG  # noqa: E402
+from feedback_pipeline.warehouse import Warehouse  # noqa: E402
+
+from feedback_pipeline.providers import provider_from_env  # noqa: E402
+from feedback_pipeline.sync import sync  # noqa: E402
+
+from .conftest import FAST_RETRIES, make_sandbox, recent_window  # noqa: E402
+from .test_budget import LIMIT, QUIET, WINDOW, assert_within_budget, budget_env  # noqa: E402
+
+
+def test_a_backfill_larger_than_the_budget_completes_through_the_sensor(tmp_path: Path, monkeypatch):
+    server = make_sandbox(("mintlify",), per_day=30)
+    try:
+        # What the backfill must end with: the sandbox's records, synced without any budget.
+        with Warehouse(tmp_path / "expected" / "f.duckdb").session() as session, session.cursor() as cursor:
+            sync(provider_from_env("mintlify", server.env(), policy=FAST_RETRIES), cursor, recent_window(30))
+            want = cursor.query("SELECT feedback_id, body, status FROM feedback ORDER BY feedback_id")
+        # Now the emulator enforces the budget (same data: no reset), with an empty request log.
+        server.sandbox.state.mintlify_rate_limit = LIMIT
+        server.sandbox.emulators["mintlify"].rate_window = WINDOW
+        server.sandbox.state.clear_log()
+
+        env = budget_env(server, tmp_path, monkeypatch, max_wait=0)  # never wait: stop and resume
+        defs = build_definitions(env)
+        job = defs.resolve_job_def("feedback_ingest")
+        sensor = defs.resolve_sensor_def("feedback_resume")
+        instance = dg.DagsterInstance.ephemeral()
+        today = datetime.now(UTC).date()
+        first = (today - timedelta(days=29)).isoformat()
+        backfill = job.execute_in_process(
+            instance=instance, asset_selection=[dg.AssetKey("mintlify_feedback")], tags={RANGE_START_TAG: first, RANGE_END_TAG: today.isoformat()},
+            run_config=QUIET, raise_on_error=False,
+        )
+        assert not backfill.success  # 900 records = 9+ pages; the budget allows LIMIT per run
+
+        resumed = []
+        for _ in range(200):  # a bound, not a timing: each pass either launches a run or waits for room
+            state = read_resume_state(env["FEEDBACK_DB"], {})
+            if state is not None and not state.unfinished:
+                break
+            data = sensor.evaluate_tick(dg.build_sensor_context(instance=instance))
+            if not data.run_requests:
+                time.sleep(0.25)  # the budget has no room yet (or nothing to do)
+                continue
+            for request in data.run_requests:
+                assert request.tags[RANGE_START_TAG] == first and request.tags[RANGE_END_TAG] == today.isoformat()
+                assert request.tags[ACCOUNT_TAG] and request.asset_selection == [dg.AssetKey("mintlify_feedback")]
+                result = job.execute_in_process(
+                    instance=instance, asset_selection=request.asset_selection, tags=request.tags, run_config=QUIET, raise_on_error=False
+                )
+                resumed.append(result)
+        assert len(resumed) >= 2 and resumed[-1].success and not any(r.success for r in resumed[:-1])
+        assert read_resume_state(env["FEEDBACK_DB"], {}) == ResumeState([], {})
+        with Warehouse(env["FEEDBACK_DB"]).session() as session:
+            got = session.query("SELECT feedback_id, body, status FROM feedback ORDER BY feedback_id")
+        assert got == want
+        assert_within_budget(server)
+        # The last resumed run materialized the whole range: the UI shows those partitions done.
+        assert len(resumed[-1].get_asset_materialization_events()) == 30
+    finally:
+        server.stop()
+
+
+def test_the_sensor_skips_while_a_run_holds_the_working_database(tmp_path: Path):
+    wh = Warehouse(tmp_path / "f.duckdb")
+    with wh.session():
+        assert read_resume_state(wh.path, {}, lock_timeout=0.1) is None
+    assert read_resume_state(wh.path, {}) == ResumeState([], {})

@@ -207,3 +207,69 @@ def test_sync_never_publishes(sandbox, tmp_path: Path):
         with session.cursor() as cursor:
             assert sync(provider, cursor, window).counts.inserted > 0
         assert not wh.path.exists() and session.behind()
+
+
+# -- paced runs: the hourly schedule's runs of an API with a budget and no change query ----------
+
+from datetime import date  # noqa: E402
+
+from feedback_pipeline.sync import paced_days  # noqa: E402
+
+PACE_NOW = datetime(2026, 5, 10, 14, 0, tzinfo=UTC)
+PACE_DAYS = [date(2026, 5, 3) + timedelta(days=i) for i in range(8)]  # today and 7 older days
+
+
+def read_at(day: date, hours_after_end: float) -> tuple[datetime, datetime]:
+    """A sync-days entry: the day read whole ``hours_after_end`` hours after it ended."""
+    at = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1, hours=hours_after_end)
+    return at, at
+
+
+def test_a_paced_run_reads_today_and_days_never_read_whole():
+    assert paced_days(PACE_DAYS, {}, interval=timedelta(days=1), now=PACE_NOW) == PACE_DAYS
+    synced = {d: read_at(d, 1) for d in PACE_DAYS[:-1]}
+    synced.pop(PACE_DAYS[2])
+    # Every older day was read after it ended, less than a day ago except none: today and the gap.
+    fresh = {d: (PACE_NOW - timedelta(hours=2),) * 2 for d in synced}
+    assert paced_days(PACE_DAYS, fresh, interval=timedelta(days=1), now=PACE_NOW) == [PACE_DAYS[2], PACE_DAYS[-1]]
+
+
+def test_a_paced_run_rereads_a_day_last_read_before_it_ended_as_its_one_older_day():
+    yesterday = PACE_DAYS[-2]
+    synced = {d: (PACE_NOW - timedelta(hours=30),) * 2 for d in PACE_DAYS[:-2]}  # all stale too
+    synced[yesterday] = read_at(yesterday, -1)  # read at 23:00, its last hour unseen
+    assert paced_days(PACE_DAYS, synced, interval=timedelta(days=1), now=PACE_NOW) == [yesterday, PACE_DAYS[-1]]
+
+
+def test_a_paced_run_rereads_at_most_one_stale_older_day_the_stalest():
+    # Every older day read after it ended; three of them more than a day ago.
+    synced = {d: (PACE_NOW - timedelta(hours=3),) * 2 for d in PACE_DAYS[:-1]}
+    synced[PACE_DAYS[1]] = (PACE_NOW - timedelta(hours=30),) * 2
+    synced[PACE_DAYS[4]] = (PACE_NOW - timedelta(hours=40),) * 2
+    synced[PACE_DAYS[5]] = (PACE_NOW - timedelta(hours=25),) * 2
+    assert paced_days(PACE_DAYS, synced, interval=timedelta(days=1), now=PACE_NOW) == [PACE_DAYS[4], PACE_DAYS[-1]]
+    synced[PACE_DAYS[4]] = (PACE_NOW,) * 2  # read by this run: the next stalest is next
+    assert paced_days(PACE_DAYS, synced, interval=timedelta(days=1), now=PACE_NOW + timedelta(hours=1)) == [PACE_DAYS[1], PACE_DAYS[-1]]
+
+
+def test_only_paced_runs_of_a_provider_with_a_reread_interval_are_planned_by_day(sandbox_server, sandbox, tmp_path: Path):
+    from feedback_pipeline.providers import get_spec, provider_from_env
+
+    sandbox_server.reset()
+    mintlify = provider_from_env("mintlify", sandbox_server.env(), policy=FAST_RETRIES)
+    assert get_spec("mintlify").reread_interval is not None and not mintlify.supports_changes
+    wh = Warehouse(tmp_path / "f.duckdb")
+    window = recent_window(8)
+    run_sync(mintlify, wh, window)  # every day read whole just now
+    with wh.session() as session, session.cursor() as cursor:
+        assert [q.key for q in plan_queries(mintlify, cursor, window, full_refresh=False)] == [f"window:{window}"]
+        paced = plan_queries(mintlify, cursor, window, full_refresh=False, paced=True)
+        today = window.last_day
+        # Every older day was read whole after it ended, moments ago: today alone.
+        assert [q.key for q in paced] == [f"window:{today}..{today}"]
+        refresh = plan_queries(mintlify, cursor, window, full_refresh=True, paced=True)
+        assert [q.key for q in refresh] == [f"refresh:{window}"]
+    # A provider without a reread interval plans as before in a paced run.
+    hub = FormbricksProvider(SPEC.resource(**SPEC.values_from_env(sandbox.env())), policy=FAST_RETRIES)
+    with wh.session() as session, session.cursor() as cursor:
+        assert plan_queries(hub, cursor, window, full_refresh=False, paced=True) == plan_queries(hub, cursor, window, full_refresh=False)

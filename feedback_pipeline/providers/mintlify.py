@@ -26,9 +26,11 @@ the vendored ``mintlify-analytics.openapi.json``):
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
 
+from ..budget import RateBudget
 from ..http import HttpClient, ProviderError
 from .base import ConfigurationError, Page, Provider, Query, check_cursor_page
 from .spec import ProviderSpec, Setting
@@ -117,4 +119,9 @@ SPEC = ProviderSpec(
     },
     provider=MintlifyProvider,
     page_size=PAGE_SIZE,
+    # "100 requests per hour per organization", shared by every analytics endpoint and project.
+    request_budget=RateBudget(limit=100, window=timedelta(hours=1)),
+    # No update timestamp: the hourly run re-reads today, and each older day of its lookback
+    # once a day (sync.plan_queries), instead of the whole window every hour.
+    reread_interval=timedelta(days=1),
 )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
@@ -20,6 +21,7 @@ from ..schema import UNIFIED_STATUSES
 from .base import ConfigurationError
 
 if TYPE_CHECKING:
+    from ..budget import RateBudget
     from ..http import RetryPolicy
     from .base import Provider
 
@@ -113,6 +115,13 @@ class ProviderSpec:
     ``nps_answers`` is a SELECT over ``feedback`` giving ``(collected_date, score)`` for each
     NPS answer among this provider's rows (the ``nps_daily`` view is their union); ``hints``
     say what to check when the API refuses a request (HTTP status -> which variables). Auth, paging, windowing and field mapping are the ``provider`` class's own business.
+
+    ``request_budget`` is the API's request limit per organization (None: none worth pacing):
+    every request of such a provider passes the shared ledger first (``budget.py``).
+    ``reread_interval`` is how often the hourly schedule's runs re-read an older day of their
+    window when the API has no change query (None: every run re-reads the whole window): such
+    runs read today, and an older day only when it was last read more than this long ago (one
+    such day per run), so their cost stays within the budget whatever the volume.
     """
 
     name: str
@@ -124,6 +133,8 @@ class ProviderSpec:
     page_size: int | None
     hints: Mapping[int, str]
     nps_answers: str | None = None
+    request_budget: RateBudget | None = None
+    reread_interval: timedelta | None = None
 
     @property
     def prefix(self) -> str:
@@ -221,4 +232,8 @@ class ProviderSpec:
         out += [f"no hint for HTTP {code}" for code in (401, 403, 404) if code not in self.hints]
         if self.page_size is not None and self.page_size < 1:
             out.append("page_size must be positive or None")
+        if self.request_budget is not None and (self.request_budget.limit < 1 or self.request_budget.window.total_seconds() <= 0):
+            out.append("request_budget must allow at least one request in a positive window")
+        if self.reread_interval is not None and self.request_budget is None:
+            out.append("reread_interval paces a request budget: set request_budget too")
         return out

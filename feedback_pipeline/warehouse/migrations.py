@@ -91,6 +91,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 6: erasure of one person (erasure.py holds the statements): the salt, the audit of
     # erasures (salted digests only) and the suppression list later writes consult.
     erasure.DDL,
+    # 7: the request ledger of APIs with a request budget (budget.py): one row per request sent
+    # in the last window, per organization (a digest of its API key, never the key).
+    ("CREATE TABLE pipeline_request_ledger (organization VARCHAR NOT NULL, sent_at TIMESTAMPTZ NOT NULL)",),
 )
 # The first schema version that has ``pipeline_publish``: migrations from then on mark the
 # snapshot behind, and (with the change log) due for a full copy.

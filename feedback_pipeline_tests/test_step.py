@@ -1,0 +1,209 @@
+"""Several accounts per provider through the real ``feedback_ingest`` job: each account syncs with
+its own rows, cursors and sync state; one account failing never holds back its siblings.
+
+Until the sandbox serves several accounts itself, the second account of a provider is served by a
+second sandbox (another seed) at its own base URL, declared in ``FEEDBACK_ACCOUNTS_FILE``. Its
+account id must differ from the first's: Mapbox's ``account`` and FeedbackKit's ``project`` are
+labels the emulators do not check; the Hub serves tenant ``tenant-other`` (a few records); the
+Mintlify emulator knows one other project (another organization's, empty). Usersnap's emulator
+accepts one project id only, so Usersnap gets its second account with the sandbox's accounts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+import yaml
+
+from feedback_pipeline.definitions import build_definitions
+from feedback_pipeline.providers import get_spec, provider_from_env
+from feedback_pipeline.sandbox import mintlify as mintlify_emulator
+from feedback_pipeline.sandbox.core import Fault
+from feedback_pipeline.sandbox.server import SandboxServer
+from feedback_pipeline.schedules import RANGE_END_TAG, RANGE_START_TAG
+from feedback_pipeline.sync import sync
+from feedback_pipeline.warehouse import Warehouse
+
+from .conftest import FAST_RETRIES, make_sandbox
+
+UTC = timezone.utc
+QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+DAYS = 10
+# provider -> (the second account's id, its entry's keys besides the secrets and base URL)
+SECOND = {
+    "mapbox": "eu",
+    "feedbackkit": "ios-app",
+    "formbricks": "tenant-other",
+    "mintlify": mintlify_emulator.OTHER_PROJECT_ID,
+}
+
+
+@pytest.fixture(scope="module")
+def second_server() -> Iterator[SandboxServer]:
+    server = make_sandbox(seed=8)
+    yield server
+    server.stop()
+
+
+def today():
+    return datetime.now(UTC).date()
+
+
+def second_accounts(first: SandboxServer, second: SandboxServer, *, broken_mapbox: bool = False) -> tuple[str, dict[str, str]]:
+    """The accounts file (YAML text) and the variables its ``{env: NAME}`` entries read: each
+    provider of :data:`SECOND` gets an account served by ``second`` (Mintlify's: the other
+    organization's project, with that organization's key). ``broken_mapbox`` adds a Mapbox
+    account on ``first`` whose token is refused."""
+    env2 = second.env()
+    document: dict[str, list[dict]] = {}
+    variables: dict[str, str] = {}
+    for provider, account_id in SECOND.items():
+        spec = get_spec(provider)
+        entry: dict = {spec.account: account_id}
+        for setting in spec.settings:
+            key = spec.key(setting)
+            if key == spec.account or setting.var not in env2:
+                continue
+            if setting.secret:
+                var = f"TEST_{provider.upper()}_{key.upper()}_2"
+                variables[var] = env2[setting.var]
+                entry[key] = {"env": var}
+            else:
+                entry[key] = env2[setting.var]
+        document[provider] = [entry]
+    variables["TEST_MINTLIFY_API_KEY_2"] = mintlify_emulator.OTHER_ORG_KEY
+    if broken_mapbox:
+        document["mapbox"].append({"account": "broken", "access_token": {"env": "TEST_MAPBOX_BROKEN"}, "base_url": first.env()["MAPBOX_BASE_URL"]})
+        variables["TEST_MAPBOX_BROKEN"] = "pk.not-a-token-of-this-sandbox"
+    return yaml.safe_dump(document), variables
+
+
+@pytest.fixture
+def job(sandbox, second_server, tmp_path: Path, monkeypatch):
+    """A function running ``feedback_ingest`` over the last DAYS days with two accounts of
+    Mapbox, FeedbackKit, the Hub and Mintlify."""
+    second_server.reset()
+
+    def make(**options: bool):
+        text, variables = second_accounts(sandbox, second_server, **options)
+        accounts = tmp_path / "accounts.yaml"
+        accounts.write_text(text)
+        env = {
+            **sandbox.env(),
+            **variables,
+            "FEEDBACK_ACCOUNTS_FILE": str(accounts),
+            "FEEDBACK_DB": str(tmp_path / "feedback.duckdb"),
+            "FEEDBACK_DASHBOARD": str(tmp_path / "dashboard.html"),
+            "FEEDBACK_START_DATE": (today() - timedelta(days=40)).isoformat(),
+            "FEEDBACK_HTTP_MAX_ATTEMPTS": "2",
+        }
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        defs = build_definitions(env)
+        instance = dg.DagsterInstance.ephemeral()
+
+        def run() -> dg.ExecuteInProcessResult:
+            first = today() - timedelta(days=DAYS - 1)
+            return defs.resolve_job_def("feedback_ingest").execute_in_process(
+                instance=instance, tags={RANGE_START_TAG: first.isoformat(), RANGE_END_TAG: today().isoformat()}, run_config=QUIET, raise_on_error=False
+            )
+
+        run.db = Path(env["FEEDBACK_DB"])  # type: ignore[attr-defined]
+        run.defs = defs  # type: ignore[attr-defined]
+        return run
+
+    return make
+
+
+def rows(db: Path, sql: str, params: list | None = None) -> list[tuple]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(sql, params).fetchall()
+    finally:
+        con.close()
+
+
+def alone(server: SandboxServer, provider: str, tmp_path: Path, overrides: dict | None = None) -> set[str]:
+    """The feedback ids one account alone syncs from ``server`` over the same days."""
+    wh = Warehouse(tmp_path / f"alone-{provider}-{id(server)}-{len(overrides or {})}.duckdb")
+    first = today() - timedelta(days=DAYS - 1)
+    from feedback_pipeline.providers.base import Window
+
+    with wh.session() as session, session.cursor() as cursor:
+        sync(provider_from_env(provider, server.env(), policy=FAST_RETRIES, overrides=overrides), cursor, Window.for_days(first, today()))
+        return {r[0] for r in cursor.query("SELECT feedback_id FROM feedback")}
+
+
+def test_two_accounts_of_a_provider_each_sync_their_own_rows_and_state_in_one_run(job, sandbox, second_server, tmp_path: Path):
+    run = job()
+    result = run()
+    assert result.success, [e.event_specific_data.error.to_string() for e in result.get_step_failure_events()]
+    first_day = today() - timedelta(days=DAYS - 1)
+    for provider, second_id in SECOND.items():
+        first_id = provider_from_env(provider, sandbox.env()).account_id
+        stored = {
+            account: {r[0] for r in rows(run.db, "SELECT feedback_id FROM feedback WHERE provider = ? AND account_id = ?", [provider, account])}
+            for account in (first_id, second_id)
+        }
+        assert stored[first_id] == alone(sandbox, provider, tmp_path), provider
+        overrides = {get_spec(provider).account: second_id}
+        if provider == "mintlify":
+            overrides["api_key"] = mintlify_emulator.OTHER_ORG_KEY
+        assert stored[second_id] == alone(second_server, provider, tmp_path, overrides), provider
+        if provider in ("mapbox", "feedbackkit"):
+            assert stored[second_id] and stored[second_id] != stored[first_id]
+        # Each account has its own sync state: every day of the window, for both.
+        for account in (first_id, second_id):
+            days = rows(run.db, "SELECT count(*) FROM pipeline_sync_days WHERE provider = ? AND account_id = ? AND day >= ?", [provider, account, first_day])
+            assert days == [(DAYS,)], (provider, account)
+        meta = {k: v.value for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey(f"{provider}_feedback") for k, v in e.materialization.metadata.items()}
+        table = meta["accounts"]
+        assert f"| {first_id} |" in table and f"| {second_id} |" in table
+        assert meta["rows_inserted"] == len(stored[first_id]) + len(stored[second_id])
+
+
+def test_an_account_interrupted_part_way_keeps_its_own_cursor_and_resumes_from_it(job, sandbox, second_server):
+    run = job()
+    # The first Mintlify account's API fails after its first page (100 of ~200 records); its
+    # sibling (the other organization's project, on the second sandbox) finishes.
+    sandbox.sandbox.state.add_fault("mintlify", Fault("server_error", count=None, after=1))
+    failed = run()
+    assert not failed.success
+    first_id = mintlify_emulator.PROJECT_ID
+    assert rows(run.db, "SELECT provider, account_id, pages FROM pipeline_cursors") == [("mintlify", first_id, 1)]
+    # The first page's records (100, less any rejected) are committed with that cursor.
+    assert 90 <= rows(run.db, "SELECT count(*) FROM feedback WHERE provider = 'mintlify' AND account_id = ?", [first_id])[0][0] <= 100
+    days = rows(run.db, "SELECT account_id, count(*) FROM pipeline_sync_days WHERE provider = 'mintlify' GROUP BY ALL")
+    assert days == [(SECOND["mintlify"], DAYS)]  # the sibling's days are done, the interrupted account's not
+    sandbox.sandbox.state.clear_faults()
+    sandbox.sandbox.state.clear_log()
+    resumed = run()
+    assert resumed.success
+    meta = {k: v.value for e in resumed.get_asset_materialization_events() if e.asset_key == dg.AssetKey("mintlify_feedback") for k, v in e.materialization.metadata.items()}
+    assert meta["resumed_queries"] == f"{first_id} window:{today() - timedelta(days=DAYS - 1)}..{today()}"
+    assert all(("cursor" in dict(e.query)) for e in sandbox.sandbox.state.requests_for("mintlify"))  # no page fetched twice
+    assert rows(run.db, "SELECT count(*) FROM pipeline_cursors") == [(0,)]
+
+
+def test_one_account_failing_never_holds_back_its_sibling_and_only_it_is_named(job, sandbox):
+    run = job(broken_mapbox=True)
+    result = run()
+    assert not result.success
+    (step_failure,) = result.get_step_failure_events()
+    failure = step_failure.event_specific_data.user_failure_data
+    first_line = failure.description.splitlines()[0]
+    assert first_line.startswith("mapbox/broken: GET ") and "HTTP 401" in first_line
+    assert {k: v.value for k, v in failure.metadata.items()}["failed_accounts"] == "mapbox/broken"
+    assert "sandbox-org" not in first_line and "pk.not-a-token" not in failure.description
+    # The siblings (mapbox's own other accounts, every other provider) committed and published.
+    published = dict(((p, a), n) for p, a, n in rows(run.db, "SELECT provider, account_id, count(*) FROM feedback GROUP BY ALL"))
+    assert published[("mapbox", "sandbox-org")] > 0 and published[("mapbox", "eu")] > 0
+    assert ("mapbox", "broken") not in published
+    # The Mapbox partitions are not done (an account is missing): no materialization for it.
+    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert "mapbox_feedback" not in materialized and "formbricks_feedback" in materialized
