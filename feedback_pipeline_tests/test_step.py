@@ -207,3 +207,52 @@ def test_one_account_failing_never_holds_back_its_sibling_and_only_it_is_named(j
     # The Mapbox partitions are not done (an account is missing): no materialization for it.
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert "mapbox_feedback" not in materialized and "formbricks_feedback" in materialized
+
+
+@pytest.fixture(scope="module")
+def two_account_sandbox() -> Iterator[SandboxServer]:
+    """The sandbox serving two accounts of every provider (one server, as upstream)."""
+    server = make_sandbox(accounts=2)
+    yield server
+    server.stop()
+
+
+def test_the_second_account_of_every_provider_syncs_its_own_rows_and_state(two_account_sandbox, tmp_path: Path, monkeypatch):
+    from feedback_pipeline.accounts import ProviderSettings, load_accounts
+    from feedback_pipeline.providers import names
+
+    server = two_account_sandbox.reset()
+    accounts_file = tmp_path / "accounts.yaml"
+    env = {
+        **server.env(),
+        **server.write_accounts_file(accounts_file),
+        "FEEDBACK_DB": str(tmp_path / "feedback.duckdb"),
+        "FEEDBACK_DASHBOARD": str(tmp_path / "dashboard.html"),
+        "FEEDBACK_START_DATE": (today() - timedelta(days=40)).isoformat(),
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    first_day = today() - timedelta(days=DAYS - 1)
+    result = build_definitions(env).resolve_job_def("feedback_ingest").execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(), tags={RANGE_START_TAG: first_day.isoformat(), RANGE_END_TAG: today().isoformat()}, run_config=QUIET
+    )
+    assert result.success
+    db = Path(env["FEEDBACK_DB"])
+    specs = {n: ProviderSettings(get_spec(n).settings, get_spec(n).account) for n in names()}
+    second = load_accounts(accounts_file, specs, env)
+    assert {a.provider for a in second} == set(names())
+    for account in second:
+        provider = account.provider
+        first_id = provider_from_env(provider, env).account_id
+        overrides = {**{k: v for k, v in account.values.items() if v is not None}, **{k: env[var] for k, var in account.env_vars.items()}}
+        stored = {
+            who: {r[0] for r in rows(db, "SELECT feedback_id FROM feedback WHERE provider = ? AND account_id = ?", [provider, who])}
+            for who in (first_id, account.account_id)
+        }
+        assert stored[account.account_id], provider
+        assert stored[account.account_id] == alone(server, provider, tmp_path, overrides), provider
+        assert stored[first_id] == alone(server, provider, tmp_path), provider
+        assert stored[first_id] != stored[account.account_id], provider
+        for who in (first_id, account.account_id):
+            days = rows(db, "SELECT count(*) FROM pipeline_sync_days WHERE provider = ? AND account_id = ? AND day >= ?", [provider, who, first_day])
+            assert days == [(DAYS,)], (provider, who)
