@@ -1,12 +1,11 @@
 """Several accounts per provider through the real ``feedback_ingest`` job: each account syncs with
 its own rows, cursors and sync state; one account failing never holds back its siblings.
 
-Until the sandbox serves several accounts itself, the second account of a provider is served by a
-second sandbox (another seed) at its own base URL, declared in ``FEEDBACK_ACCOUNTS_FILE``. Its
-account id must differ from the first's: Mapbox's ``account`` and FeedbackKit's ``project`` are
-labels the emulators do not check; the Hub serves tenant ``tenant-other`` (a few records); the
-Mintlify emulator knows one other project (another organization's, empty). Usersnap's emulator
-accepts one project id only, so Usersnap gets its second account with the sandbox's accounts.
+The last test uses the sandbox's own second account of every provider (``make_sandbox(accounts=2)``
+and the accounts file it writes). The others declare a second account served by a second sandbox
+(another seed) at its own base URL, which also covers accounts on other hosts and of other
+organizations: Mapbox's ``account`` and FeedbackKit's ``project`` are labels the emulators do not
+check; the Hub serves tenant ``tenant-other``; Mintlify's is another organization's project.
 """
 
 from __future__ import annotations
