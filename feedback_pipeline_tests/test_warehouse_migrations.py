@@ -50,3 +50,25 @@ def test_a_database_newer_than_the_pipeline_is_refused(wh: Warehouse, monkeypatc
     with pytest.raises(RuntimeError, match="newer than this pipeline knows"):
         with wh.session():
             pass
+
+
+def test_nps_daily_is_the_union_of_the_provider_specs_nps_queries_and_follows_them(wh: Warehouse, monkeypatch):
+    import dataclasses
+
+    from feedback_pipeline import providers
+
+    wh.publish_if_behind()
+    view = work_rows(wh, "SELECT sql FROM duckdb_views() WHERE view_name = 'nps_daily'")[0][0]
+    for spec in providers.specs().values():
+        if spec.nps_answers:
+            assert f"provider = '{spec.name}'" in view  # each provider's own query, nowhere else
+    assert wh.publish_if_behind() is None  # nothing changed: no copy
+
+    # A provider whose spec stops answering NPS: the view follows at the next open, and the
+    # analysts' snapshot is due for a full copy so it gets the new view too.
+    kept = {name: spec for name, spec in providers.specs().items() if name != "usersnap"}
+    changed = {**kept, "usersnap": dataclasses.replace(providers.specs()["usersnap"], nps_answers=None)}
+    monkeypatch.setattr(providers, "specs", lambda: changed)
+    view = work_rows(wh, "SELECT sql FROM duckdb_views() WHERE view_name = 'nps_daily'")[0][0]
+    assert "provider = 'usersnap'" not in view and "provider = 'formbricks'" in view
+    assert wh.publish_if_behind().mode == "full"

@@ -6,6 +6,7 @@ has exactly the working database's tables and views (working-only tables stay em
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from importlib import resources
 from typing import Any
@@ -42,7 +43,42 @@ def _recreate(table: str, columns: tuple[tuple[str, str, Any], ...]) -> tuple[st
 
 
 def _view(name: str) -> str:
-    return resources.files(__package__).joinpath("views", f"{name}.sql").read_text(encoding="utf-8")
+    """The view's statement from ``views/<name>.sql``; ``{answers}`` in it (nps_daily) becomes the
+    union of the provider specs' ``nps_answers`` queries, so each provider's rule lives once, in
+    its own module."""
+    text = resources.files(__package__).joinpath("views", f"{name}.sql").read_text(encoding="utf-8")
+    if "{answers}" in text:
+        from ..providers import specs
+
+        queries = [spec.nps_answers for spec in specs().values() if spec.nps_answers]
+        answers = "\n    UNION ALL\n".join(f"    SELECT collected_date, score FROM ({query})" for query in queries)
+        text = text.replace("{answers}", answers or "    SELECT NULL::DATE AS collected_date, NULL::DOUBLE AS score WHERE false")
+    return text
+
+
+def refresh_views(con: duckdb.DuckDBPyConnection, *, snapshot: bool = False) -> None:
+    """Re-create the views whose rendered statement changed since it was applied (a provider spec's
+    ``nps_answers`` changed, or a provider came or went): ``pipeline_views`` keeps a digest of each.
+    In the working database a change marks the snapshot behind and due for a full copy."""
+    exists = "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'pipeline_views' AND database_name = current_database()"
+    if not con.execute(exists).fetchone()[0]:
+        return  # a schema from before migration 8 (only while an older schema is being tested)
+    stored = dict(con.execute("SELECT name, digest FROM pipeline_views").fetchall())
+    current = {name: hashlib.sha256(_view(name).encode()).hexdigest() for name in VIEWS}
+    stale = [name for name, digest in current.items() if stored.get(name) != digest]
+    if not stale:
+        return
+    con.execute("BEGIN TRANSACTION")
+    try:
+        for name in stale:
+            con.execute(_view(name))
+            con.execute("INSERT OR REPLACE INTO pipeline_views VALUES (?, ?)", [name, current[name]])
+        if not snapshot:
+            changes.log_everything(con, changes.bump(con))
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
 
 
 # Migrations: index i brings the schema from version i to i + 1. Append, never edit.
@@ -94,6 +130,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 7: the request ledger of APIs with a request budget (budget.py): one row per request sent
     # in the last window, per organization (a digest of its API key, never the key).
     ("CREATE TABLE pipeline_request_ledger (organization VARCHAR NOT NULL, sent_at TIMESTAMPTZ NOT NULL)",),
+    # 8: a digest of each analyst view's statement as applied (refresh_views re-creates a view
+    # whose rendered statement changed, e.g. nps_daily when a provider spec's NPS query does).
+    ("CREATE TABLE pipeline_views (name VARCHAR PRIMARY KEY, digest VARCHAR NOT NULL)",),
 )
 # The first schema version that has ``pipeline_publish``: migrations from then on mark the
 # snapshot behind, and (with the change log) due for a full copy.
@@ -122,3 +161,4 @@ def migrate(con: duckdb.DuckDBPyConnection, *, snapshot: bool = False) -> None:
             changes.log_everything(con, changes.bump(con))
         con.execute("INSERT INTO pipeline_schema_version VALUES (?, ?)", [version + 1, datetime.now(UTC)])
         con.execute("COMMIT")
+    refresh_views(con, snapshot=snapshot)

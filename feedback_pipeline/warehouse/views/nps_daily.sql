@@ -1,16 +1,9 @@
--- NPS per collected day: Formbricks records of field type nps, and Usersnap answers whose label
--- mentions NPS (the first such ordered_inputs entry by `order`). Promoters 9-10, detractors 0-6;
--- scores outside 0..10 are ignored.
+-- NPS per collected day: the union of every provider spec's `nps_answers` query (each a SELECT of
+-- (collected_date, score) over its own rows; migrations.py renders them into the CTE below).
+-- Promoters 9-10, detractors 0-6; scores outside 0..10 are ignored.
 CREATE OR REPLACE VIEW nps_daily AS
-WITH usersnap AS (
-    SELECT f.collected_date, try_cast(e ->> 'value' AS DOUBLE) AS score
-    FROM feedback f, unnest(CAST(f.attributes -> '$.ordered_inputs' AS JSON[])) AS t(e)
-    WHERE f.provider = 'usersnap' AND lower(e ->> 'label') LIKE '%nps%'
-    QUALIFY row_number() OVER (PARTITION BY f.account_id, f.feedback_id ORDER BY try_cast(e ->> 'order' AS INTEGER)) = 1
-),
-answers AS (
-    SELECT collected_date, rating AS score FROM feedback WHERE provider = 'formbricks' AND category = 'nps'
-    UNION ALL SELECT collected_date, score FROM usersnap
+WITH answers AS (
+{answers}
 )
 SELECT collected_date,
        count(*) AS responses,
