@@ -22,14 +22,17 @@ a log line is the worst bug it can have. So:
 from __future__ import annotations
 
 import email.utils
+import itertools
 import logging
 import random
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
+from functools import partial
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
@@ -210,73 +213,28 @@ class HttpClient:
         when the body is not the documented envelope."""
         return self.request_json("GET", url, endpoint=endpoint, params=params, validate=validate, headers=headers)
 
-    def request_json(
-        self,
-        method: str,
-        url: str,
-        *,
-        endpoint: str,
-        params: Any = None,
-        json: Any = None,
-        headers: Mapping[str, str] | None = None,
-        validate: Callable[[Any], None] | None = None,
-    ) -> Any:
+    def request_json(self, method: str, url: str, *, endpoint: str, params: Any = None, json: Any = None, headers: Mapping[str, str] | None = None, validate: Callable[[Any], None] | None = None) -> Any:
         """Send a request and return its parsed JSON body (see the module docstring for the rules)."""
-        policy = self.policy
-        attempt = 0
-        waited = 0.0
-        while True:
-            attempt += 1
-            failure: str
-            retry_after: float | None = None
-            status: int | None = None
-            if self.before_send is not None:
-                self.before_send()
-            self.stats.requests += 1
+        request = self._client.build_request(method, url, params=params, json=json, headers=headers)
+        for attempt in self._attempts(method, endpoint):
             try:
-                response = self._client.request(method, url, params=params, json=json, headers=headers)
+                response = self._client.send(request)
             except (httpx.TransportError, httpx.DecodingError) as exc:
-                failure = f"network error ({type(exc).__name__})"
-                self.stats.count("network")
-            else:
-                status = response.status_code
-                self.stats.count(str(status))
-                if 200 <= status < 300:
-                    try:
-                        body = self._parse(response)
-                        if validate is not None:
-                            validate(body)
-                        return body
-                    except BadPage as bad:
-                        failure = f"unexpected response body: {bad}"
-                elif status in RETRYABLE_STATUS:
-                    failure = f"HTTP {status}"
-                    retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                else:
-                    raise self._refusal(method, endpoint, response)
-                excerpt = self._excerpt(response)
-                if excerpt:
-                    failure = f"{failure}; body: {excerpt}"
-
-            delay = self._delay(attempt, status, retry_after)
-            if attempt >= policy.max_attempts or waited + delay > policy.max_total_wait:
-                raise ProviderUnavailable(
-                    f"{self.provider}: {method} {endpoint} failed after {attempt} attempt(s) "
-                    f"and {waited:.1f}s of waiting: {failure}"
-                    + (f" (server asked to wait {retry_after:.0f}s)" if retry_after else "")
-                    + ". Rows and cursors committed so far are kept; the next run resumes from them.",
-                    status=status,
-                    endpoint=f"{method} {endpoint}",
-                    hint=f"failed after {attempt} attempt(s): {failure}; the next run resumes from the committed cursor",
-                )
-            log.warning(
-                "%s: %s %s attempt %d/%d: %s; retrying in %.1fs",
-                self.provider, method, endpoint, attempt, policy.max_attempts, failure, delay,
-            )
-            self.stats.retries += 1
-            self.stats.wait_seconds += delay
-            waited += delay
-            self._sleep(delay)
+                attempt.network_error(exc, self.stats)
+                continue
+            attempt.status = response.status_code
+            self.stats.count(str(response.status_code))
+            if not response.is_success:
+                self._unsuccessful(attempt, method, endpoint, response)
+                continue
+            try:
+                body = self._parse(response)
+                if validate is not None:
+                    validate(body)
+                return body
+            except BadPage as bad:
+                attempt.fail(f"unexpected response body: {bad}", self._excerpt(response))
+        raise AssertionError("unreachable: _attempts ends by raising")
 
     def stream_json_items(
         self,
@@ -297,13 +255,56 @@ class HttpClient:
         failure before the first list was yielded is retried from the start of the body; a
         failure after it raises :class:`ProviderUnavailable` at once (the caller has used those
         items; the request must be repeated whole)."""
-        return ItemStream(self, url, endpoint, params, headers, batch_size, tuple(peek), keep)
+        request = self._client.build_request("GET", url, params=params, headers=headers)
+        return ItemStream(self, request, endpoint, partial(ArrayReader, peek=tuple(peek), keep=keep), batch_size)
 
     def redact(self, text: str) -> str:
         """``text`` without this client's secrets (see :func:`redact_text`)."""
         return redact_text(text, self._secrets)
 
     # -- internals ---------------------------------------------------------------------------
+
+    def _attempts(self, method: str, endpoint: str) -> Iterator[_Attempt]:
+        """The tries of one request under the retry policy, for both the JSON and the streamed
+        path. The caller's loop body sends and reads; it leaves the loop when done (or raises a
+        refusal), or records on the attempt why it failed. Then this waits (backoff or
+        ``Retry-After``) and yields the next try, or raises :class:`ProviderUnavailable` once the
+        attempts or the waiting budget are spent. ``before_send`` runs before every try."""
+        policy = self.policy
+        waited = 0.0
+        for number in itertools.count(1):
+            if self.before_send is not None:
+                self.before_send()
+            self.stats.requests += 1
+            attempt = _Attempt(number)
+            yield attempt
+            delay = self._delay(number, attempt.status, attempt.retry_after)
+            if number >= policy.max_attempts or waited + delay > policy.max_total_wait:
+                raise ProviderUnavailable(
+                    f"{self.provider}: {method} {endpoint} failed after {number} attempt(s) "
+                    f"and {waited:.1f}s of waiting: {attempt.failure}"
+                    + (f" (server asked to wait {attempt.retry_after:.0f}s)" if attempt.retry_after else "")
+                    + ". Rows and cursors committed so far are kept; the next run resumes from them.",
+                    status=attempt.status,
+                    endpoint=f"{method} {endpoint}",
+                    hint=f"failed after {number} attempt(s): {attempt.failure}; the next run resumes from the committed cursor",
+                )
+            log.warning(
+                "%s: %s %s attempt %d/%d: %s; retrying in %.1fs",
+                self.provider, method, endpoint, number, policy.max_attempts, attempt.failure, delay,
+            )
+            self.stats.retries += 1
+            self.stats.wait_seconds += delay
+            waited += delay
+            self._sleep(delay)
+
+    def _unsuccessful(self, attempt: _Attempt, method: str, endpoint: str, response: httpx.Response) -> None:
+        """A non-2xx ``response`` (its body read): a retryable status is recorded on ``attempt``
+        with its ``Retry-After``; any other is a refusal, raised at once."""
+        if response.status_code not in RETRYABLE_STATUS:
+            raise self._refusal(method, endpoint, response)
+        attempt.retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        attempt.fail(f"HTTP {response.status_code}", self._excerpt(response))
 
     def _delay(self, attempt: int, status: int | None, retry_after: float | None) -> float:
         policy = self.policy
@@ -318,9 +319,7 @@ class HttpClient:
 
     @staticmethod
     def _parse(response: httpx.Response) -> Any:
-        content_type = response.headers.get("content-type", "")
-        if "html" in content_type:
-            raise BadPage(f"HTML instead of JSON (content-type {content_type.split(';')[0]})")
+        _refuse_html(response)
         try:
             return loads_json(response.content)
         except ValueError:
@@ -356,114 +355,102 @@ class HttpClient:
         }.get(status, "the provider refused the request")
 
 
+@dataclass
+class _Attempt:
+    """One try of a request (:meth:`HttpClient._attempts`): why it failed, for the retry
+    decision and the messages."""
+
+    number: int
+    status: int | None = None
+    retry_after: float | None = None
+    failure: str = ""
+
+    def fail(self, failure: str, excerpt: str = "") -> None:
+        self.failure = f"{failure}; body: {excerpt}" if excerpt else failure
+
+    def network_error(self, exc: Exception, stats: RequestStats) -> None:
+        self.fail(f"network error ({type(exc).__name__})")
+        stats.count("network")
+
+
+@dataclass
 class ItemStream:
-    """The lists of items of one streamed JSON array (:meth:`HttpClient.stream_json_items`).
+    """The lists of items of one streamed JSON array (:meth:`HttpClient.stream_json_items`):
+    iterating sends ``request`` (again on a retry) and reads the array with a fresh
+    ``new_reader()`` each try.
 
     ``seen`` and ``kept`` count the array's items read and kept by the attempt that is running
     (the last one, once iteration ended).
     """
 
     # Bytes of a non-2xx body read for the error message: enough for any error envelope.
-    ERROR_BODY_BYTES = 1 << 16
+    ERROR_BODY_BYTES: ClassVar[int] = 1 << 16
 
-    def __init__(self, client: HttpClient, url: str, endpoint: str, params: Any, headers: Mapping[str, str] | None, batch_size: int, peek: tuple[str, ...], keep: Callable[[Any], bool] | None):
-        self._client = client
-        self._url = url
-        self._endpoint = endpoint
-        self._params = params
-        self._headers = headers
-        self._batch_size = batch_size
-        self._peek = peek
-        self._keep = keep
-        self._reader: ArrayReader | None = None
+    client: HttpClient
+    request: httpx.Request
+    endpoint: str
+    new_reader: Callable[[], ArrayReader]
+    batch_size: int
+    reader: ArrayReader | None = field(default=None, init=False, repr=False)
 
     @property
     def seen(self) -> int:
-        return self._reader.seen if self._reader is not None else 0
+        return self.reader.seen if self.reader is not None else 0
 
     @property
     def kept(self) -> int:
-        return self._reader.kept if self._reader is not None else 0
+        return self.reader.kept if self.reader is not None else 0
 
     def __iter__(self) -> Iterator[list[Any]]:
-        client = self._client
-        policy = client.policy
-        method, endpoint = "GET", self._endpoint
-        attempt = 0
-        waited = 0.0
+        client, method, endpoint = self.client, self.request.method, self.endpoint
         handed_over = 0
-        while True:
-            attempt += 1
-            failure: str
-            retry_after: float | None = None
-            status: int | None = None
-            if client.before_send is not None:
-                client.before_send()
-            client.stats.requests += 1
-            self._reader = reader = ArrayReader(peek=self._peek, keep=self._keep)
+        for attempt in client._attempts(method, endpoint):
+            self.reader = reader = self.new_reader()
             try:
-                with client._client.stream(method, self._url, params=self._params, headers=self._headers) as response:
-                    status = response.status_code
-                    if 200 <= status < 300:
-                        content_type = response.headers.get("content-type", "")
-                        if "html" in content_type:
-                            raise BadPage(f"HTML instead of JSON (content-type {content_type.split(';')[0]})")
-                        for items in reader.batches(response.iter_bytes(), self._batch_size):
-                            handed_over += len(items)
-                            yield items
-                        client.stats.count(str(status))
-                        return
-                    client.stats.count(str(status))
-                    body = _bounded(response, self.ERROR_BODY_BYTES)
-                    if status in RETRYABLE_STATUS:
-                        failure = f"HTTP {status}"
-                        retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                    else:
-                        raise client._refusal(method, endpoint, body)
-                    excerpt = client._excerpt(body)
-                    if excerpt:
-                        failure = f"{failure}; body: {excerpt}"
+                with closing(client._client.send(self.request, stream=True)) as response:
+                    attempt.status = response.status_code
+                    if not response.is_success:
+                        client.stats.count(str(response.status_code))
+                        client._unsuccessful(attempt, method, endpoint, _bounded(response, self.ERROR_BODY_BYTES))
+                        continue
+                    _refuse_html(response)
+                    for items in reader.batches(response.iter_bytes(), self.batch_size):
+                        handed_over += len(items)
+                        yield items
+                    client.stats.count(str(response.status_code))
+                    return
             except (httpx.TransportError, httpx.DecodingError) as exc:
-                failure = f"network error ({type(exc).__name__})"
-                client.stats.count("network")
+                attempt.network_error(exc, client.stats)
             except (BadPage, ArrayError) as bad:
-                failure = f"unexpected response body: {bad}"
-                client.stats.count(str(status))
+                attempt.fail(f"unexpected response body: {bad}")
+                client.stats.count(str(attempt.status))
             if handed_over:
                 raise ProviderUnavailable(
                     f"{client.provider}: {method} {endpoint} broke off after {handed_over} item(s) of the body "
-                    f"had been handed over: {failure}. Rows and cursors committed so far are kept; "
+                    f"had been handed over: {attempt.failure}. Rows and cursors committed so far are kept; "
                     "the next run repeats the request.",
-                    status=status,
+                    status=attempt.status,
                 )
-            delay = client._delay(attempt, status, retry_after)
-            if attempt >= policy.max_attempts or waited + delay > policy.max_total_wait:
-                raise ProviderUnavailable(
-                    f"{client.provider}: {method} {endpoint} failed after {attempt} attempt(s) "
-                    f"and {waited:.1f}s of waiting: {failure}"
-                    + (f" (server asked to wait {retry_after:.0f}s)" if retry_after else "")
-                    + ". Rows and cursors committed so far are kept; the next run resumes from them.",
-                    status=status,
-                )
-            log.warning(
-                "%s: %s %s attempt %d/%d: %s; retrying in %.1fs",
-                client.provider, method, endpoint, attempt, policy.max_attempts, failure, delay,
-            )
-            client.stats.retries += 1
-            client.stats.wait_seconds += delay
-            waited += delay
-            client._sleep(delay)
+
+
+def _refuse_html(response: httpx.Response) -> None:
+    """An HTML page with a 2xx status (a proxy's or a login page) is a bad page, not JSON."""
+    content_type = response.headers.get("content-type", "")
+    if "html" in content_type:
+        raise BadPage(f"HTML instead of JSON (content-type {content_type.split(';')[0]})")
 
 
 def _bounded(response: httpx.Response, limit: int) -> httpx.Response:
     """The first ``limit`` bytes of a streamed response's body as a read response (for error
-    messages: a misbehaving server's error page must not be read whole)."""
+    messages: a misbehaving server's error page must not be read whole), with the headers an
+    error is judged by (the body is decoded already: its encoding and length headers would lie)."""
     body = bytearray()
     for chunk in response.iter_bytes():
         body += chunk
         if len(body) >= limit:
             break
-    return httpx.Response(response.status_code, headers={"content-type": response.headers.get("content-type", "")}, content=bytes(body))
+    headers = {name: response.headers[name] for name in ("content-type", "retry-after") if name in response.headers}
+    return httpx.Response(response.status_code, headers=headers, content=bytes(body))
 
 
 def utc_http_date(when: datetime) -> str:
