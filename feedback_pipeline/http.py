@@ -5,7 +5,7 @@ a log line is the worst bug it can have. So:
 
 * one ``httpx.Client`` per run (keep-alive), explicit connect/read timeouts;
 * 429, 500, 502, 503, 504, dropped connections, read timeouts and *bad pages* (not JSON, HTML
-  with 200, wrong envelope) are retried with exponential backoff and full jitter; ``Retry-After``
+  with 200, wrong envelope) are retried with exponential backoff and jitter; ``Retry-After``
   is honoured in both forms (delta-seconds and HTTP-date) with a floor of 1 s when it is 0 or
   absent; attempts and total waiting are capped;
 * a JSON array can be read as a stream (:meth:`HttpClient.stream_json_items`): the same rules
@@ -78,13 +78,19 @@ class BadPage(ValueError):
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How hard to try. Defaults suit hourly production runs; tests shrink the delays."""
+    """How hard to try (times in seconds). Defaults suit hourly production runs; tests shrink
+    the delays."""
 
+    # Tries of one request, the first included.
     max_attempts: int = 6
+    # Backoff before try n: base_delay * 2 ** (n - 2), at most max_delay, jittered down to half.
     base_delay: float = 1.0
     max_delay: float = 60.0
+    # Give up instead of waiting more than this in all (Retry-After included).
     max_total_wait: float = 600.0
+    # The least wait after a 429 or any Retry-After (a "0" must not hammer a limiter).
     retry_after_floor: float = 1.0
+    # httpx timeouts: to connect, and between bytes of a response.
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
 
