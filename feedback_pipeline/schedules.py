@@ -1,7 +1,9 @@
-"""``feedback_ingest_hourly``: one run per hour over today and the lookback days before it."""
+"""The schedules: ``feedback_ingest_hourly`` (one run per hour over today and the lookback days
+before it) and ``feedback_reconcile_weekly`` (a weekly full refresh of the last days)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from datetime import date, timedelta, timezone
 
 import dagster as dg
@@ -20,24 +22,15 @@ def build_hourly_schedule(job: dg.UnresolvedAssetJobDefinition, *, lookback_days
     """Hourly (UTC), stopped until an operator turns it on (UI toggle or ``dagster schedule start``).
     Late status changes inside the lookback are caught because each tick re-syncs those days.
     ``tags`` go on every run it requests."""
-
-    @dg.schedule(
+    return _range_schedule(
+        job,
         name="feedback_ingest_hourly",
-        job=job,
         cron_schedule="0 * * * *",
-        execution_timezone="UTC",
-        default_status=dg.DefaultScheduleStatus.STOPPED,
         description=f"Every hour: one run of feedback_ingest over today and the {lookback_days} days before it (FEEDBACK_LOOKBACK_DAYS).",
+        range_of=lambda day: hourly_range(day, lookback_days, first_partition),
+        run_key_format="%Y-%m-%dT%H:%M",
+        tags=tags or {},
     )
-    def feedback_ingest_hourly(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-        tick = context.scheduled_execution_time.astimezone(UTC)
-        first, last = hourly_range(tick.date(), lookback_days, first_partition)
-        return dg.RunRequest(
-            run_key=tick.strftime("%Y-%m-%dT%H:%M"),
-            tags={**(tags or {}), RANGE_START_TAG: first.isoformat(), RANGE_END_TAG: last.isoformat()},
-        )
-
-    return feedback_ingest_hourly
 
 
 def reconcile_range(tick_date: date, reconcile_days: int, first_partition: date) -> tuple[date, date]:
@@ -53,24 +46,48 @@ def build_reconcile_schedule(
     ``reconcile_days`` days, so records deleted at a provider leave ``feedback`` without anyone
     remembering to launch one. A provider's request budget spreads it over several hours when it
     must (the run stops cleanly and ``feedback_resume`` continues the refresh from its cursor)."""
-
-    @dg.schedule(
+    return _range_schedule(
+        job,
         name="feedback_reconcile_weekly",
-        job=job,
         cron_schedule="0 3 * * 0",
-        execution_timezone="UTC",
-        default_status=dg.DefaultScheduleStatus.STOPPED,
         description=(
             f"Sundays 03:00 UTC: one full-refresh run of {job.name} over the last {reconcile_days} days "
             "(FEEDBACK_RECONCILE_DAYS): rows deleted at the provider disappear; rows_deleted per provider in the metadata."
         ),
+        range_of=lambda day: reconcile_range(day, reconcile_days, first_partition),
+        run_key_format="reconcile:%Y-%m-%d",
+        tags={full_refresh_tag: "true", "feedback/reconcile": "true"},
     )
-    def feedback_reconcile_weekly(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+
+
+def _range_schedule(
+    job: dg.UnresolvedAssetJobDefinition,
+    *,
+    name: str,
+    cron_schedule: str,
+    description: str,
+    range_of: Callable[[date], tuple[date, date]],
+    run_key_format: str,
+    tags: Mapping[str, str],
+) -> dg.ScheduleDefinition:
+    """A schedule (UTC, shipped stopped) whose tick requests one run of ``job`` over the
+    partition range ``range_of(tick day)``, with ``tags`` and the range tags; the run key is the
+    tick formatted with ``run_key_format``, so a tick is never launched twice."""
+
+    def evaluate(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
         tick = context.scheduled_execution_time.astimezone(UTC)
-        first, last = reconcile_range(tick.date(), reconcile_days, first_partition)
+        first, last = range_of(tick.date())
         return dg.RunRequest(
-            run_key=f"reconcile:{tick:%Y-%m-%d}",
-            tags={RANGE_START_TAG: first.isoformat(), RANGE_END_TAG: last.isoformat(), full_refresh_tag: "true", "feedback/reconcile": "true"},
+            run_key=tick.strftime(run_key_format),
+            tags={**tags, RANGE_START_TAG: first.isoformat(), RANGE_END_TAG: last.isoformat()},
         )
 
-    return feedback_reconcile_weekly
+    return dg.ScheduleDefinition(
+        name=name,
+        job=job,
+        cron_schedule=cron_schedule,
+        execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.STOPPED,
+        description=description,
+        execution_fn=evaluate,
+    )
