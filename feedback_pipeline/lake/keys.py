@@ -14,6 +14,8 @@ writer), it is rebuilt from the table's key columns once.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
@@ -44,45 +46,50 @@ class KeyCache:
 
     def replace(self, rows: pa.RecordBatchReader | pa.Table, table_uuid: str, snapshot_id: int | None) -> None:
         """Replace the whole cache (after a full rebuild, or from the table's key columns)."""
-        self.con.execute("BEGIN TRANSACTION")
-        try:
+        with self._registered(_rows=rows), self._transaction():
             self.con.execute("DELETE FROM lake_keys")
-            self.con.register("_rows", rows)
             self.con.execute("INSERT INTO lake_keys SELECT provider, account_id, feedback_id, collected_date FROM _rows")
-            self.con.unregister("_rows")
             self._set_state(table_uuid, snapshot_id)
-        except BaseException:
-            self.con.execute("ROLLBACK")
-            raise
-        self.con.execute("COMMIT")
 
     def partitions_of(self, keys: pa.Table) -> set[tuple[str, date]]:
         """The ``(provider, collected_date)`` partitions holding the table's rows of ``keys``."""
-        self.con.register("_keys", keys)
-        try:
+        with self._registered(_keys=keys):
             rows = self.con.execute(
                 "SELECT DISTINCT provider, collected_date FROM lake_keys SEMI JOIN _keys USING (provider, account_id, feedback_id)"
             ).fetchall()
-        finally:
-            self.con.unregister("_keys")
         return {(provider, day) for provider, day in rows}
 
     def update(self, keys: pa.Table, locations: pa.Table, table_uuid: str, snapshot_id: int) -> None:
         """After a commit: ``keys`` are gone from where they were, ``locations`` are where their
         current rows now sit."""
-        self.con.execute("BEGIN TRANSACTION")
-        try:
-            self.con.register("_keys", keys)
-            self.con.register("_locations", locations)
+        with self._registered(_keys=keys, _locations=locations), self._transaction():
             self.con.execute("DELETE FROM lake_keys WHERE (provider, account_id, feedback_id) IN (SELECT provider, account_id, feedback_id FROM _keys)")
             self.con.execute("INSERT INTO lake_keys SELECT provider, account_id, feedback_id, collected_date FROM _locations")
-            self.con.unregister("_keys")
-            self.con.unregister("_locations")
             self._set_state(table_uuid, snapshot_id)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """The block's statements as one transaction: the keys and the state they describe
+        change together or not at all."""
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            yield
         except BaseException:
             self.con.execute("ROLLBACK")
             raise
         self.con.execute("COMMIT")
+
+    @contextmanager
+    def _registered(self, **tables: pa.RecordBatchReader | pa.Table) -> Iterator[None]:
+        """Arrow ``tables`` readable in SQL by their names for the block (unregistered after it,
+        error or not)."""
+        for name, table in tables.items():
+            self.con.register(name, table)
+        try:
+            yield
+        finally:
+            for name in tables:
+                self.con.unregister(name)
 
     def _set_state(self, table_uuid: str, snapshot_id: int | None) -> None:
         self.con.execute("DELETE FROM lake_keys_state")
