@@ -42,7 +42,7 @@ import math
 import random
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import date, datetime, timezone
 from typing import Any
 from urllib.parse import urlencode
@@ -417,11 +417,27 @@ class UsersnapEmulator(Emulator):
     def routes(self) -> list[Route]:
         base = f"{API}/projects/{{project_id}}/feedbacks"
         return [
-            Route(base, self.endpoint(self.list_feedbacks), methods=["GET"]),
-            Route(f"{base}/count", self.endpoint(self.count_feedbacks), methods=["GET"]),
-            Route(f"{base}/filter", self.endpoint(self.filter_feedbacks), methods=["POST"]),
-            Route(f"{base}/filter/count", self.endpoint(self.filter_count), methods=["POST"]),
+            Route(base, self._api(self.list_feedbacks), methods=["GET"]),
+            Route(f"{base}/count", self._api(self.count_feedbacks), methods=["GET"]),
+            Route(f"{base}/filter", self._api(self.filter_feedbacks), methods=["POST"]),
+            Route(f"{base}/filter/count", self._api(self.filter_count), methods=["POST"]),
         ]
+
+    def _api(self, handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Any]:
+        """``handler`` as an endpoint behind what every Usersnap endpoint checks first (the
+        bearer token, then the project in the path); an :class:`InvalidRequest` it raises is
+        answered with its error envelope."""
+
+        async def checked(request: Request) -> Response:
+            refused = self.authorize(request) or self._project(request)
+            if refused:
+                return refused
+            try:
+                return await handler(request)
+            except InvalidRequest as bad:
+                return bad.response()
+
+        return self.endpoint(checked)
 
     def authorize(self, request: Request) -> Response | None:
         """Verify the bearer JWT as the platform does; None when it is acceptable."""
@@ -528,44 +544,22 @@ class UsersnapEmulator(Emulator):
         return predicates, bounds
 
     async def list_feedbacks(self, request: Request) -> Response:
-        refused = self.authorize(request) or self._project(request)
-        if refused:
-            return refused
-        try:
-            limit = self._limit(request)
-            return self._page(request, "updated_at", True, [], [], limit)
-        except InvalidRequest as bad:
-            return bad.response()
+        return self._page(request, "updated_at", True, [], [], self._limit(request))
 
     async def count_feedbacks(self, request: Request) -> Response:
-        refused = self.authorize(request) or self._project(request)
-        if refused:
-            return refused
         return json_response({"status": True, "data": {"total_count": len(self.store.records)}})
 
     async def filter_feedbacks(self, request: Request) -> Response:
-        refused = self.authorize(request) or self._project(request)
-        if refused:
-            return refused
-        try:
-            body = await self._body(request)
-            limit = self._limit(request)
-            order_by, desc = self._order(body)
-            predicates, bounds = self._filters(body)
-            return self._page(request, order_by, desc, predicates, bounds, limit)
-        except InvalidRequest as bad:
-            return bad.response()
+        body = await self._body(request)
+        limit = self._limit(request)
+        order_by, desc = self._order(body)
+        predicates, bounds = self._filters(body)
+        return self._page(request, order_by, desc, predicates, bounds, limit)
 
     async def filter_count(self, request: Request) -> Response:
-        refused = self.authorize(request) or self._project(request)
-        if refused:
-            return refused
-        try:
-            body = await self._body(request)
-            self._order(body)
-            predicates, _ = self._filters(body)
-        except InvalidRequest as bad:
-            return bad.response()
+        body = await self._body(request)
+        self._order(body)
+        predicates, _ = self._filters(body)
         records = list(self.store.records.values())
         total = sum(1 for r in records if all(p(r) for p in predicates))
         return json_response({"status": True, "data": {"total_count": total}})
