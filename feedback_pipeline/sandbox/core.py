@@ -285,9 +285,10 @@ async def apply_fault(fault: Fault, envelope_break: Callable[[], Any] | None = N
 
 
 class Emulator:
-    """Base class of one emulated API. Subclasses set ``name``/``id_field`` and implement
-    :meth:`generate_day`, :meth:`touch`, :meth:`settings` and :meth:`routes`; an emulator that
-    serves several accounts also implements :meth:`account_of`."""
+    """Base class of one emulated API. Subclasses set ``name`` (and ``id_field`` when their
+    records' id is not ``id``) and implement :meth:`generate_day`, :meth:`touch`,
+    :meth:`settings` and :meth:`routes`; an emulator that serves several accounts also
+    implements :meth:`account_of`."""
 
     name: str = ""
     id_field: str = "id"

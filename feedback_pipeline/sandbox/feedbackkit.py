@@ -66,7 +66,6 @@ def error(status: int, reason: str) -> Response:
 
 class FeedbackKitEmulator(Emulator):
     name = "feedbackkit"
-    id_field = "id"
 
     def settings(self, base_url: str, account: int = 1) -> dict[str, str]:
         return {"api_key": account_value(API_KEY, account), "base_url": base_url, "project": account_value(PROJECT, account)}

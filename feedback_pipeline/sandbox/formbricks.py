@@ -88,7 +88,6 @@ def problem(status: int, title: str, detail: str, instance: str, invalid: list[t
 
 class FormbricksEmulator(Emulator):
     name = "formbricks"
-    id_field = "id"
 
     def settings(self, base_url: str, account: int = 1) -> dict[str, str]:
         return {"hub_url": base_url, "hub_api_key": API_KEY, "tenant_id": account_value(TENANT, account)}

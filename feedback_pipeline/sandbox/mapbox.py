@@ -127,7 +127,6 @@ def error(status: int, message: str) -> Response:
 
 class MapboxEmulator(Emulator):
     name = "mapbox"
-    id_field = "id"
 
     def settings(self, base_url: str, account: int = 1) -> dict[str, str]:
         return {"access_token": account_value(ACCESS_TOKEN, account), "base_url": base_url, "account": account_value(ACCOUNT, account)}

@@ -170,7 +170,6 @@ def object_id(rng: random.Random, when: datetime) -> str:
 
 class MintlifyEmulator(Emulator):
     name = "mintlify"
-    id_field = "id"
     # The rate limit's window (seconds): one hour upstream; tests shorten it on the instance.
     rate_window: float = 3600.0
 
