@@ -47,6 +47,8 @@ for _name in ("httpx", "httpcore"):
 log = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+# Seconds to connect, and between bytes of a response (a timeout is a retried network error).
+TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 SECRET_QUERY_PARAMS = frozenset({"access_token", "token", "api_key", "apikey", "key", "secret", "jwt", "password"})
 REDACTED = "***"
 
@@ -90,9 +92,6 @@ class RetryPolicy:
     max_total_wait: float = 600.0
     # The least wait after a 429 or any Retry-After (a "0" must not hammer a limiter).
     retry_after_floor: float = 1.0
-    # httpx timeouts: to connect, and between bytes of a response.
-    connect_timeout: float = 10.0
-    read_timeout: float = 60.0
 
 
 @dataclass
@@ -183,6 +182,7 @@ class HttpClient:
         hints: Mapping[int, str] | None = None,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        timeout: httpx.Timeout = TIMEOUT,
     ):
         self.provider = provider
         self.policy = policy or RetryPolicy()
@@ -195,10 +195,7 @@ class HttpClient:
         self._client = httpx.Client(
             headers=dict(headers or {}),
             auth=auth,
-            timeout=httpx.Timeout(
-                self.policy.read_timeout,
-                connect=self.policy.connect_timeout,
-            ),
+            timeout=timeout,
             transport=transport,
             follow_redirects=False,
         )
