@@ -3,7 +3,7 @@
 Reads a JSON config on stdin::
 
     {"env": {...}, "first": "YYYY-MM-DD", "last": "YYYY-MM-DD", "result": "/path/out.json",
-     "profile": null | "/path/prefix"}
+     "profile": null | "/path/prefix", "instance": "ephemeral" | "sqlite" | "home"}
 
 sets the environment (``EnvVar`` resolves from it at run time), builds the definitions, runs
 ``execute_in_process`` over the partition range as ONE run, and writes a JSON report to
@@ -168,9 +168,12 @@ def main() -> int:
     executor = config.get("executor") or "in_process"
     defs = build_definitions(dict(os.environ))
     job = defs.resolve_job_def("feedback_ingest")
-    if executor == "job":
-        # The job's own executor needs a persistent instance (sqlite files, as dagster dev uses).
+    if executor == "job" or config.get("instance") == "sqlite":
+        # The job's own executor needs a persistent instance (sqlite files, as dagster dev uses);
+        # "sqlite" also runs in process on one, to time Dagster's event writes as `make ui` pays them.
         instance = dg.DagsterInstance.local_temp(tempdir=config["dagster_home"])
+    elif config.get("instance") == "home":
+        instance = dg.DagsterInstance.get()  # $DAGSTER_HOME/dagster.yaml (e.g. PostgreSQL storage)
     else:
         instance = dg.DagsterInstance.ephemeral()
     import_seconds = time.monotonic() - t_start

@@ -133,7 +133,9 @@ class OtherLoad:
 EXECUTOR = "in_process"  # set from --executor
 
 
-def run_job(env: dict[str, str], first: str, last: str, workdir: Path, label: str, sandbox: SandboxProcess, profile: str | None = None) -> dict[str, Any]:
+def run_job(
+    env: dict[str, str], first: str, last: str, workdir: Path, label: str, sandbox: SandboxProcess, profile: str | None = None, instance: str = "ephemeral"
+) -> dict[str, Any]:
     """One ``feedback_ingest`` run in a child process (``bench.job_proc``); its report plus the
     child's total wall time (imports included) and the sandbox's CPU time meanwhile."""
     result_path = workdir / f"{label}.json"
@@ -141,7 +143,7 @@ def run_job(env: dict[str, str], first: str, last: str, workdir: Path, label: st
     executor = "in_process" if profile else EXECUTOR  # pyinstrument sees only this process
     dagster_home = workdir / f"{label}-dagster"
     dagster_home.mkdir(exist_ok=True)
-    config = {"env": env, "first": first, "last": last, "result": str(result_path), "profile": profile, "executor": executor, "dagster_home": str(dagster_home)}
+    config = {"env": env, "first": first, "last": last, "result": str(result_path), "profile": profile, "executor": executor, "dagster_home": str(dagster_home), "instance": instance}
     sandbox_cpu = sandbox.cpu_seconds()
     other = OtherLoad(sandbox)
     t0 = time.perf_counter()
@@ -204,14 +206,20 @@ def summarize_run(report: dict[str, Any], page_min: dict[str, int] | None = None
     # The providers sync concurrently inside the one step: the engine's share of the run is the
     # slowest provider's duration, and the rest of the wall time is Dagster's bookkeeping (run
     # creation, planned and materialization events per asset and partition, the step's events).
-    engine = max((p["duration_seconds"] or 0.0) for p in providers.values())
+    # The step's publish (once, after the providers) is the pipeline's work too, and so is drawing
+    # the dashboard (its own step, unpartitioned): neither is Dagster's bookkeeping.
+    publish = max((p["seconds_publishing"] or 0.0) for p in providers.values()) if providers else 0.0
+    engine = max((p["duration_seconds"] or 0.0) for p in providers.values()) + publish
+    dashboard = (report["steps"].get("feedback_dashboard") or {}).get("seconds") or 0.0
+    dagster = wall - engine - dashboard
     asset_partitions = sum(1 for p in providers.values() if p["duration_seconds"] is not None) * report.get("partitions", 0)
     return {
         "wall_seconds": wall,
         "engine_seconds": engine,
-        "dagster_seconds": wall - engine,
+        "dashboard_step_seconds": dashboard,
+        "dagster_seconds": dagster,
         "asset_partitions": asset_partitions,
-        "dagster_ms_per_asset_partition": 1000 * (wall - engine) / asset_partitions if asset_partitions else None,
+        "dagster_ms_per_asset_partition": 1000 * dagster / asset_partitions if asset_partitions else None,
         # Dagster's share: before the first step (run creation: planned events per partition),
         # and inside the steps but outside the sync engine (materialization events per partition).
         "before_first_step_seconds": min((s["start_offset"] for s in steps), default=None),
@@ -231,8 +239,8 @@ def summarize_run(report: dict[str, Any], page_min: dict[str, int] | None = None
         "other_processes_cores": report["other_processes_cores"],
         # One step per run, one publish at its end: every provider's metadata reports the same one.
         "publishes": sorted({p["publish_mode"] for p in providers.values() if p["publish_mode"] not in (None, "none")}),
-        "publish_seconds": sum((p["seconds_publishing"] or 0.0) for p in providers.values()),
-        "publish_rows_applied": sum((p["publish_rows_applied"] or 0) for p in providers.values()),
+        "publish_seconds": publish,
+        "publish_rows_applied": max((p["publish_rows_applied"] or 0) for p in providers.values()) if providers else 0,
         "providers": providers,
     }
 
@@ -400,7 +408,8 @@ def evaluate_targets(res: dict[str, Any]) -> list[dict[str, Any]]:
     per = back.get("dagster_ms_per_asset_partition")
     targets.append({
         "name": "Dagster time per asset-partition <= 1 ms (backfill)",
-        "value": f"{per:.2f} ms: run {back['wall_seconds']:.2f} s - slowest provider {back['engine_seconds']:.2f} s over {back['asset_partitions']:.0f} asset-partitions"
+        "value": f"{per:.2f} ms: run {back['wall_seconds']:.2f} s - slowest provider and publish {back['engine_seconds']:.2f} s - dashboard step "
+        f"{back.get('dashboard_step_seconds') or 0.0:.2f} s, over {back['asset_partitions']:.0f} asset-partitions"
         if per is not None else "n/a",
         "ms": per,
         "pass": per is not None and per <= 1.0,

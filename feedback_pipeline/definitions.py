@@ -10,6 +10,7 @@ import warnings
 
 import dagster as dg
 
+from . import dagster_env
 from .alerts import alert_definitions
 from .assets import asset_key, build_feedback_assets
 from .dashboard import DashboardResource, build_dashboard_asset, build_dashboard_refresh_sensor
@@ -17,6 +18,10 @@ from .partitions import feedback_partitions
 from .providers import asset_names, configured, get_spec, names
 from .schedules import build_hourly_schedule
 from .settings import FULL_REFRESH_TAG, PROVIDERS_TAG, PipelineResource, PipelineSettings
+
+# Dagster's event-log switches (one planned event per asset for a partition range, batched event
+# writes) for the CLI, the code server and run workers, which all import this module: see dagster_env.
+dagster_env.apply()
 
 # BackfillPolicy is marked beta in this Dagster release; we pin the release, so the warning is noise.
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
