@@ -417,7 +417,8 @@ def evaluate_targets(res: dict[str, Any]) -> list[dict[str, Any]]:
     cli = res["cli_one_partition"]
     targets.append({
         "name": "one-partition five-asset `dagster asset materialize` within 2x of importing the definitions",
-        "value": f"{cli['cli_seconds']:.2f} s vs import {cli['import_seconds']:.2f} s = {cli['ratio']:.2f}x (first run, creating the instance: {cli['cli_first_seconds']:.2f} s)"
+        "value": f"CPU {cli['cli_cpu_seconds']:.2f} s vs import {cli['import_cpu_seconds']:.2f} s = {cli['ratio']:.2f}x; wall {cli['cli_seconds']:.2f} s vs "
+        f"{cli['import_seconds']:.2f} s = {cli['wall_ratio']:.2f}x (medians of 3; first run, creating the instance: {cli['cli_first_seconds']:.2f} s)"
         if cli else "not run with --quick",
         "ratio": cli["ratio"] if cli else None,
         "pass": cli["ratio"] <= 2.0 if cli else None,
@@ -651,7 +652,7 @@ def main(argv: list[str] | None = None) -> int:
 
         cli = None if args.quick else cli_one_partition(base_env, today.isoformat(), workdir)  # ~1 min: not in the smoke test
         if cli:
-            log(f"import {cli['import_seconds']:.2f}s, CLI run {cli['cli_seconds']:.2f}s ({cli['ratio']:.2f}x)")
+            log(f"import {cli['import_cpu_seconds']:.2f}s CPU, CLI run {cli['cli_cpu_seconds']:.2f}s CPU ({cli['ratio']:.2f}x)")
 
         log("normalization alone (sandbox idle)")
         from .normalization import measure_in_child
