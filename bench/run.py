@@ -215,6 +215,7 @@ def summarize_run(report: dict[str, Any], page_min: dict[str, int] | None = None
     asset_partitions = sum(1 for p in providers.values() if p["duration_seconds"] is not None) * report.get("partitions", 0)
     return {
         "wall_seconds": wall,
+        "sync_step_seconds": (report["steps"].get("feedback_sync") or {}).get("seconds"),
         "engine_seconds": engine,
         "dashboard_step_seconds": dashboard,
         "dagster_seconds": dagster,
@@ -345,6 +346,46 @@ def memory_history(results_dir: Path, records: int, peak_mb: float | None, execu
     return [{"records": n, "peak_rss_mb": points[n]} for n in sorted(points)]
 
 
+def _growth_point(res: dict[str, Any]) -> dict[str, Any]:
+    """One stored size's incremental costs (issue 18's growth curve), from a results file."""
+
+    def run(section: str) -> dict[str, Any]:
+        r = res[section]
+        return {
+            "sync_step_seconds": r.get("sync_step_seconds"),
+            "asset_seconds": r.get("asset_seconds"),
+            "wall_seconds": r.get("wall_seconds"),
+            "publish_seconds": r.get("publish_seconds"),
+            "feedbackkit_seconds": (r.get("providers", {}).get("feedbackkit") or {}).get("duration_seconds"),
+            "peak_rss_mb": r.get("peak_rss_mb"),
+        }
+
+    return {
+        "records": res["config"]["records"],
+        "repeat": res["config"]["repeat"],
+        "git_commit": res["config"].get("versions", {}).get("git_commit"),
+        "incremental_no_change": run("incremental_no_change"),
+        "incremental_changed": run("incremental_changed"),
+        "backfill_peak_rss_mb": res["backfill"].get("peak_rss_mb"),
+    }
+
+
+def growth_curve(results_dir: Path, res: dict[str, Any], executor: str) -> list[dict[str, Any]]:
+    """Incremental costs at every stored size with a ``records-<N>.json`` (same executor), this run's
+    size from this run: a regression in how a run's cost grows with what is stored shows side by side."""
+    points = {res["config"]["records"]: _growth_point(res)}
+    for path in results_dir.glob("records-*.json"):
+        try:
+            data = json.loads(path.read_text())
+            n = int(data["config"]["records"])
+            if n in points or path.name != history_name(n, executor):
+                continue
+            points[n] = _growth_point(data)
+        except (ValueError, KeyError, TypeError):
+            continue
+    return [points[n] for n in sorted(points)]
+
+
 def evaluate_targets(res: dict[str, Any]) -> list[dict[str, Any]]:
     cfg, drain, back = res["config"], res["raw_drain"], res["backfill"]
     inc = res["incremental_no_change"]
@@ -414,6 +455,22 @@ def evaluate_targets(res: dict[str, Any]) -> list[dict[str, Any]]:
         "ms": per,
         "pass": per is not None and per <= 1.0,
     })
+    growth = [p for p in res.get("growth_curve") or [] if p["records"] >= 200_000]
+    if len(growth) >= 2:
+        lo, hi = growth[0], growth[-1]
+        a, b = lo["incremental_changed"]["sync_step_seconds"], hi["incremental_changed"]["sync_step_seconds"]
+        targets.append({
+            "name": "growth: 1%-changed run at the largest stored size within 1.2x of the smallest (sync step)",
+            "value": f"{b:.2f} s at {hi['records']:,} vs {a:.2f} s at {lo['records']:,} = {b / a:.2f}x" if a and b else "-",
+            "pass": (b / a <= 1.2) if a and b else None,
+        })
+        big = hi["incremental_no_change"]
+        rest = (big["sync_step_seconds"] or 0.0) if big["feedbackkit_seconds"] is None else None
+        targets.append({
+            "name": f"growth: no-change run at {hi['records']:,} stored <= 1 s in the sync step (FeedbackKit aside)",
+            "value": f"sync step {big['sync_step_seconds']:.2f} s, of which FeedbackKit's thread {big['feedbackkit_seconds'] or 0.0:.2f} s" if big["sync_step_seconds"] is not None else "-",
+            "pass": None if rest is None and big["feedbackkit_seconds"] is not None else (rest is not None and rest <= 1.0),
+        })
     cli = res["cli_one_partition"]
     targets.append({
         "name": "one-partition five-asset `dagster asset materialize` within 2x of importing the definitions",
@@ -533,7 +590,7 @@ def render(res: dict[str, Any]) -> str:
         f"JSON parse alone {_f(norm['json_parse_records_per_second'], 0)} records/s | 100k well under 1 s (<= {C.TARGET_NORMALIZE_SECONDS_PER_100K} s) | {_verdict(t['pass'])} |"
     )
     for t in res["targets"]:
-        if t["name"].startswith(("Dagster time", "one-partition", "latency mode")):
+        if t["name"].startswith(("Dagster time", "one-partition", "latency mode", "growth:")):
             lines.append(f"| {t['name']} | {t['value']} | | {_verdict(t['pass'])} |")
     t = targets["sandbox >= 20,000 records/s (1,000-record pages)"]
     lines.append(f"| Sandbox alone (bare drain; graded on 1,000-record pages) | {t['value']} | >= 20,000 records/s | {_verdict(t['pass'])} |")
@@ -554,6 +611,21 @@ def render(res: dict[str, Any]) -> str:
             f"| {_f(b['seconds_normalizing'])} | {_f(b['seconds_committing'])} | {_f(b['step_peak_rss_mb'], 0)} | {_f(b['requests'], 0)} / {_f(b['min_requests'], 0)} "
             f"| {_f(i0['requests'], 0)} / {_f(i1['requests'], 0)} | {_f(n['records_per_second'], 0)} |"
         )
+    growth = res.get("growth_curve") or []
+    if growth:
+        lines += [
+            "",
+            "Growth curve: incremental runs at each stored size (this run and earlier `records-<N>.json`; sync step wall s, FeedbackKit's thread s, publish s, peak RSS MB):",
+            "",
+            "| stored records | no change: step / FeedbackKit / publish / RSS | 1% changed: step / FeedbackKit / publish / RSS | backfill peak RSS MB | commit |",
+            "|---|---|---|---|---|",
+        ]
+        for p in growth:
+            cells = []
+            for key in ("incremental_no_change", "incremental_changed"):
+                r = p[key]
+                cells.append(f"{_f(r['sync_step_seconds'])} / {_f(r['feedbackkit_seconds'])} / {_f(r['publish_seconds'])} / {_f(r['peak_rss_mb'], 0)}")
+            lines.append(f"| {p['records']:,} | {cells[0]} | {cells[1]} | {_f(p['backfill_peak_rss_mb'], 0)} | {p.get('git_commit') or '-'} |")
     profile = res.get("profile")
     if profile:
         lines += ["", f"Profile of one backfill (pyinstrument, wall {_f(profile['wall_seconds'])} s under the profiler; files in {profile['directory']}):", ""]
@@ -734,6 +806,7 @@ def main(argv: list[str] | None = None) -> int:
     if profile:
         res["profile"] = profile
     res["memory_history"] = memory_history(results_dir, total, res["backfill"]["peak_rss_mb"], args.executor) if not args.quick else []
+    res["growth_curve"] = growth_curve(results_dir, res, args.executor) if not args.quick else []
     res["targets"] = evaluate_targets(res)
     res["elapsed_seconds"] = time.perf_counter() - started
 
