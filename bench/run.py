@@ -356,7 +356,10 @@ def _growth_point(res: dict[str, Any]) -> dict[str, Any]:
             "asset_seconds": r.get("asset_seconds"),
             "wall_seconds": r.get("wall_seconds"),
             "publish_seconds": r.get("publish_seconds"),
-            "feedbackkit_seconds": (r.get("providers", {}).get("feedbackkit") or {}).get("duration_seconds"),
+            # FeedbackKit's API has no filter: a run downloads its one array whatever changed, so
+            # the issue grades the others (the paged providers) apart from it.
+            "feedbackkit_seconds": max((p.get("duration_seconds") or 0.0 for n, p in r.get("providers", {}).items() if C.PAGE_SIZES.get(n) is None), default=None),
+            "paged_providers_seconds": max((p.get("duration_seconds") or 0.0 for n, p in r.get("providers", {}).items() if C.PAGE_SIZES.get(n) is not None), default=None),
             "peak_rss_mb": r.get("peak_rss_mb"),
         }
 
@@ -465,11 +468,12 @@ def evaluate_targets(res: dict[str, Any]) -> list[dict[str, Any]]:
             "pass": (b / a <= 1.2) if a and b else None,
         })
         big = hi["incremental_no_change"]
-        rest = (big["sync_step_seconds"] or 0.0) if big["feedbackkit_seconds"] is None else None
+        paged = big.get("paged_providers_seconds")
         targets.append({
-            "name": f"growth: no-change run at {hi['records']:,} stored <= 1 s in the sync step (FeedbackKit aside)",
-            "value": f"sync step {big['sync_step_seconds']:.2f} s, of which FeedbackKit's thread {big['feedbackkit_seconds'] or 0.0:.2f} s" if big["sync_step_seconds"] is not None else "-",
-            "pass": None if rest is None and big["feedbackkit_seconds"] is not None else (rest is not None and rest <= 1.0),
+            "name": f"growth: no-change run at {hi['records']:,} stored <= 1 s (slowest paged provider; FeedbackKit aside)",
+            "value": f"slowest paged provider {paged:.2f} s, FeedbackKit {big['feedbackkit_seconds'] or 0.0:.2f} s, sync step {big['sync_step_seconds'] or 0.0:.2f} s"
+            if paged is not None else "-",
+            "pass": None if paged is None else paged <= 1.0,
         })
     cli = res["cli_one_partition"]
     targets.append({
