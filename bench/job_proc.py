@@ -8,7 +8,7 @@ Reads a JSON config on stdin::
 sets the environment (``EnvVar`` resolves from it at run time), builds the definitions, runs
 ``execute_in_process`` over the partition range as ONE run, and writes a JSON report to
 ``result`` (also printed as the last line of stdout): wall time of the run, peak resident memory
-(``ru_maxrss``), CPU time, an RSS time series, per-step timings from the event log and every
+(``VmHWM``), CPU time, an RSS time series, per-step timings from the event log and every
 materialization's metadata. With ``profile`` the run executes under pyinstrument: the main thread
 and each prefetch ("fetch") thread get their own profiler; HTML and text renderings go to
 ``<profile>-main.*`` / ``<profile>-fetch.*`` and a categorized breakdown into the report.
@@ -128,6 +128,21 @@ class _FetchProfiles:
         for session in sessions[1:]:
             out = Session.combine(out, session)
         return out
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak RSS: ``VmHWM`` (the high-water mark of its own address space, reset by
+    exec). ``ru_maxrss`` is not: Linux carries it across fork and exec, so a run process started
+    by a parent that once held more (the benchmark after parsing every page of a 1M-record drain)
+    reports the parent's peak."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _metadata_value(value: Any) -> Any:
@@ -254,10 +269,10 @@ def main() -> int:
         "wall_end": wall_end,
         "import_and_build_seconds": import_seconds,
         "executor": executor,
-        # ru_maxrss is in kilobytes on Linux. With the job's executor the steps run in forked
+        # VmHWM of this process (peak_rss_bytes). With the job's executor the steps run in forked
         # processes: the peak is then the largest single process (children included) and
         # peak_tree_pss_bytes the largest sampled sum over the process tree.
-        "peak_rss_bytes": max([usage.ru_maxrss * 1024] + ([children.ru_maxrss * 1024, *sampler.max_rss.values()] if executor == "job" else [])),
+        "peak_rss_bytes": max([peak_rss_bytes()] + ([children.ru_maxrss * 1024, *sampler.max_rss.values()] if executor == "job" else [])),
         "peak_tree_pss_bytes": max((rss for _, rss in sampler.samples), default=None) if executor == "job" else None,
         "rss_before_run_bytes": rss_before,
         "cpu_user_seconds": usage.ru_utime - cpu_before.ru_utime,

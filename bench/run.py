@@ -572,7 +572,7 @@ def render(res: dict[str, Any]) -> str:
     )
     t = targets["peak memory of the run <= 400 MB for 1,000,000 records"]
     tree = f"; whole process tree {_f(back['peak_tree_pss_mb'], 0)} MB PSS" if back.get("peak_tree_pss_mb") else ""
-    lines.append(f"| Backfill peak RSS (ru_maxrss{', largest process' if tree else ''}) | {_f(back['peak_rss_mb'], 0)} MB (RSS before the run {_f(back['rss_before_run_mb'], 0)} MB{tree}) | <= 400 MB at 1M records | {_verdict(t['pass'])} |")
+    lines.append(f"| Backfill peak RSS (VmHWM{', largest process' if tree else ''}) | {_f(back['peak_rss_mb'], 0)} MB (RSS before the run {_f(back['rss_before_run_mb'], 0)} MB{tree}) | <= 400 MB at 1M records | {_verdict(t['pass'])} |")
     t = targets["peak memory flat in the number of records"]
     lines.append(f"| Peak memory vs record count | {t['value']} | flat | {_verdict(t['pass'])} |")
     t = targets["backfill requests within 1% of the minimum (each provider)"]
