@@ -32,13 +32,6 @@ from .model import CursorRow, Progress, PublishResult, Scope, WriteCounts
 T = TypeVar("T")
 
 DEFAULT_MEMORY_LIMIT = "64MB"
-# DuckDB checkpoints the working database whenever its WAL passes this size (default 16 MB). Each
-# checkpoint recompresses (ZSTD) the table's partly filled last row group, so at the default a
-# backfill's 10,000-row commits checkpointed every few commits and rewrote up to a row group
-# (122,880 rows) each time: half the commit time. At 256 MB a year of five providers at 200,000
-# records checkpoints once, when the session closes; the WAL stays bounded on disk, and its rows
-# are in DuckDB's buffer pool under the memory limit like any other.
-CHECKPOINT_THRESHOLD = "256MB"
 
 
 class Warehouse:
@@ -60,12 +53,7 @@ class Warehouse:
         with FileLock(str(self.files.lock), timeout=self.lock_timeout):
             con = duckdb.connect(
                 str(self.files.work),
-                config={
-                    "storage_compatibility_version": publish.STORAGE_VERSION,
-                    "memory_limit": self.memory_limit,
-                    "threads": 2,
-                    "checkpoint_threshold": CHECKPOINT_THRESHOLD,
-                },
+                config={"storage_compatibility_version": publish.STORAGE_VERSION, "memory_limit": self.memory_limit, "threads": 2},
             )
             try:
                 con.execute("SET TimeZone = 'UTC'")
