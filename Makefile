@@ -32,11 +32,15 @@ ui: install
 sandbox: install
 	$(BIN)/feedback-pipeline sandbox
 
-## make bench: throughput, incremental cost and memory (prints a table, writes bench/results/),
-## then the dashboard's build time on a generated warehouse (DASHBOARD_ROWS, default 1,000,000)
+## make bench: throughput, incremental cost and memory (prints a table, writes bench/results/;
+## BENCH_ARGS="--records 1000000 --repeat 1" adds the large point of the growth curve), then the
+## Iceberg copy's commit cost at each of LAKE_RECORDS stored rows, then the dashboard's build time
+## on a generated warehouse (DASHBOARD_ROWS, default 1,000,000)
 DASHBOARD_ROWS ?= 1000000
+LAKE_RECORDS ?= 200000 1000000
 bench: install
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+	for n in $(LAKE_RECORDS); do $(BIN)/python -m bench.lake --records $$n --repeat 3 --output bench/results/lake-$$n.json || exit 1; done
 	$(BIN)/python -m bench.dashboard --rows $(DASHBOARD_ROWS)
 
 ## make e2e: drives the real web UI in headless Chromium (installs Debian chromium packages);

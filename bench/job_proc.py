@@ -3,12 +3,12 @@
 Reads a JSON config on stdin::
 
     {"env": {...}, "first": "YYYY-MM-DD", "last": "YYYY-MM-DD", "result": "/path/out.json",
-     "profile": null | "/path/prefix"}
+     "profile": null | "/path/prefix", "instance": "ephemeral" | "sqlite" | "home"}
 
 sets the environment (``EnvVar`` resolves from it at run time), builds the definitions, runs
 ``execute_in_process`` over the partition range as ONE run, and writes a JSON report to
 ``result`` (also printed as the last line of stdout): wall time of the run, peak resident memory
-(``ru_maxrss``), CPU time, an RSS time series, per-step timings from the event log and every
+(``VmHWM``), CPU time, an RSS time series, per-step timings from the event log and every
 materialization's metadata. With ``profile`` the run executes under pyinstrument: the main thread
 and each prefetch ("fetch") thread get their own profiler; HTML and text renderings go to
 ``<profile>-main.*`` / ``<profile>-fetch.*`` and a categorized breakdown into the report.
@@ -130,6 +130,21 @@ class _FetchProfiles:
         return out
 
 
+def peak_rss_bytes() -> int:
+    """This process's peak RSS: ``VmHWM`` (the high-water mark of its own address space, reset by
+    exec). ``ru_maxrss`` is not: Linux carries it across fork and exec, so a run process started
+    by a parent that once held more (the benchmark after parsing every page of a 1M-record drain)
+    reports the parent's peak."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def _metadata_value(value: Any) -> Any:
     raw = getattr(value, "value", value)
     if isinstance(raw, (str, int, float, bool)) or raw is None:
@@ -168,9 +183,12 @@ def main() -> int:
     executor = config.get("executor") or "in_process"
     defs = build_definitions(dict(os.environ))
     job = defs.resolve_job_def("feedback_ingest")
-    if executor == "job":
-        # The job's own executor needs a persistent instance (sqlite files, as dagster dev uses).
+    if executor == "job" or config.get("instance") == "sqlite":
+        # The job's own executor needs a persistent instance (sqlite files, as dagster dev uses);
+        # "sqlite" also runs in process on one, to time Dagster's event writes as `make ui` pays them.
         instance = dg.DagsterInstance.local_temp(tempdir=config["dagster_home"])
+    elif config.get("instance") == "home":
+        instance = dg.DagsterInstance.get()  # $DAGSTER_HOME/dagster.yaml (e.g. PostgreSQL storage)
     else:
         instance = dg.DagsterInstance.ephemeral()
     import_seconds = time.monotonic() - t_start
@@ -251,10 +269,10 @@ def main() -> int:
         "wall_end": wall_end,
         "import_and_build_seconds": import_seconds,
         "executor": executor,
-        # ru_maxrss is in kilobytes on Linux. With the job's executor the steps run in forked
+        # VmHWM of this process (peak_rss_bytes). With the job's executor the steps run in forked
         # processes: the peak is then the largest single process (children included) and
         # peak_tree_pss_bytes the largest sampled sum over the process tree.
-        "peak_rss_bytes": max([usage.ru_maxrss * 1024] + ([children.ru_maxrss * 1024, *sampler.max_rss.values()] if executor == "job" else [])),
+        "peak_rss_bytes": max([peak_rss_bytes()] + ([children.ru_maxrss * 1024, *sampler.max_rss.values()] if executor == "job" else [])),
         "peak_tree_pss_bytes": max((rss for _, rss in sampler.samples), default=None) if executor == "job" else None,
         "rss_before_run_bytes": rss_before,
         "cpu_user_seconds": usage.ru_utime - cpu_before.ru_utime,

@@ -13,6 +13,7 @@ from datetime import timedelta
 
 import dagster as dg
 
+from . import dagster_env
 from .accounts import ACCOUNTS_FILE_VAR, Account, AccountsFileError, ProviderSettings, environment_account, load_accounts
 from .alerts import alert_definitions
 from .assets import asset_key, build_feedback_assets
@@ -30,6 +31,10 @@ from .settings import FULL_REFRESH_TAG, PROVIDERS_TAG, PipelineResource, Pipelin
 # FEEDBACK_<PROVIDER>_BUDGET_LIMIT requests per FEEDBACK_<PROVIDER>_BUDGET_WINDOW_SECONDS.
 BUDGET_LIMIT_VAR = "FEEDBACK_{}_BUDGET_LIMIT"
 BUDGET_WINDOW_VAR = "FEEDBACK_{}_BUDGET_WINDOW_SECONDS"
+
+# Dagster's event-log switches (one planned event per asset for a partition range, batched event
+# writes) for the CLI, the code server and run workers, which all import this module: see dagster_env.
+dagster_env.apply()
 
 # BackfillPolicy is marked beta in this Dagster release; we pin the release, so the warning is noise.
 warnings.filterwarnings("ignore", category=dg.BetaWarning)

@@ -22,6 +22,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
+from .dagster_env import with_event_settings
+
 LOCATION = "feedback_pipeline"
 MODULE = "feedback_pipeline.definitions"
 BIN = Path(sys.executable).parent  # the console scripts of this environment
@@ -76,7 +78,9 @@ class ServiceGroup:
     group only; :meth:`stop` forwards exactly one SIGINT, Dagster's graceful shutdown)."""
 
     def __init__(self, env: Mapping[str, str], *, cwd: Path | None = None, output: IO[bytes] | None = None):
-        self.env = dict(env)
+        # The webserver and the daemon create runs (UI launches, the schedule, backfills) without
+        # importing the definitions: they get Dagster's event-log settings here (dagster_env).
+        self.env = with_event_settings(env)
         self.cwd = cwd
         self.output = output
         self.pgid: int | None = None
