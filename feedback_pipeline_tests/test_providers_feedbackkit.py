@@ -109,16 +109,16 @@ def test_a_resumed_query_is_refused_as_stale_without_a_request(kit):
 def test_every_record_becomes_a_row_or_a_reject_and_the_window_matches_the_store(kit):
     batch, _, _ = fetch_all(provider_for(kit), Query(WINDOW))
     rows = rows_by_id(batch)
-    good = {rid for rid, r in store(kit).items() if collected(r) is not None}
+    good = {rid for rid, r in store(kit).items() if collected(r) is not None and r["id"]}
     assert set(rows) == good
     rejects = batch.rejects().to_pylist()
-    assert {r["feedback_id"] for r in rejects} == set(store(kit)) - good
+    assert {r["feedback_id"] or "" for r in rejects} == set(store(kit)) - good  # an empty id is rejected as missing
     assert 1 <= len(rejects) <= 4
     assert {r["reason"] for r in rejects} <= {
-        RejectReason.UNPARSEABLE_COLLECTED_AT, RejectReason.MISSING_COLLECTED_AT, RejectReason.COLLECTED_AT_OUT_OF_RANGE,
+        RejectReason.UNPARSEABLE_COLLECTED_AT, RejectReason.MISSING_COLLECTED_AT, RejectReason.COLLECTED_AT_OUT_OF_RANGE, RejectReason.MISSING_ID,
     }
     for reject in rejects:
-        assert json.loads(reject["payload"]) == store(kit)[reject["feedback_id"]], "payload is the record as received"
+        assert json.loads(reject["payload"]) == store(kit)[reject["feedback_id"] or ""], "payload is the record as received"
     # what the engine keeps for the window: exactly the store's records collected in it
     in_window = {rid for rid, r in rows.items() if WINDOW.contains(r["collected_at"])}
     assert in_window == {rid for rid in good if WINDOW.contains(collected(store(kit)[rid]))}
@@ -472,7 +472,7 @@ def test_small_pages_give_the_rows_of_one_page_in_either_key_case(kit, monkeypat
 
 
 def window_ids(server) -> set[str]:
-    return {rid for rid, r in store(server).items() if (c := collected(r)) is not None and WINDOW.contains(c)}
+    return {rid for rid, r in store(server).items() if (c := collected(r)) is not None and WINDOW.contains(c) and r["id"]}
 
 
 def stored_ids(wh: Warehouse) -> set[str]:

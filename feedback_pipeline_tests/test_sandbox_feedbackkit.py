@@ -48,7 +48,8 @@ FEEDBACK_RESPONSE = {
         "mergedFeedbackIds": {"oneOf": [{"type": "array", "items": _UUID}, {"type": "null"}]},
     },
 }
-BROKEN_CREATED = ("not-a-date", None, "1969-12-31T23:59:59Z")  # what generate_day plants, rarely
+BROKEN_CREATED = ("not-a-date", None, "1969-12-31T23:59:59Z")  # unusable times (the connector's tests plant them)
+BROKEN_IDS = ("",)  # what generate_day plants, one record per 30 days (data.bad_record_day)
 
 
 _CLIENT = httpx.Client(timeout=30)  # one keep-alive client: a new client per request costs ~50 ms
@@ -198,9 +199,9 @@ def test_every_item_matches_the_documented_feedback_response_model(kit):
     validator = jsonschema.Draft202012Validator(FEEDBACK_RESPONSE)
     broken = 0
     for item in items:
-        if item["createdAt"] in BROKEN_CREATED:
+        if item["id"] in BROKEN_IDS:
             broken += 1  # planted for the connector's reject path
-            item = {**item, "createdAt": "2026-01-01T00:00:00Z"}
+            item = {**item, "id": "00000000-0000-4000-8000-000000000000"}
         errors = list(validator.iter_errors(item))
         assert not errors, (item, errors[0].message)
     assert broken >= 1
@@ -276,8 +277,8 @@ def test_generation_is_deterministic_for_a_seed_and_end_date():
 
 def test_dataset_has_rare_rejects_and_optional_fields_both_absent_and_null(kit):
     records = list(store(kit).values())
-    broken = [r for r in records if r["createdAt"] in BROKEN_CREATED]
-    assert 1 <= len(broken) <= 30 // 10 + 1
+    broken = [r for r in records if r["id"] in BROKEN_IDS]
+    assert 1 <= len(broken) <= 30 // 30 + 1
     for field in ("userEmail", "totalMrr", "mergedIntoId"):
         assert any(field not in r for r in records), field
         assert any(field in r and r[field] is None for r in records), field

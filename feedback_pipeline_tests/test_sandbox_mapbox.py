@@ -445,9 +445,9 @@ def test_generated_records_cover_the_variants_and_rejects_are_rare():
     created = [ts(r["created_at"]) for r in recs if r["created_at"]]
     assert any(c.time() == datetime.min.time() for c in created)
     assert any(c.hour == 23 and c.minute == 59 and c.second == 59 and c.microsecond == 999_000 for c in created)
-    # Records the connector must reject: about one per ten days.
+    # Records the connector must reject: two per 30 days, none in the last 20 (data.bad_record_day).
     bad = [r for r in recs if not r["id"] or not r["created_at"]]
-    assert 4 <= len(bad) <= 15
+    assert len(bad) == 2 * 90 // 30  # _generate: 90 days
 
 
 def test_touch_bumps_updated_at(sb, client):

@@ -117,9 +117,11 @@ class FeedbackKitEmulator(Emulator):
             elif rng.random() < 0.2:
                 record["mergedIntoId"] = None
                 record["mergedFeedbackIds"] = None
-            if i == 0 and day.toordinal() % 10 == 0:
-                _break(record, day)  # about one record per ten days the connector must reject
             records.append(record)
+        if data.bad_record_day(day, now) is not None:
+            # A record the connector must reject (data.bad_record_day): the day's last one that
+            # no merge refers to.
+            _break(next(r for r in reversed(records) if "mergedIntoId" not in r and "mergedFeedbackIds" not in r))
         return records
 
     def touch(self, record: dict[str, Any], now: datetime) -> None:
@@ -206,14 +208,11 @@ def _stamp(rng: random.Random, when: datetime) -> str:
     return local.strftime("%Y-%m-%dT%H:%M:%S") + f".{when.microsecond // 1000:03d}+02:00"
 
 
-def _break(record: dict[str, Any], day: date) -> None:
-    kind = (day.toordinal() // 10) % 3
-    if kind == 0:
-        record["createdAt"] = "not-a-date"
-    elif kind == 1:
-        record["createdAt"] = None
-    else:
-        record["createdAt"] = "1969-12-31T23:59:59Z"
+def _break(record: dict[str, Any]) -> None:
+    """A bad record's flaw: an empty id. Its creation time stays good: the API has no date filter,
+    so a record whose time is unusable belongs to no window and would be served to (and
+    rejected by) every run, whatever its window; unusable times are covered by test_bad_input."""
+    record["id"] = ""
 
 
 EMULATOR = FeedbackKitEmulator

@@ -28,7 +28,7 @@ Follows ``shared/providers/usersnap.md`` and the vendored ``usersnap-v0.1.openap
 
 Data quirks served on purpose: ``ordered_inputs`` not listed in ``order`` order, ratings as
 numbers, numeric strings or ``"N/A"``, comments in ``text_value`` or only in ``value``, nulls in
-optional fields, a rare unknown ``status_type``, and about one record per ten days whose
+optional fields, a rare unknown ``status_type``, and one record per 30 days (``data.bad_record_day``) whose
 ``created_at`` is an epoch number (a legacy import) that the connector must reject.
 
 Accounts: account k signs with ``JWT_KID-k`` / ``JWT_SECRET-k`` and owns project
@@ -316,7 +316,7 @@ class UsersnapEmulator(Emulator):
             record["ordered_inputs"] = self._inputs(rng)
             picks = rng.sample(LABELS, k=rng.choice((0, 0, 1, 1, 2)))
             record["labels"] = [{"company_label_id": _LABEL_IDS[ident], "identifier": ident, "name": name, "color": color} for ident, name, color in picks]
-            if day.toordinal() % 10 == 3 and i == count // 2:
+            if data.bad_record_day(day, now) is not None and i == count // 2:
                 # A legacy import whose created_at is an epoch number: unusable, the connector rejects it.
                 record["created_at"] = round(when.timestamp(), 3)
             records.append(record)
