@@ -21,7 +21,8 @@ SEED = 7
 LOOKBACK_DAYS = 7  # the hourly schedule's default range: today and the 7 days before
 QUICK_DAYS = 10
 QUICK_PER_DAY = 20
-# Native field changes merged by ``POST /_control/{provider}/touch`` for the "1% changed" run.
+# Native field changes merged by ``POST /_control/{provider}/touch`` for the "1% changed" run
+# (a provider not listed only gets its update time bumped).
 TOUCH_CHANGES: dict[str, dict[str, Any]] = {
     "mintlify": {"status": "dismissed"},
     "usersnap": {"status_type": "done"},

@@ -305,7 +305,7 @@ def one_repeat(index: int, sandbox: SandboxProcess, base_env: dict[str, str], da
 
     touched = {}
     for name in C.PROVIDERS:
-        answer = sandbox.control("POST", f"/_control/{name}/touch", {"fraction": C.TOUCH_FRACTION, "seed": 1000 + index, "changes": C.TOUCH_CHANGES[name]})
+        answer = sandbox.control("POST", f"/_control/{name}/touch", {"fraction": C.TOUCH_FRACTION, "seed": 1000 + index, "changes": C.TOUCH_CHANGES.get(name, {})})
         touched[name] = answer["touched"]
     warm_up(sandbox.env, first_d, last_d)
     log(f"repeat {index + 1}: incremental run, {C.TOUCH_FRACTION:.0%} of the records changed ({sum(touched.values())} touched)")
