@@ -181,3 +181,19 @@ def snapshot_rows(wh: Warehouse, sql: str = "SELECT feedback_id, body, ingested_
         return con.execute(sql).fetchall()
     finally:
         con.close()
+
+
+def job_environment(monkeypatch: pytest.MonkeyPatch, provider_env: dict[str, str], db: Path, **extra: str) -> dict[str, str]:
+    """The environment a test runs the real jobs with: the providers' variables, a warehouse at
+    ``db``, the dashboard beside it (never in the checkout), partitions from 29 days ago, plus
+    ``extra``; set in the process environment too (resources read it through ``EnvVar``)."""
+    env = {
+        **provider_env,
+        "FEEDBACK_DB": str(db),
+        "FEEDBACK_DASHBOARD": str(db.parent / "dashboard.html"),
+        "FEEDBACK_START_DATE": (datetime.now(UTC).date() - timedelta(days=29)).isoformat(),
+        **extra,
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env

@@ -29,6 +29,7 @@ from feedback_pipeline.settings import FULL_REFRESH_TAG
 pytest.importorskip("pyiceberg")  # the `lake` extra, which `make install` includes
 
 from feedback_pipeline.lake.table import TABLE, open_catalog  # noqa: E402
+from .conftest import job_environment  # noqa: E402
 
 UTC = timezone.utc
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
@@ -43,15 +44,7 @@ REJECT_PROVIDER, DATE_FIELD, EMAIL_FIELD = "feedbackkit", "createdAt", "userEmai
 def pipeline(sandbox, tmp_path: Path, monkeypatch):
     today = datetime.now(UTC).date()
     warehouse = tmp_path / "warehouse"
-    env = {
-        **sandbox.env(),
-        "FEEDBACK_DB": str(warehouse / "feedback.duckdb"),
-        "FEEDBACK_DASHBOARD": str(tmp_path / "dashboard.html"),
-        "FEEDBACK_START_DATE": (today - timedelta(days=29)).isoformat(),
-        "FEEDBACK_LAKE_WAREHOUSE": str(warehouse / "lake"),
-    }
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
+    env = job_environment(monkeypatch, sandbox.env(), warehouse / "feedback.duckdb", FEEDBACK_LAKE_WAREHOUSE=str(warehouse / "lake"))
     job = build_definitions(env).resolve_job_def("feedback_ingest")
     instance = dg.DagsterInstance.ephemeral()
     first = today - timedelta(days=9)

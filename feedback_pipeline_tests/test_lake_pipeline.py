@@ -21,6 +21,9 @@ pytest.importorskip("pyiceberg")  # the `lake` extra, which `make install` inclu
 
 from feedback_pipeline.lake.table import TABLE, open_catalog  # noqa: E402
 
+from .test_lake import lake_rows  # noqa: E402 - what a reader on another engine sees
+from .conftest import job_environment  # noqa: E402
+
 UTC = timezone.utc
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 COLUMNS = ", ".join(name for name, _, _ in FEEDBACK_COLUMNS)
@@ -30,15 +33,8 @@ ORDER = "provider, account_id, feedback_id"
 @pytest.fixture
 def lake_run(sandbox, tmp_path: Path, monkeypatch):
     today = datetime.now(UTC).date()
-    env = {
-        **{k: v for k, v in sandbox.env().items() if k.startswith(("MAPBOX", "FEEDBACKKIT", "FORMBRICKS"))},
-        "FEEDBACK_DB": str(tmp_path / "feedback.duckdb"),
-        "FEEDBACK_DASHBOARD": str(tmp_path / "dashboard.html"),
-        "FEEDBACK_START_DATE": (today - timedelta(days=29)).isoformat(),
-        "FEEDBACK_LAKE_WAREHOUSE": str(tmp_path / "lake"),
-    }
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
+    three = {k: v for k, v in sandbox.env().items() if k.startswith(("MAPBOX", "FEEDBACKKIT", "FORMBRICKS"))}
+    env = job_environment(monkeypatch, three, tmp_path / "feedback.duckdb", FEEDBACK_LAKE_WAREHOUSE=str(tmp_path / "lake"))
     job = build_definitions(env).resolve_job_def("feedback_ingest")
     instance = dg.DagsterInstance.ephemeral()
 
@@ -61,15 +57,6 @@ def feedback_rows(db: Path) -> list[tuple]:
         return con.execute(f"SELECT {COLUMNS} FROM feedback ORDER BY {ORDER}").fetchall()
     finally:
         con.close()
-
-
-def lake_rows(settings: LakeSettings) -> list[tuple]:
-    """What a reader on another engine sees: a fresh catalog, a pyiceberg scan, DuckDB over Arrow."""
-    arrow = open_catalog(settings).load_table(TABLE).scan().to_arrow()
-    reader = duckdb.connect()
-    reader.execute("SET TimeZone = 'UTC'")
-    reader.register("lake", arrow)
-    return reader.execute(f"SELECT {COLUMNS} FROM lake ORDER BY {ORDER}").fetchall()
 
 
 def snapshots(settings: LakeSettings) -> list:

@@ -19,6 +19,8 @@ from feedback_pipeline.schedules import RANGE_END_TAG, RANGE_START_TAG
 from feedback_pipeline.schema import FEEDBACK_COLUMNS
 from feedback_pipeline.settings import DEFAULT_RECONCILE_DAYS, FULL_REFRESH_TAG, PipelineSettings
 
+from .conftest import job_environment
+
 UTC = timezone.utc
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 COLUMNS = ", ".join(name for name, _, _ in FEEDBACK_COLUMNS)
@@ -40,14 +42,7 @@ def tick_request(defs: dg.Definitions, when: datetime) -> dg.RunRequest:
 
 def test_reconcile_removes_deleted_records_and_nothing_else_for_every_provider(sandbox, tmp_path: Path, monkeypatch):
     today = datetime.now(UTC).date()
-    env = {
-        **sandbox.env(),
-        "FEEDBACK_DB": str(tmp_path / "feedback.duckdb"),
-        "FEEDBACK_DASHBOARD": str(tmp_path / "dashboard.html"),
-        "FEEDBACK_START_DATE": (today - timedelta(days=29)).isoformat(),
-    }
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
+    env = job_environment(monkeypatch, sandbox.env(), tmp_path / "feedback.duckdb")
     defs = build_definitions(env)
     instance = dg.DagsterInstance.ephemeral()
     backfill = defs.resolve_job_def("feedback_ingest").execute_in_process(
