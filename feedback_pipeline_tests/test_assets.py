@@ -14,6 +14,7 @@ from feedback_pipeline.assets import build_feedback_assets
 from feedback_pipeline.checks import CHECKS
 from feedback_pipeline.partitions import feedback_partitions
 from feedback_pipeline.providers import get_spec, names
+from feedback_pipeline.sandbox.data import BAD_RECORD_NEWEST_AGE_DAYS
 from feedback_pipeline.settings import FULL_REFRESH_TAG, PROVIDERS_TAG, PipelineResource
 
 UTC = timezone.utc
@@ -129,16 +130,14 @@ def test_reject_rate_counts_only_this_runs_records_and_names_the_reasons(sandbox
     db = tmp_path / "f.duckdb"
     run(feedback_assets, resources(sandbox, db), today() - timedelta(days=29), today(), providers=("mintlify",))
     stored = published(db, "SELECT count(*) FROM feedback_rejects WHERE provider = 'mintlify'")[0][0]
-    # A later run over two days without a bad record: the rejects stored earlier do not count.
-    clean = next(d for d in range(2, 29) if (today() - timedelta(days=d)).toordinal() % 10 not in (3, 4))
-    day = today() - timedelta(days=clean)
+    # A later run over a day without a bad record: the rejects stored earlier do not count.
+    day = today() - timedelta(days=2)  # the sandbox's bad records are 20 and more days old (data.bad_record_day)
     result = run(feedback_assets, resources(sandbox, db), day, day, providers=("mintlify",))
     rate = checks_of(result, "mintlify")["reject_rate"]
     assert stored >= 1 and rate.passed and rate.metadata["records_rejected"].value == 0
     assert rate.metadata["top_reasons"].value == "none"
     # The run over a bad record's day: counted, with its reason.
-    bad = next(d for d in range(0, 29) if (today() - timedelta(days=d)).toordinal() % 10 == 3)
-    day = today() - timedelta(days=bad)
+    day = today() - timedelta(days=BAD_RECORD_NEWEST_AGE_DAYS)
     result = run(feedback_assets, resources(sandbox, db), day, day, providers=("mintlify",))
     rate = checks_of(result, "mintlify")["reject_rate"]
     assert rate.metadata["records_rejected"].value == 1 and rate.metadata["top_reasons"].value == "missing_collected_at: 1"
