@@ -91,7 +91,8 @@ def record(collected: datetime | str, **fields) -> dict:
 
 
 def test_a_window_returns_exactly_the_sandbox_records_of_that_window(hub):
-    window = Window.for_days(date(2026, 2, 25), date(2026, 3, 7))  # 11 days: one planted foreign record
+    # 11 days around the planted foreign record (20 days before the dataset's last day, END).
+    window = Window.for_days(date(2026, 2, 18), date(2026, 2, 28))
     batch, resumes, stats = fetch_all(provider_for(hub), Query(window))
     ids = row_ids(batch)
     assert len(ids) == len(set(ids))

@@ -210,6 +210,10 @@ class SandboxState:
                 self.stores[key] = ProviderStore(id_field)
             return self.stores[key]
 
+    def last_day(self, now: datetime) -> date:
+        """The dataset's last day: ``end`` when the sandbox was given one, else today (UTC)."""
+        return self.end or now.date()
+
     def rng(self, provider: str, account: int = 1) -> random.Random:
         """A generator seeded per provider and account, so adding a provider or an account never
         shifts another's data (account 1's seed is the one a one-account sandbox always used)."""

@@ -126,18 +126,20 @@ def dataset_days(days: int, end: date | None, now: datetime) -> list[date]:
 
 
 # Each provider serves one deliberately bad record (the connector must reject it) per 30 days, the
-# newest 20 days before today: windows of the last 20 days are clean, a 30-day backfill holds one
+# newest 20 days before the dataset's last day (today, unless the sandbox was given an ``end``, so
+# a fixed dataset plants its bad records on fixed days): windows of the last 20 days are clean, a 30-day backfill holds one
 # in 30 x per_day records (1 in 600 at the default 20 a day: under reject_rate's 1%), and
 # the rejects table still has an example of each provider's.
 BAD_RECORD_EVERY_DAYS = 30
 BAD_RECORD_NEWEST_AGE_DAYS = 20
 
 
-def bad_record_day(day: date, now: datetime, older_by: int = 0) -> int | None:
+def bad_record_day(day: date, last: date, older_by: int = 0) -> int | None:
     """Which of a provider's bad-record days ``day`` is (0 the newest, 1 the one 30 days older,
-    ...), or None when its records are all good. Emulators with several kinds of bad record
-    alternate them by this number, or give a second kind its own days (``older_by``)."""
-    age = (now.date() - day).days - BAD_RECORD_NEWEST_AGE_DAYS - older_by
+    ...) in a dataset ending on ``last``, or None when its records are all good. Emulators with
+    several kinds of bad record alternate them by this number, or give a second kind its own days
+    (``older_by``)."""
+    age = (last - day).days - BAD_RECORD_NEWEST_AGE_DAYS - older_by
     if age < 0 or age % BAD_RECORD_EVERY_DAYS:
         return None
     return age // BAD_RECORD_EVERY_DAYS

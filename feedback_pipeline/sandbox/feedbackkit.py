@@ -118,7 +118,7 @@ class FeedbackKitEmulator(Emulator):
                 record["mergedIntoId"] = None
                 record["mergedFeedbackIds"] = None
             records.append(record)
-        if data.bad_record_day(day, now) is not None:
+        if data.bad_record_day(day, self.state.last_day(now)) is not None:
             # A record the connector must reject (data.bad_record_day): the day's last one that
             # no merge refers to.
             _break(next(r for r in reversed(records) if "mergedIntoId" not in r and "mergedFeedbackIds" not in r))

@@ -133,7 +133,7 @@ class FormbricksEmulator(Emulator):
                 record["metadata"] = {"browser": "firefox", "locale": rng.choice(("en", "de", "ja"))}
             if rng.random() < 0.1:
                 record["language"] = rng.choice(("en", "de", "ar"))
-            if i == 0 and data.bad_record_day(day, now) is not None:
+            if i == 0 and data.bad_record_day(day, self.state.last_day(now)) is not None:
                 # A record of another tenant leaking through: the connector must reject it.
                 record["tenant_id"] = FOREIGN_TENANT
             records.append(record)

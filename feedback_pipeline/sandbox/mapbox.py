@@ -199,9 +199,9 @@ class MapboxEmulator(Emulator):
             record["updated_at"] = data.iso_z(updated)
             # Rare records the connector must reject (data.bad_record_day); the id-less ones five
             # days older than the time-less ones, so a 30-day dataset has one of each.
-            if i == 0 and data.bad_record_day(day, now) is not None:
+            if i == 0 and data.bad_record_day(day, self.state.last_day(now)) is not None:
                 record["created_at"] = None  # the device sent no time
-            if i == 0 and data.bad_record_day(day, now, older_by=5) is not None:
+            if i == 0 and data.bad_record_day(day, self.state.last_day(now), older_by=5) is not None:
                 record["id"] = ""  # an item without an id
             records.append(record)
         return records

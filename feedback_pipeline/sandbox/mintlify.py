@@ -212,7 +212,7 @@ class MintlifyEmulator(Emulator):
             elif source == "thumbs_only":
                 record["helpful"] = rng.random() < 0.5
                 record["comment"] = None
-            if i == 0 and data.bad_record_day(day, now) is not None:
+            if i == 0 and data.bad_record_day(day, self.state.last_day(now)) is not None:
                 # A legacy record that serves no createdAt: the connector must reject it.
                 record["createdAt"] = None
             records.append(record)

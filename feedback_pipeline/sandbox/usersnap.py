@@ -316,7 +316,7 @@ class UsersnapEmulator(Emulator):
             record["ordered_inputs"] = self._inputs(rng)
             picks = rng.sample(LABELS, k=rng.choice((0, 0, 1, 1, 2)))
             record["labels"] = [{"company_label_id": _LABEL_IDS[ident], "identifier": ident, "name": name, "color": color} for ident, name, color in picks]
-            if data.bad_record_day(day, now) is not None and i == count // 2:
+            if data.bad_record_day(day, self.state.last_day(now)) is not None and i == count // 2:
                 # A legacy import whose created_at is an epoch number: unusable, the connector rejects it.
                 record["created_at"] = round(when.timestamp(), 3)
             records.append(record)
