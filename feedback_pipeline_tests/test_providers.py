@@ -91,6 +91,7 @@ def test_an_incomplete_spec_lists_its_problems():
 
     spec = ProviderSpec(
         name="Dummy",
+        asset_name="dummy",
         description=" ",
         settings=(Setting("OTHER_URL", default="x"),),
         account="tenant",
@@ -100,7 +101,7 @@ def test_an_incomplete_spec_lists_its_problems():
         hints={401: "check DUMMY_KEY"},
     )
     problems = "\n".join(spec.problems())
-    for part in ("lowercase identifier", "no description", "does not start with DUMMY_", "required and has a default",
+    for part in ("lowercase identifier", "is not Dummy_feedback", "no description", "does not start with DUMMY_", "required and has a default",
                  "no secret", "account 'tenant'", "'fresh'", "page_size", "no hint for HTTP 403"):
         assert part in problems, part
 

@@ -175,6 +175,7 @@ def _window_filter(window: Window) -> Callable[[Any], bool]:
 
 SPEC = ProviderSpec(
     name="feedbackkit",
+    asset_name="feedbackkit_feedback",
     description="Feature requests and bug reports from FeedbackKit.",
     settings=(
         Setting("FEEDBACKKIT_API_KEY", secret=True),  # the project's API key

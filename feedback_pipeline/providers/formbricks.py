@@ -147,6 +147,7 @@ class FormbricksProvider(Provider):
 
 SPEC = ProviderSpec(
     name="formbricks",
+    asset_name="formbricks_feedback",
     description="Survey responses from a self-hosted Formbricks Hub tenant.",
     settings=(
         Setting("FORMBRICKS_HUB_URL", url=True),  # self-hosted: the operator's own base URL

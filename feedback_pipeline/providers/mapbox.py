@@ -179,6 +179,7 @@ class MapboxProvider(Provider):
 
 SPEC = ProviderSpec(
     name="mapbox",
+    asset_name="mapbox_feedback",
     description="End-user map and navigation feedback from the Mapbox Feedback API.",
     settings=(
         Setting("MAPBOX_ACCESS_TOKEN", secret=True),  # scope user-feedback:read

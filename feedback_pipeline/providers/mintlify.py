@@ -103,6 +103,7 @@ class MintlifyProvider(Provider):
 
 SPEC = ProviderSpec(
     name="mintlify",
+    asset_name="mintlify_feedback",
     description="Documentation feedback from Mintlify (contextual, code snippet, agent, thumbs).",
     settings=(
         Setting("MINTLIFY_API_KEY", secret=True),  # an admin key, mint_...

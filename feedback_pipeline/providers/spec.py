@@ -125,6 +125,9 @@ class ProviderSpec:
     """
 
     name: str
+    # The asset's name (CONTRACT.md section 2: ``<name>_feedback``), spelled out in each provider
+    # module so the contract's names can be found; ``problems()`` checks the rule.
+    asset_name: str
     description: str
     settings: tuple[Setting, ...]
     account: str
@@ -139,11 +142,6 @@ class ProviderSpec:
     @property
     def prefix(self) -> str:
         return self.name.upper() + "_"
-
-    @property
-    def asset_name(self) -> str:
-        """The asset's name (CONTRACT.md section 2)."""
-        return f"{self.name}_feedback"
 
     def key(self, setting: Setting) -> str:
         """``MINTLIFY_PROJECT_ID`` -> ``project_id``."""
@@ -220,6 +218,8 @@ class ProviderSpec:
         out = []
         if not self.name.isidentifier() or self.name != self.name.lower():
             out.append(f"name {self.name!r} is not a lowercase identifier")
+        if self.asset_name != f"{self.name}_feedback":
+            out.append(f"asset_name {self.asset_name!r} is not {self.name}_feedback (CONTRACT.md section 2)")
         if not self.description.strip():
             out.append("no description")
         out += [f"{s.var} does not start with {self.prefix}" for s in self.settings if not s.var.startswith(self.prefix)]

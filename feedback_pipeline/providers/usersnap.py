@@ -239,6 +239,7 @@ QUALIFY row_number() OVER (PARTITION BY f.account_id, f.feedback_id ORDER BY try
 
 SPEC = ProviderSpec(
     name="usersnap",
+    asset_name="usersnap_feedback",
     description="Widget feedback from Usersnap projects (comments, ratings, NPS).",
     settings=(
         Setting("USERSNAP_JWT_SECRET", secret=True),  # Settings > REST API (Enterprise/Premium plans)
