@@ -720,6 +720,9 @@ def main(argv: list[str] | None = None) -> int:
             **sandbox.env,
             "FEEDBACK_START_DATE": first.isoformat(),
             "FEEDBACK_LOOKBACK_DAYS": str(C.LOOKBACK_DAYS),
+            # The sandbox runs without Mintlify's rate limit, so the pipeline's request budget
+            # (100 an hour, counted in the working database) would stop the backfill after 100 pages.
+            **{f"FEEDBACK_{name.upper()}_BUDGET_LIMIT": "1000000000" for name in C.PROVIDERS},
         }
         repeats = [one_repeat(i, sandbox, base_env, span, workdir) for i in range(args.repeat)]
 
