@@ -18,16 +18,19 @@ from feedback_pipeline_tests.test_webserver import Webserver
 from test_ui_backfill import body_text, dismiss_community_modal, wait_for_text
 
 GRAPH = "/locations/feedback_pipeline/asset-groups/feedback"
+GRAPH_HEIGHT = 1400
 
 
 @pytest.mark.e2e
 def test_before_any_run_the_graph_shows_no_check_result_and_the_checks_tab_says_not_evaluated(browser: WebDriver, webserver: Webserver, screenshots: Path):
+    browser.set_window_size(1600, GRAPH_HEIGHT)  # the five nodes in one screenshot
     browser.get(f"{webserver.url}{GRAPH}")
     dismiss_community_modal(browser)
-    wait_for_text(browser, r"0 / 3 Passed", timeout=60)
+    wait_for_text(browser, r"(0 / 3 Passed[\s\S]*){5}", timeout=60)
     assert "Failed" not in body_text(browser)
     browser.save_screenshot(str(screenshots / "ui-graph-before-any-run.png"))
 
+    browser.set_window_size(1600, 1000)
     browser.get(f"{webserver.url}/assets/formbricks_feedback?view=checks")
     text = wait_for_text(browser, r"unique_keys", timeout=60).string
     assert text.lower().count("not evaluated") >= 3 and "Failed" not in text

@@ -27,11 +27,11 @@ from feedback_pipeline_tests.test_webserver import (
     BACKFILL_STATUS, LAUNCH_BACKFILL, LAUNCH_RUN, LOCATION, Ui, Webserver, asset_launch, check_statuses, wait_for_run,
 )
 
+from test_ui_0_graph_before_any_run import GRAPH, GRAPH_HEIGHT
 from test_ui_backfill import body_text, button, dismiss_community_modal, wait_for_text
 
 UTC = timezone.utc
 ASSETS = sorted(get_spec(p).asset_name for p in names())
-GRAPH = "/locations/feedback_pipeline/asset-groups/feedback"
 TIMEOUT = 300
 
 
@@ -79,10 +79,12 @@ def test_checks_pass_after_a_backfill_none_fail_after_a_refused_key_and_the_erro
     assert backfill["status"] in ("COMPLETED", "COMPLETED_SUCCESS"), backfill
     assert check_statuses(webserver, ASSETS) == {a: dict.fromkeys(CHECKS, "SUCCEEDED") for a in ASSETS}
 
+    browser.set_window_size(1600, GRAPH_HEIGHT)  # the five nodes in one screenshot
     browser.get(f"{webserver.url}{GRAPH}")
     dismiss_community_modal(browser)
-    wait_for_text(browser, r"3 / 3 Passed", timeout=60, reload_every=10)
+    wait_for_text(browser, r"(3 / 3 Passed[\s\S]*){5}", timeout=60, reload_every=10)
     browser.save_screenshot(str(screenshots / "ui-graph-after-backfill.png"))
+    browser.set_window_size(1600, 1000)
     text = checks_page(browser, webserver, "formbricks_feedback")
     assert "Failed" not in text and "Not evaluated" not in text
     browser.save_screenshot(str(screenshots / "ui-checks-after-backfill.png"))
