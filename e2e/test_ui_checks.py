@@ -28,7 +28,7 @@ from feedback_pipeline_tests.test_webserver import (
 )
 
 from test_ui_0_graph_before_any_run import GRAPH, GRAPH_HEIGHT
-from test_ui_backfill import body_text, button, dismiss_community_modal, wait_for_text
+from test_ui_backfill import _clickable, body_text, button, dismiss_community_modal, wait_for_text
 
 UTC = timezone.utc
 ASSETS = sorted(get_spec(p).asset_name for p in names())
@@ -123,7 +123,11 @@ def test_checks_pass_after_a_backfill_none_fail_after_a_refused_key_and_the_erro
     wait_for_text(browser, r"Full refresh of a partition range", timeout=60)
     button(browser, "Materialize all…", timeout=60).click()
     dialog = WebDriverWait(browser, 30).until(EC.visibility_of_element_located((By.CSS_SELECTOR, "[role=dialog]")))
-    partitions = dialog.find_element(By.CSS_SELECTOR, "input[type=text]")
+    # The dialog opens before its partitions load ("Loading pipeline and partition sets…"), with
+    # a partition picker in place of the range box until then.
+    partitions = WebDriverWait(browser, 60).until(
+        lambda _: "Loading" not in dialog.text and _clickable(dialog.find_elements(By.CSS_SELECTOR, "input[type=text]"))
+    )
     partitions.click()
     partitions.send_keys(Keys.CONTROL, "a")
     partitions.send_keys(f"[{first.isoformat()}...{last.isoformat()}]", Keys.ENTER)
