@@ -11,22 +11,22 @@ reports each account's counts (``accounts``) and their totals, with its checks' 
 
 # No `from __future__ import annotations` here: Dagster checks the `context` annotation at runtime.
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence, Set as AbstractSet
 from datetime import timedelta, timezone
 from typing import Any
 
 import dagster as dg
 
 from .budget import STOPPED_BY_BUDGET, STOPPED_TAG, RateBudget
-from .checks import check_results, check_specs
+from .checks import check_results, check_specs, unsynced_check_results
 from .providers import asset_names, get_spec, names
 from .providers.base import Provider, Window
 from .resume import ACCOUNT_TAG
 from .schema import COLUMN_DESCRIPTIONS, FEEDBACK_COLUMNS
 from .settings import FULL_REFRESH_TAG, PROVIDERS_TAG, PipelineResource
-from .step import AccountOutcome, AccountRef, failure, run_providers
+from .step import AccountOutcome, AccountRef, StepOutcome, describe, failure, run_providers
 from .sync import SyncReport
-from .warehouse import PublishResult, Warehouse, WindowStats
+from .warehouse import PublishResult, Session, Warehouse, WindowStats
 
 UTC = timezone.utc
 WRITER_POOL = "feedback_duckdb_writer"
@@ -92,14 +92,13 @@ def build_feedback_assets(
         pool=WRITER_POOL,
         required_resource_keys={*(k for keys in account_keys.values() for k in keys), "pipeline"},
     )
-    def feedback_sync(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResult]:
+    def feedback_sync(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResult | dg.AssetCheckEvaluation | dg.Output]:
         selected = [p for p in names() if asset_key(p) in context.selected_asset_keys]
         # The runs list shows which providers a run covers, however it was launched (job,
         # schedule, UI asset selection, CLI); jobs and schedule set it at creation too.
         context.instance.add_run_tags(context.run_id, {PROVIDERS_TAG: ",".join(selected)})
         pipeline: PipelineResource = context.resources.pipeline
-        start, end = context.partition_time_window
-        window = Window(start.astimezone(UTC), end.astimezone(UTC))
+        window = run_window(context, partitions_def, checks_only=not selected)
         full_refresh = str(context.run.tags.get(FULL_REFRESH_TAG, "")).lower() == "true"
         paced = context.run.tags.get(SCHEDULE_TAG) == HOURLY_SCHEDULE
 
@@ -115,50 +114,118 @@ def build_feedback_assets(
             refs = [r for r in refs if account_id(r) == only]
             context.log.info(f"{ACCOUNT_TAG}={only}: syncing only that account of {', '.join(selected)}")
 
+        selected_checks = context.selected_asset_check_keys
         # One session (the writer lock and one connection) for the whole step; one publish at its end.
         with Warehouse(pipeline.db_path, lock_timeout=pipeline.lock_timeout_seconds).session() as session:
-            outcome = run_providers(
-                refs, build, session, window, full_refresh=full_refresh, paced=paced, budgets=budgets,
-                max_wait_seconds=pipeline.http_max_wait_seconds, account_id_of=account_id, logger=context.log,
-                lake=pipeline.lake_settings(), run_id=context.run_id,
-            )
+            if refs:
+                outcome = run_providers(
+                    refs, build, session, window, full_refresh=full_refresh, paced=paced, budgets=budgets,
+                    max_wait_seconds=pipeline.http_max_wait_seconds, account_id_of=account_id, logger=context.log,
+                    lake=pipeline.lake_settings(), run_id=context.run_id,
+                )
+            else:  # a launch of checks only (or of an account no selected provider has)
+                outcome = StepOutcome([], None, 0.0)
+            unsynced = unsynced_checks(selected_checks, outcome, session, window)
         if outcome.stopped_by_budget:
             context.instance.add_run_tags(context.run_id, {STOPPED_TAG: STOPPED_BY_BUDGET})
-        selected_checks = context.selected_asset_check_keys
+        # Check results are yielded as evaluations (see `evaluations`), each provider's after its
+        # materialization; the planned checks of a provider not synced in full get theirs too.
+        partitions = planned_check_partitions(context.run)
         for provider, done_accounts in outcome.by_provider().items():
             if any(o.error is not None for o in done_accounts):
                 continue  # the provider's partitions are not done: the Failure names the account
             done = merged(done_accounts)
             key = asset_key(provider)
-            results = check_results(key, done.report, done.stats, done.reasons)
-            planned = [r for r in results if dg.AssetCheckKey(key, r.check_name) in selected_checks]
-            # Runs of the jobs and the schedule do not plan the checks (see definitions.py): their
-            # results are logged as evaluations, so a failed provider leaves no planned check
-            # behind. Logged before the yield: Dagster flushes logged events at the next yield,
-            # and after the last one only if the step does not raise.
-            for result in results:
-                if result not in planned:
-                    context.log_event(unplanned_evaluation(key, result))
             metadata = materialization_metadata(done, outcome.published, outcome.lake)
             metadata["accounts"] = dg.MetadataValue.md(accounts_table(done_accounts))
-            yield dg.MaterializeResult(asset_key=key, metadata=metadata, check_results=planned)
+            yield dg.MaterializeResult(asset_key=key, metadata=metadata)
+            yield from evaluations(check_results(key, done.report, done.stats, done.reasons), selected_checks, partitions, context.assets_def)
+        yield from evaluations(unsynced, selected_checks, partitions, context.assets_def)
         if outcome.failed:
             raise failure(outcome) from outcome.failed[0].error
 
     return feedback_sync
 
 
-def unplanned_evaluation(key: dg.AssetKey, result: dg.AssetCheckResult) -> dg.AssetCheckEvaluation:
-    """A check result as an evaluation event of a check the run did not plan. Dagster links it to
-    the materialization of the same run (AssetCheckExecutionRecord.targets_latest_materialization)."""
-    return dg.AssetCheckEvaluation(
-        asset_key=key,
-        check_name=result.check_name or "",
-        passed=result.passed,
-        metadata=result.metadata,
-        severity=result.severity,
-        description=result.description,
-    )
+def run_window(context: dg.AssetExecutionContext, partitions_def: dg.PartitionsDefinition, *, checks_only: bool) -> Window:
+    """The run's partitions as a UTC window. A launch of checks only without a partition (the
+    Checks tab's "Execute": the checks are not partitioned) covers every partition."""
+    if checks_only and not (context.has_partition_key or context.has_partition_key_range):
+        assert isinstance(partitions_def, dg.TimeWindowPartitionsDefinition)
+        keys = partitions_def.get_partition_keys()
+        start = partitions_def.time_window_for_partition_key(keys[0]).start
+        end = partitions_def.time_window_for_partition_key(keys[-1]).end
+    else:
+        start, end = context.partition_time_window
+    return Window(start.astimezone(UTC), end.astimezone(UTC))
+
+
+def unsynced_checks(selected_checks: AbstractSet[dg.AssetCheckKey], outcome: StepOutcome, session: Session, window: Window) -> list[dg.AssetCheckResult]:
+    """Results for the planned checks of each provider this step did not sync in full: an
+    account of it failed (all of them or some), or the launch selected its checks without the
+    asset. A planned check left without a result reads "Execution failed" once the run fails
+    (see checks.unsynced_check_results). The jobs plan no checks, so this serves asset launches
+    from the UI, backfills and ``dagster asset materialize``."""
+    by_provider = outcome.by_provider()
+    results: list[dg.AssetCheckResult] = []
+    for name in names():
+        key = asset_key(name)
+        planned = {k.name for k in selected_checks if k.asset_key == key}
+        accounts = by_provider.get(name, [])
+        failed = [o for o in accounts if o.error is not None]
+        if not planned or (accounts and not failed):
+            continue
+        if failed:
+            verb = "stopped on its request budget" if all(o.budget_stop for o in failed) else "failed"
+            why = f"it {verb} in this run ({'; '.join(describe(o.label, o.error, o.provider) for o in failed if o.error is not None)})"
+        else:  # its checks were selected without the asset (or without any of its accounts)
+            why = "this run launched its checks without syncing it"
+        stats = session.check_stats(name, None, window.first_day, window.last_day)
+        reasons: Counter[str] = Counter()
+        for o in accounts:
+            reasons.update(o.reasons)
+        received = sum(o.records_normalized for o in accounts)
+        results += [r for r in unsynced_check_results(key, name, window, stats, reasons, received, why) if r.check_name in planned]
+    return results
+
+
+def planned_check_partitions(run: dg.DagsterRun) -> list[str | None]:
+    """The rows Dagster planned for each selected check when it created the run: it resolves
+    the run's partitions with the check's partitions definition (None: the checks are not
+    partitioned) through ``DagsterRun.get_resolved_partitions_subset_for_events``, which returns
+    the run's stored partition subset when it has one (a range: one row per partition), else
+    nothing (one row without a partition). The same call gives the same rows."""
+    subset = run.get_resolved_partitions_subset_for_events(None)
+    return list(subset.get_partition_keys()) if subset is not None else [None]
+
+
+def evaluations(
+    results: Sequence[dg.AssetCheckResult], selected: AbstractSet[dg.AssetCheckKey], partitions: Sequence[str | None], step: dg.AssetsDefinition
+) -> Iterator[dg.AssetCheckEvaluation | dg.Output]:
+    """Check results as evaluation events, so that no check row a run planned is left without one.
+
+    A planned check gets one evaluation per planned row (``planned_check_partitions``): an
+    ``AssetCheckResult`` carries no partition for a check that has none, so it would fill one
+    row and leave the others planned, which Dagster shows as "Execution failed" once the run
+    fails (``AssetCheckExecutionRecord.resolve_status``) and "Skipped" when it succeeds. Its
+    (empty) step output is yielded too, as Dagster does for an ``AssetCheckResult``. A check the
+    run did not plan (the jobs and the schedule plan none, see definitions.py) gets one
+    evaluation; Dagster links it to the run's materialization (same run id)."""
+    for result in results:
+        key = dg.AssetCheckKey(result.asset_key, result.check_name or "")  # type: ignore[arg-type]
+        planned = key in selected
+        if planned:
+            yield dg.Output(None, output_name=step.get_output_name_for_asset_check_key(key))
+        for partition in partitions if planned else [None]:
+            yield dg.AssetCheckEvaluation(
+                asset_key=key.asset_key,
+                check_name=key.name,
+                passed=result.passed,
+                metadata=result.metadata,
+                severity=result.severity,
+                description=result.description,
+                partition=partition,
+            )
 
 
 def _seconds(value: float) -> float:

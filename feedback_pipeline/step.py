@@ -59,6 +59,7 @@ class AccountOutcome:
     stats: WindowStats | None = None
     reasons: Counter[str] = field(default_factory=Counter)
     error: BaseException | None = None
+    records_normalized: int = 0  # records received, kept when the account fails (its provider's checks count them)
 
     @property
     def label(self) -> str:
@@ -116,6 +117,7 @@ class AccountProvider:
         self._inner = inner
         self._gate = gate
         self.reasons: Counter[str] = Counter()
+        self.records = 0
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -128,6 +130,7 @@ class AccountProvider:
     def normalize(self, records: list[Any], batch: FeedbackBatch) -> None:
         before = batch.reject_count
         self._inner.normalize(records, batch)
+        self.records += len(records)
         if batch.reject_count > before:  # rare: build the rejects table only then
             self.reasons.update(str(r) for r in batch.rejects().column("reason").to_pylist()[before:])
 
@@ -172,6 +175,7 @@ def run_providers(
 
     def one(ref: AccountRef) -> AccountOutcome:
         outcome = AccountOutcome(ref.provider, ref.key, account_id_of(ref) if account_id_of else "")
+        provider: AccountProvider | None = None
         try:
             inner = build(ref)  # a ConfigurationError fails here, before any request
             outcome.account_id = inner.account_id
@@ -182,10 +186,11 @@ def run_providers(
                 with session.cursor() as cursor:
                     outcome.report = sync(provider, cursor, window, full_refresh=full_refresh, paced=paced, logger=logger)  # type: ignore[arg-type]
                     outcome.stats = cursor.check_stats(ref.provider, inner.account_id, window.first_day, window.last_day)
-                outcome.reasons = provider.reasons
         except Exception as exc:  # noqa: BLE001 - reported by failure() once the others are done
             outcome.error = exc
             (logger.warning if isinstance(exc, BudgetSpent) else logger.error)(describe(outcome.label, exc, outcome.provider))
+        if provider is not None:  # a failed account's too: its provider's checks count what it received
+            outcome.reasons, outcome.records_normalized = provider.reasons, provider.records
         return outcome
 
     if len(accounts) == 1:

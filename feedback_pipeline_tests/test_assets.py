@@ -221,3 +221,73 @@ def test_every_run_is_tagged_with_the_providers_it_covers(sandbox, tmp_path: Pat
     instance = dg.DagsterInstance.ephemeral()
     result = run(feedback_assets, resources(sandbox, tmp_path / "f.duckdb"), today(), today(), providers=("mapbox", "formbricks"), instance=instance)
     assert instance.get_run_by_id(result.run_id).tags[PROVIDERS_TAG] == "formbricks,mapbox"
+
+
+# -- checks planned by asset launches (the UI, backfills, `dagster asset materialize`) -------------
+
+
+def check_history(instance: dg.DagsterInstance, provider: str) -> dict[str, list[tuple[str | None, str]]]:
+    """Each check's rows in the instance (partition, status), as the Checks tab reads them."""
+    storage = instance.event_log_storage
+    return {
+        name: sorted((r.partition, r.status.value) for r in storage.get_asset_check_execution_history(dg.AssetCheckKey(dg.AssetKey(f"{provider}_feedback"), name), limit=100))
+        for name in CHECKS
+    }
+
+
+def test_a_healthy_range_launched_with_checks_passes_every_row_dagster_planned(sandbox, tmp_path: Path, feedback_assets):
+    # A backfill plans one row per partition of each check: each gets an evaluation, all pass.
+    first = today() - timedelta(days=2)
+    instance = dg.DagsterInstance.ephemeral()
+    result = run(feedback_assets, resources(sandbox, tmp_path / "f.duckdb"), first, today(), providers=PROVIDERS, instance=instance)
+    assert result.success
+    days = [(first + timedelta(days=i)).isoformat() for i in range(3)]
+    for provider in PROVIDERS:
+        assert check_history(instance, provider) == {name: [(d, "SUCCEEDED") for d in days] for name in CHECKS}, provider
+
+
+def test_an_asset_launch_with_checks_evaluates_a_failed_providers_checks_over_the_stored_rows_never_failing_them(sandbox, tmp_path: Path, feedback_assets):
+    # What the UI, a backfill and `dagster asset materialize` launch: the assets with their checks,
+    # which Dagster plans at run creation; one it leaves without a result reads "Execution failed".
+    db = tmp_path / "f.duckdb"
+    first = today() - timedelta(days=2)
+    run(feedback_assets, resources(sandbox, db), first, today())  # formbricks has rows in the window
+    env = sandbox.env()
+    hub = get_spec("formbricks").resource(hub_url=env["FORMBRICKS_HUB_URL"], hub_api_key="not-the-key", tenant_id=env["FORMBRICKS_TENANT_ID"])
+    instance = dg.DagsterInstance.ephemeral()
+    result = run(feedback_assets, resources(sandbox, db, formbricks=hub), first, today(), providers=("formbricks", "mapbox"), instance=instance)
+    assert not result.success and "HTTP 401" in result.get_step_failure_events()[0].event_specific_data.user_failure_data.description
+    checks = checks_of(result, "formbricks")
+    assert set(checks) == set(CHECKS) and all(c.passed for c in checks.values())
+    stored = published(db, "SELECT count(*) FROM feedback WHERE provider = 'formbricks'")[0][0]
+    assert stored > 0 and checks["unique_keys"].metadata["rows_in_window"].value == stored
+    assert checks["reject_rate"].metadata["records_received"].value == 0  # refused before any record
+    for check in checks.values():
+        assert check.description.startswith("Evaluated without this run's sync of formbricks: it failed in this run (formbricks/tenant-sandbox: GET ")
+        assert "HTTP 401" in check.metadata["not_synced_by_this_run"].value
+    days = [(first + timedelta(days=i)).isoformat() for i in range(3)]
+    # Dagster planned one row per partition of the range: each has an evaluation, none is left planned.
+    assert check_history(instance, "formbricks") == {name: [(d, "SUCCEEDED") for d in days] for name in CHECKS}
+    assert {n: c.passed for n, c in checks_of(result, "mapbox").items()} == dict.fromkeys(CHECKS, True)
+    assert metadata(result, "mapbox")["rows_inserted"] > 0  # the other provider materialized as usual
+
+
+def test_a_launch_of_checks_only_evaluates_them_over_the_stored_rows_without_a_sync(sandbox, tmp_path: Path, feedback_assets):
+    # The Checks tab's "Execute" on one check: the step runs with no asset and no partition
+    # selected, so the check covers every partition.
+    db = tmp_path / "f.duckdb"
+    day = today() - timedelta(days=1)
+    run(feedback_assets, resources(sandbox, db), day, day)
+    requests = len(sandbox.sandbox.state.requests_for("formbricks"))
+    result = dg.materialize(
+        [feedback_assets],
+        selection=dg.AssetSelection.checks(dg.AssetCheckKey(dg.AssetKey("formbricks_feedback"), "unique_keys")),
+        resources=resources(sandbox, db),
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+    assert result.success and result.get_asset_materialization_events() == []
+    check = checks_of(result, "formbricks")["unique_keys"]
+    assert check.passed and check.metadata["rows_in_window"].value == published(db, "SELECT count(*) FROM feedback")[0][0] > 0
+    assert check.description == "Evaluated without this run's sync of formbricks: this run launched its checks without syncing it"
+    assert set(checks_of(result, "formbricks")) == {"unique_keys"}
+    assert len(sandbox.sandbox.state.requests_for("formbricks")) == requests  # no sync

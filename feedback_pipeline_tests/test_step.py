@@ -19,6 +19,7 @@ import duckdb
 import pytest
 import yaml
 
+from feedback_pipeline.checks import CHECKS
 from feedback_pipeline.definitions import build_definitions
 from feedback_pipeline.providers import get_spec, provider_from_env
 from feedback_pipeline.sandbox import mintlify as mintlify_emulator
@@ -206,6 +207,36 @@ def test_one_account_failing_never_holds_back_its_sibling_and_only_it_is_named(j
     # The Mapbox partitions are not done (an account is missing): no materialization for it.
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert "mapbox_feedback" not in materialized and "formbricks_feedback" in materialized
+
+
+
+def test_an_asset_launch_with_checks_evaluates_a_provider_with_one_failed_account_over_all_its_stored_rows(job, sandbox):
+    # What the UI launches for mapbox_feedback (the asset with its checks): one of its three
+    # accounts is refused, so the asset is not materialized, and its checks, which Dagster
+    # planned, are evaluated over every account's rows stored for the window instead of being
+    # left to read "Execution failed".
+    run = job(broken_mapbox=True)
+    first = today() - timedelta(days=DAYS - 1)
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize(
+        [run.defs.resolve_assets_def("mapbox_feedback")],
+        selection=dg.AssetSelection.assets("mapbox_feedback"),
+        instance=instance,
+        tags={RANGE_START_TAG: first.isoformat(), RANGE_END_TAG: today().isoformat()},
+        raise_on_error=False,
+    )
+    assert not result.success and result.get_asset_materialization_events() == []
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert set(checks) == set(CHECKS) and all(c.passed for c in checks.values())
+    stored = rows(run.db, "SELECT count(*) FROM feedback WHERE provider = 'mapbox'")[0][0]
+    assert stored > 0 and checks["unique_keys"].metadata["rows_in_window"].value == stored
+    for check in checks.values():
+        assert check.description.startswith("Evaluated without this run's sync of mapbox: it failed in this run (mapbox/broken: GET ")
+    # The two healthy accounts' records count in the reject rate.
+    assert checks["reject_rate"].metadata["records_received"].value >= stored
+    for name in CHECKS:
+        history = instance.event_log_storage.get_asset_check_execution_history(dg.AssetCheckKey(dg.AssetKey("mapbox_feedback"), name), limit=50)
+        assert {r.status.value for r in history} == {"SUCCEEDED"} and len(history) == DAYS, name
 
 
 @pytest.fixture(scope="module")

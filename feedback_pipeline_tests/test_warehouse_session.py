@@ -69,3 +69,15 @@ def test_check_stats_count_only_the_window(wh: Warehouse):
             cursor.con.execute("UPDATE feedback SET collected_date = DATE '2026-03-03' WHERE feedback_id = 'in2'")
         stats = session.check_stats("mapbox", "acct", D1, D1 + timedelta(days=2))
     assert (stats.rows_in_window, stats.duplicate_keys, stats.bad_collected) == (4, 1, 1)
+
+
+def test_check_stats_without_an_account_cover_every_account_and_a_key_shared_by_two_is_no_duplicate(wh: Warehouse):
+    scope = Scope("mapbox", "acct", D1, D1 + timedelta(days=9))
+    commit_batch(wh, batch_of({"id": "in1"}, {"id": "in2"}), scope=scope)
+    with wh.session() as session:
+        with session.cursor() as cursor:  # another account holding the same feedback id
+            cursor.con.execute("INSERT INTO feedback SELECT * REPLACE ('other' AS account_id) FROM feedback WHERE feedback_id = 'in1'")
+        every = session.check_stats("mapbox", None, D1, D1 + timedelta(days=2))
+        one = session.check_stats("mapbox", "acct", D1, D1 + timedelta(days=2))
+    assert (every.rows_in_window, every.duplicate_keys, every.bad_collected) == (3, 0, 0)
+    assert (one.rows_in_window, one.duplicate_keys) == (2, 0)

@@ -29,6 +29,7 @@ import httpx
 import psutil
 import pytest
 
+from feedback_pipeline.checks import CHECKS as CHECK_RULES
 from feedback_pipeline.providers import get_spec, names
 from feedback_pipeline.sandbox.server import free_port
 
@@ -39,6 +40,7 @@ pytestmark = pytest.mark.slow
 UTC = timezone.utc
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = sorted(f"{p}_feedback" for p in PROVIDERS)
+CHECKS_OF_AN_ASSET = list(CHECK_RULES)
 LOCATION = "feedback_pipeline"
 REPOSITORY = "__repository__"
 PARTITIONS = 70  # FEEDBACK_START_DATE is 69 days ago: 70 daily partitions, today included
@@ -301,6 +303,96 @@ mutation StopSchedule($id: String!) {
 }
 """
 
+CHECK_STATUS = """
+query Checks($assetKeys: [AssetKeyInput!]) {
+  assetNodes(assetKeys: $assetKeys) {
+    assetKey { path }
+    assetChecksOrError {
+      __typename
+      ... on AssetChecks {
+        checks { name description executionForLatestMaterialization { status runId evaluation { severity description } } }
+      }
+    }
+  }
+}
+"""
+
+LAUNCH_RUN = """
+mutation LaunchRun($executionParams: ExecutionParams!) {
+  launchRun(executionParams: $executionParams) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on InvalidSubsetError { message }
+    ... on PythonError { message stack }
+  }
+}
+"""
+
+RUN = """
+query Run($runId: ID!) {
+  runOrError(runId: $runId) {
+    __typename
+    ... on Run { status jobName tags { key value } }
+  }
+  logsForRun(runId: $runId) {
+    __typename
+    ... on EventConnection {
+      events {
+        __typename
+        ... on ExecutionStepFailureEvent { error { message } failureMetadata { description metadataEntries { label } } }
+      }
+    }
+  }
+}
+"""
+
+JOB = """
+query Job($selector: PipelineSelector!) {
+  pipelineOrError(params: $selector) {
+    __typename
+    ... on Pipeline { name description tags { key value } }
+  }
+}
+"""
+
+
+def check_statuses(server: Webserver, assets: list[str]) -> dict[str, dict[str, str | None]]:
+    """What the asset pages' Checks tabs show: each check's status for the latest
+    materialization (None: not evaluated)."""
+    out: dict[str, dict[str, str | None]] = {}
+    for node in server.graphql(CHECK_STATUS, {"assetKeys": [{"path": [a]} for a in assets]})["assetNodes"]:
+        checks = node["assetChecksOrError"]
+        assert checks["__typename"] == "AssetChecks", checks
+        out[node["assetKey"]["path"][0]] = {c["name"]: (c["executionForLatestMaterialization"] or {}).get("status") for c in checks["checks"]}
+    return out
+
+
+def asset_launch(assets: list[str], partition: str) -> dict[str, Any]:
+    """What an asset page's Materialize dialog sends for one partition: the assets with their checks."""
+    return {
+        "mode": "default",
+        "runConfigData": "{}",
+        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": partition}]},
+        "selector": {
+            "repositoryLocationName": LOCATION,
+            "repositoryName": REPOSITORY,
+            "pipelineName": "__ASSET_JOB",
+            "assetSelection": [{"path": [a]} for a in assets],
+            "assetCheckSelection": [{"assetKey": {"path": [a]}, "name": c} for a in assets for c in CHECKS_OF_AN_ASSET],
+        },
+    }
+
+
+def wait_for_run(server: Webserver, run_id: str) -> dict[str, Any]:
+    deadline = time.monotonic() + BACKFILL_TIMEOUT
+    while True:
+        data = server.graphql(RUN, {"runId": run_id})
+        if data["runOrError"]["status"] in ("SUCCESS", "FAILURE", "CANCELED"):
+            return data
+        if time.monotonic() > deadline:
+            pytest.fail(f"run {run_id} still {data['runOrError']['status']} after {BACKFILL_TIMEOUT}s\n{server.log_tail()}")
+        time.sleep(1)
+
 
 def _days(first: date, last: date) -> list[str]:
     return [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
@@ -345,6 +437,12 @@ def test_the_five_assets_are_in_group_feedback_with_kinds_descriptions_and_daily
         assert node["backfillPolicy"]["policyType"] == "SINGLE_RUN"
         assert node["partitionKeys"][0] == expected_keys[0] and len(node["partitionKeys"]) in (PARTITIONS, PARTITIONS + 1)
         assert {"feedback_ingest", "feedback_full_refresh"} <= set(node["jobNames"])
+
+
+def test_before_any_run_every_check_reads_not_evaluated(webserver: Webserver):
+    # The graph's node footer then says "0 / 3 Passed" next to a tick: Dagster 1.13's own drawing
+    # of checks without a result (README, "Checks"); what the API says is "none yet".
+    assert check_statuses(webserver, ASSETS) == {a: dict.fromkeys(CHECKS_OF_AN_ASSET, None) for a in ASSETS}
 
 
 def test_a_ui_backfill_of_60_partitions_of_all_five_assets_is_one_run_and_materializes_each_partition(webserver: Webserver):
@@ -397,6 +495,9 @@ def test_a_ui_backfill_of_60_partitions_of_all_five_assets_is_one_run_and_materi
         stats = node["partitionStats"]
         assert (stats["numMaterialized"], stats["numFailed"], stats["numMaterializing"]) == (BACKFILL, 0, 0), node
 
+    # Every check of every asset passed (the backfill planned them, as the UI's launches do).
+    assert check_statuses(webserver, ASSETS) == {a: dict.fromkeys(CHECKS_OF_AN_ASSET, "SUCCEEDED") for a in ASSETS}
+
     # The analysts' snapshot (read-only): every provider has rows on every day, none outside.
     with duckdb.connect(str(webserver.db_path), read_only=True) as con:
         rows = con.execute("SELECT provider, collected_date, count(*) FROM feedback GROUP BY ALL").fetchall()
@@ -405,6 +506,46 @@ def test_a_ui_backfill_of_60_partitions_of_all_five_assets_is_one_run_and_materi
         assert count > 0
         days_by_provider.setdefault(provider, set()).add(collected.isoformat())
     assert {p: days_by_provider.get(p, set()) for p in PROVIDERS} == {p: set(partitions) for p in PROVIDERS}
+
+
+def test_a_ui_launch_with_a_refused_key_fails_naming_the_account_and_leaves_no_check_failed(ui: Ui):
+    webserver = ui.webserver
+    day = (datetime.now(UTC).date() - timedelta(days=1)).isoformat()
+    assets = ["formbricks_feedback", "mapbox_feedback"]
+    # The Hub answers 401 with an HTML page (a proxy's), as in the issue.
+    httpx.post(f"{ui.sandbox_url}/_control/formbricks/faults", json={"kind": "server_error", "status": 401, "count": None}, timeout=10).raise_for_status()
+    try:
+        launched = webserver.graphql(LAUNCH_RUN, {"executionParams": asset_launch(assets, day)})["launchRun"]
+        assert launched["__typename"] == "LaunchRunSuccess", launched
+        data = wait_for_run(webserver, launched["run"]["runId"])
+    finally:
+        httpx.delete(f"{ui.sandbox_url}/_control/faults", timeout=10).raise_for_status()
+    run = data["runOrError"]
+    assert run["status"] == "FAILURE"
+    assert {t["key"]: t["value"] for t in run["tags"]}["feedback/providers"] == "formbricks,mapbox"
+    # The error the run page opens with: the project's sentence first, no HTML.
+    [failure] = [e for e in data["logsForRun"]["events"] if e["__typename"] == "ExecutionStepFailureEvent"]
+    first = failure["failureMetadata"]["description"].splitlines()[0]
+    assert first.startswith("formbricks/tenant-sandbox: GET ") and "HTTP 401" in first and "FORMBRICKS_HUB_API_KEY" in first and "<" not in first
+    assert failure["error"]["message"].split(": ", 1)[1].startswith(first)
+    assert {e["label"] for e in failure["failureMetadata"]["metadataEntries"]} >= {"failed_providers", "failed_accounts", "provider", "endpoint", "status", "what_to_check"}
+    # No check reads failed or "Execution failed": formbricks' were evaluated over its stored rows.
+    statuses = check_statuses(webserver, assets)
+    assert statuses == {a: dict.fromkeys(CHECKS_OF_AN_ASSET, "SUCCEEDED") for a in assets}, statuses
+    nodes = webserver.graphql(CHECK_STATUS, {"assetKeys": [{"path": ["formbricks_feedback"]}]})["assetNodes"]
+    for check in nodes[0]["assetChecksOrError"]["checks"]:
+        execution = check["executionForLatestMaterialization"]
+        assert execution["runId"] == launched["run"]["runId"]
+        assert execution["evaluation"]["description"].startswith("Evaluated without this run's sync of formbricks: it failed in this run (formbricks/tenant-sandbox: GET ")
+
+
+def test_the_full_refresh_job_presets_its_tags_and_says_what_it_does(webserver: Webserver):
+    selector = {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY, "pipelineName": "feedback_full_refresh"}
+    job = webserver.graphql(JOB, {"selector": selector})["pipelineOrError"]
+    assert job["__typename"] == "Pipeline", job
+    assert {"key": "feedback/full_refresh", "value": "true"} in job["tags"]
+    assert {"key": "feedback/providers", "value": ",".join(PROVIDERS)} in job["tags"]
+    assert job["description"].startswith("Full refresh of a partition range")
 
 
 def test_the_hourly_schedule_exists_and_can_be_started_and_stopped(webserver: Webserver):

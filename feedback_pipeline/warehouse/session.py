@@ -99,7 +99,7 @@ class Session:
         finally:
             con.close()
 
-    def check_stats(self, provider: str, account_id: str, first_day: date, last_day: date) -> stats.WindowStats:
+    def check_stats(self, provider: str, account_id: str | None, first_day: date, last_day: date) -> stats.WindowStats:
         """The window-scoped numbers behind the asset checks (stats.check_stats)."""
         with self.cursor() as cur:
             return cur.check_stats(provider, account_id, first_day, last_day)
@@ -198,7 +198,7 @@ class WarehouseCursor:
         with self._commits:
             return writes.commit(self.con, scope, rows, rejects, progress)
 
-    def check_stats(self, provider: str, account_id: str, first_day: date, last_day: date) -> stats.WindowStats:
+    def check_stats(self, provider: str, account_id: str | None, first_day: date, last_day: date) -> stats.WindowStats:
         return stats.check_stats(self.con, provider, account_id, first_day, last_day)
 
     def query(self, sql: str, params: Any = None) -> list[tuple]:

@@ -18,17 +18,23 @@ class WindowStats:
     bad_collected: int
 
 
-def check_stats(con: duckdb.DuckDBPyConnection, provider: str, account_id: str, first_day: date, last_day: date) -> WindowStats:
+def check_stats(con: duckdb.DuckDBPyConnection, provider: str, account_id: str | None, first_day: date, last_day: date) -> WindowStats:
     """Rows in ``[first_day, last_day]``, keys among them that appear twice, and rows whose
-    collected date is not the UTC date of ``collected_at``."""
-    args = {"p": provider, "a": account_id, "first": first_day, "last": last_day}
+    collected date is not the UTC date of ``collected_at``; of every account of the provider
+    when ``account_id`` is None (the checks of a provider a run did not sync in full)."""
+    args: dict[str, object] = {"p": provider, "first": first_day, "last": last_day}
+    # Two spellings rather than `($a IS NULL OR account_id = $a)`, so the one-account form keeps
+    # a plain equality filter DuckDB can push into the scan.
+    account = ""
+    if account_id is not None:
+        account, args["a"] = " AND account_id = $a", account_id
     rows, duplicates, bad_dates = con.execute(
-        """WITH w AS (
-            SELECT feedback_id, collected_at, collected_date FROM feedback
-            WHERE provider = $p AND account_id = $a AND collected_date BETWEEN $first AND $last
+        f"""WITH w AS (
+            SELECT account_id, feedback_id, collected_at, collected_date FROM feedback
+            WHERE provider = $p{account} AND collected_date BETWEEN $first AND $last
         )
         SELECT (SELECT count(*) FROM w),
-               (SELECT count(*) FROM (SELECT feedback_id FROM w GROUP BY feedback_id HAVING count(*) > 1)),
+               (SELECT count(*) FROM (SELECT 1 FROM w GROUP BY account_id, feedback_id HAVING count(*) > 1)),
                (SELECT count(*) FROM w WHERE collected_at IS NULL
                     OR collected_date IS DISTINCT FROM CAST(timezone('UTC', collected_at) AS DATE))""",
         args,
