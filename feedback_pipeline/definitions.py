@@ -69,10 +69,11 @@ def build_definitions(environ: dict[str, str] | None = None) -> dg.Definitions:
     # configured they cover all five, whose part of the step then fails at once naming the
     # variables to set.
     covered = [name for name in names() if any(a.provider == name for a in accounts)] or list(names())
-    # The jobs (and so the schedule) plan no checks: the step logs each provider's results itself.
-    # A check a run plans but does not evaluate shows "Execution failed" when the run fails
-    # (Dagster's AssetCheckExecutionRecord.resolve_status), and a partition range plans one check
-    # row per partition; unplanned, a failed provider's checks keep their last real result.
+    # The jobs (and so the schedule) plan no checks: the step reports each provider's results
+    # itself as one unplanned evaluation per check, so a range run writes five evaluations per
+    # asset rather than one planned row per partition, and a failed provider's checks keep their
+    # last real result. Asset launches, which do plan checks, get an evaluation per planned row
+    # (assets.evaluations).
     selection = dg.AssetSelection.assets(*(asset_key(n) for n in covered)).downstream().without_checks()
     providers_tag = {PROVIDERS_TAG: ",".join(covered)}
     ingest = dg.define_asset_job(
