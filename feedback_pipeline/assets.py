@@ -125,6 +125,7 @@ def build_feedback_assets(
         if outcome.stopped_by_budget:
             context.instance.add_run_tags(context.run_id, {STOPPED_TAG: STOPPED_BY_BUDGET})
         selected_checks = context.selected_asset_check_keys
+        last_partition = context.partition_key_range.end
         for provider, done_accounts in outcome.by_provider().items():
             if any(o.error is not None for o in done_accounts):
                 continue  # the provider's partitions are not done: the Failure names the account
@@ -141,7 +142,12 @@ def build_feedback_assets(
                     context.log_event(unplanned_evaluation(key, result))
             metadata = materialization_metadata(done, outcome.published, outcome.lake)
             metadata["accounts"] = dg.MetadataValue.md(accounts_table(done_accounts))
-            yield dg.MaterializeResult(asset_key=key, metadata=metadata, check_results=planned)
+            # Dagster writes one materialization per partition of the range, each with the
+            # result's metadata (serialized twice per event: the event row and the asset's
+            # latest-materialization row). The run's full metadata goes on its last partition
+            # only (the asset's latest materialization); the others carry a short pointer to it.
+            context.add_asset_metadata(metadata, asset_key=key, partition_key=last_partition)
+            yield dg.MaterializeResult(asset_key=key, metadata=partition_metadata(metadata, last_partition), check_results=planned)
         if outcome.failed:
             raise failure(outcome) from outcome.failed[0].error
 
@@ -213,6 +219,8 @@ def accounts_table(outcomes: Sequence[AccountOutcome]) -> str:
 
 
 def materialization_metadata(done: AccountOutcome, published: PublishResult | None, lake: Any = None) -> dict[str, Any]:
+    """A provider's full materialization metadata for the run: counts, requests, timings and the
+    publish over the run's whole window (it goes on the run's last partition: see the step)."""
     report, stats = done.report, done.stats
     assert report is not None and stats is not None
     counts = report.counts
@@ -260,9 +268,23 @@ def materialization_metadata(done: AccountOutcome, published: PublishResult | No
     }
 
 
+# The entries every partition's materialization carries (a subset of the full metadata's names).
+PARTITION_METADATA = ("summary", "window", "full_refresh")
+
+
+def partition_metadata(full: Mapping[str, Any], last_partition: str) -> dict[str, Any]:
+    """The metadata of each partition of a run but its last: what the run did over its window
+    and where its full metadata is. A year's backfill writes 365 events per asset; the ~30
+    entries of the full metadata on each cost more to serialize and store than the event itself."""
+    out = {name: full[name] for name in PARTITION_METADATA}
+    out["summary"] = f"{full['summary']} (whole run over {full['window']}; its full metadata is on partition {last_partition})"
+    return out
+
+
 def metadata_by_provider(result: dg.ExecuteInProcessResult) -> dict[str, dict[str, Any]]:
     """Each provider's materialization metadata (plain values) in a finished in-process run: the
-    step materializes several assets, one event per partition, all with the same metadata."""
+    step materializes several assets, one event per partition; the last partition's event (the
+    last one of its asset) carries the run's full metadata."""
     out: dict[str, dict[str, Any]] = {}
     for event in result.get_asset_materialization_events():
         for provider, name in asset_names().items():
