@@ -456,7 +456,8 @@ def evaluate_targets(res: dict[str, Any]) -> list[dict[str, Any]]:
     targets.append({
         "name": "Dagster time per asset-partition <= 1 ms (backfill)",
         "value": f"{per:.2f} ms: run {back['wall_seconds']:.2f} s - slowest provider and publish {back['engine_seconds']:.2f} s - dashboard step "
-        f"{back.get('dashboard_step_seconds') or 0.0:.2f} s, over {back['asset_partitions']:.0f} asset-partitions"
+        f"{back.get('dashboard_step_seconds') or 0.0:.2f} s, over {back['asset_partitions']:.0f} asset-partitions "
+        f"({'the repository dagster.yaml (SQLite event log)' if cfg.get('instance') == 'project' else 'in-memory event log'})"
         if per is not None else "n/a",
         "ms": per,
         "pass": per is not None and per <= 1.0,
