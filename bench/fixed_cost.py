@@ -3,7 +3,8 @@
 Times, in fresh child processes, importing the definitions (``python -c "import
 feedback_pipeline.definitions"``, median of 3) and a one-partition run of all five provider
 assets through ``dagster asset materialize -m feedback_pipeline.definitions`` on a persistent
-instance in a temporary ``DAGSTER_HOME`` (what ``make ui`` and an operator's shell use).
+instance in a temporary ``DAGSTER_HOME`` holding the repository's ``dagster.yaml`` (what ``make ui``
+and an operator's shell use).
 
 Wall times on a shared machine swing with other processes' I/O (the CLI's SQLite event log
 syncs each event to disk), so each child's CPU time (user + system, from ``getrusage``) is
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -40,6 +42,9 @@ def cli_one_partition(env: dict[str, str], day: str, workdir: Path) -> dict[str,
     """Import time of the definitions vs one five-asset, one-partition ``dagster asset materialize``."""
     home = workdir / "cli-dagster-home"
     home.mkdir(parents=True, exist_ok=True)
+    # The instance an operator's shell and `make ui` use: the repository's dagster.yaml (its
+    # event log storage included).
+    shutil.copyfile(C.ROOT / "dagster.yaml", home / "dagster.yaml")
     child = {k: v for k, v in os.environ.items() if not (k.split("_")[0] in {"MINTLIFY", "USERSNAP", "FORMBRICKS", "MAPBOX", "FEEDBACKKIT"} or k.startswith("FEEDBACK_"))}
     child.update(env)
     child.update({"DAGSTER_HOME": str(home), "FEEDBACK_DB": str(workdir / "cli" / "feedback.duckdb"), "PYTHONWARNINGS": "ignore"})

@@ -3,7 +3,7 @@
 Reads a JSON config on stdin::
 
     {"env": {...}, "first": "YYYY-MM-DD", "last": "YYYY-MM-DD", "result": "/path/out.json",
-     "profile": null | "/path/prefix", "instance": "ephemeral" | "sqlite" | "home"}
+     "profile": null | "/path/prefix", "instance": "ephemeral" | "sqlite" | "project" | "home"}
 
 sets the environment (``EnvVar`` resolves from it at run time), builds the definitions, runs
 ``execute_in_process`` over the partition range as ONE run, and writes a JSON report to
@@ -187,6 +187,16 @@ def main() -> int:
         # The job's own executor needs a persistent instance (sqlite files, as dagster dev uses);
         # "sqlite" also runs in process on one, to time Dagster's event writes as `make ui` pays them.
         instance = dg.DagsterInstance.local_temp(tempdir=config["dagster_home"])
+    elif config.get("instance") == "project":
+        # What `make ui` and an operator's shell run: a DAGSTER_HOME holding the repository's
+        # dagster.yaml (its SQLite event log storage: feedback_pipeline/dagster_storage.py).
+        import shutil
+        from pathlib import Path
+
+        home = Path(config["dagster_home"])
+        shutil.copyfile(Path(__file__).resolve().parent.parent / "dagster.yaml", home / "dagster.yaml")
+        os.environ["DAGSTER_HOME"] = str(home)
+        instance = dg.DagsterInstance.get()
     elif config.get("instance") == "home":
         instance = dg.DagsterInstance.get()  # $DAGSTER_HOME/dagster.yaml (e.g. PostgreSQL storage)
     else:

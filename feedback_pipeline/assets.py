@@ -138,7 +138,14 @@ def build_feedback_assets(
             key = asset_key(provider)
             metadata = materialization_metadata(done, outcome.published, outcome.lake)
             metadata["accounts"] = dg.MetadataValue.md(accounts_table(done_accounts))
-            yield dg.MaterializeResult(asset_key=key, metadata=metadata)
+            # Dagster writes one materialization per partition of the range, each with the
+            # result's metadata (serialized twice per event: the event row and the asset's
+            # latest-materialization row). The run's full metadata goes on its last partition
+            # only (the asset's latest materialization); the others carry a short pointer to it.
+            # (A provider synced here means its asset was selected, so the run has partitions.)
+            last_partition = context.partition_key_range.end
+            context.add_asset_metadata(metadata, asset_key=key, partition_key=last_partition)
+            yield dg.MaterializeResult(asset_key=key, metadata=partition_metadata(metadata, last_partition))
             yield from evaluations(check_results(key, done.report, done.stats, done.reasons), selected_checks, partitions, context.assets_def)
         yield from evaluations(unsynced, selected_checks, partitions, context.assets_def)
         if outcome.failed:
@@ -280,6 +287,8 @@ def accounts_table(outcomes: Sequence[AccountOutcome]) -> str:
 
 
 def materialization_metadata(done: AccountOutcome, published: PublishResult | None, lake: Any = None) -> dict[str, Any]:
+    """A provider's full materialization metadata for the run: counts, requests, timings and the
+    publish over the run's whole window (it goes on the run's last partition: see the step)."""
     report, stats = done.report, done.stats
     assert report is not None and stats is not None
     counts = report.counts
@@ -327,9 +336,23 @@ def materialization_metadata(done: AccountOutcome, published: PublishResult | No
     }
 
 
+# The entries every partition's materialization carries (a subset of the full metadata's names).
+PARTITION_METADATA = ("summary", "window", "full_refresh")
+
+
+def partition_metadata(full: Mapping[str, Any], last_partition: str) -> dict[str, Any]:
+    """The metadata of each partition of a run but its last: what the run did over its window
+    and where its full metadata is. A year's backfill writes 365 events per asset; the ~30
+    entries of the full metadata on each cost more to serialize and store than the event itself."""
+    out = {name: full[name] for name in PARTITION_METADATA}
+    out["summary"] = f"{full['summary']} (whole run over {full['window']}; its full metadata is on partition {last_partition})"
+    return out
+
+
 def metadata_by_provider(result: dg.ExecuteInProcessResult) -> dict[str, dict[str, Any]]:
     """Each provider's materialization metadata (plain values) in a finished in-process run: the
-    step materializes several assets, one event per partition, all with the same metadata."""
+    step materializes several assets, one event per partition; the last partition's event (the
+    last one of its asset) carries the run's full metadata."""
     out: dict[str, dict[str, Any]] = {}
     for event in result.get_asset_materialization_events():
         for provider, name in asset_names().items():

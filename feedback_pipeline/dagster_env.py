@@ -17,8 +17,9 @@ process writes the events, so they must be set in every process that does:
 * ``DAGSTER_EVENT_BATCH_SIZE``: the per-partition materialization events of a range (one per
   asset and partition: Dagster's semantics, they mark each partition materialized) and the
   planned events are handed to the event log storage in batches. PostgreSQL storage writes a batch
-  in one INSERT and updates the asset row once; SQLite storage has no batch write and stores
-  them one by one (no change, no harm).
+  in one INSERT and updates the asset row once; Dagster's own SQLite storage stores them one by
+  one, the project's (``dagster.yaml``: :mod:`feedback_pipeline.dagster_storage`) in one
+  transaction per file.
 
 Set here as defaults (an operator's own value wins): :func:`apply` runs when the definitions are
 imported (the CLI, the code server and run workers all import them), and ``services.py`` passes

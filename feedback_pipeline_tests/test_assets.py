@@ -107,6 +107,19 @@ def test_metadata_names_say_what_they_count_and_a_summary_comes_first(sandbox, t
     assert meta["records_received"] > 0 and meta["seconds_normalizing"] > 0
 
 
+def test_a_range_puts_the_full_metadata_on_its_last_partition_and_a_pointer_on_the_others(sandbox, tmp_path: Path, feedback_assets):
+    first, last = today() - timedelta(days=4), today()
+    result = run(feedback_assets, resources(sandbox, tmp_path / "f.duckdb"), first, last)
+    events = [e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey("formbricks_feedback")]
+    assert [e.partition for e in events] == [(first + timedelta(days=i)).isoformat() for i in range(5)]
+    full = {k: v.value for k, v in events[-1].materialization.metadata.items()}
+    assert "rows_inserted" in full and "accounts" in full and full["window"] == f"{first}..{last}"
+    for event in events[:-1]:
+        meta = {k: v.value for k, v in event.materialization.metadata.items()}
+        assert set(meta) == {"summary", "window", "full_refresh"} and meta["window"] == full["window"]
+        assert meta["summary"].startswith(full["summary"]) and f"full metadata is on partition {last}" in meta["summary"]
+
+
 def test_checks_after_a_healthy_run_pass_and_speak_of_the_runs_window(sandbox, tmp_path: Path, feedback_assets):
     db = tmp_path / "f.duckdb"
     first, last = today() - timedelta(days=29), today()
