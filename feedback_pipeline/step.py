@@ -32,6 +32,7 @@ import dagster as dg
 
 from .budget import BudgetGate, BudgetSpent, RateBudget, RequestLedger, organization_id
 from .http import HttpClient, ProviderError, ProviderRequestError
+from .memory import release
 from .normalize import FeedbackBatch
 from .providers.base import ConfigurationError, Provider, Window
 from .sync import SyncReport, sync
@@ -193,11 +194,17 @@ def run_providers(
             outcome.reasons, outcome.records_normalized = provider.reasons, provider.records
         return outcome
 
+    def one_then_release(ref: AccountRef) -> AccountOutcome:
+        try:
+            return one(ref)
+        finally:
+            release()  # the account's last batch and pages go back to the OS
+
     if len(accounts) == 1:
-        outcomes = [one(accounts[0])]
+        outcomes = [one_then_release(accounts[0])]
     else:
         with ThreadPoolExecutor(max_workers=len(accounts), thread_name_prefix="sync") as pool:
-            outcomes = list(pool.map(one, accounts))
+            outcomes = list(pool.map(one_then_release, accounts))
     published = None
     try:
         # Whatever was committed, before a failure too, is consistent: publish it once.

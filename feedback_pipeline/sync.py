@@ -28,6 +28,7 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 from .jsonio import gc_paused
+from .memory import release
 from .normalize import FeedbackBatch
 from .providers.base import Page, Provider, Query, StaleCursor, Window
 from .warehouse import CursorRow, Progress, Scope, WarehouseCursor, WriteCounts
@@ -227,8 +228,9 @@ def _run_query(
         )
         counts = warehouse.commit(scope, batch.rows(), batch.rejects(), progress)
         report.counts.add(counts)
-        report.seconds["commit"] += time.monotonic() - t0
         batch = FeedbackBatch(provider.name, provider.account_id)
+        release()  # the committed batch's memory goes back to the OS, not to this thread's arena
+        report.seconds["commit"] += time.monotonic() - t0
         last_commit = time.monotonic()
         _progress(
             logger,
