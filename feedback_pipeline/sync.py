@@ -226,9 +226,13 @@ def _run_query(
             planned.key, planned.window.first_day, planned.window.last_day, query.changes_since,
             started_at, pages, resume, sweep=planned.sweep or snapshot,
         )
-        counts = warehouse.commit(scope, batch.rows(), batch.rejects(), progress)
-        report.counts.add(counts)
+        rows, rejects = batch.rows(), batch.rejects()
+        # The batch's Python columns are dropped before the commit, which may wait for another
+        # account's: only the Arrow tables are held meanwhile.
         batch = FeedbackBatch(provider.name, provider.account_id)
+        counts = warehouse.commit(scope, rows, rejects, progress)
+        del rows, rejects
+        report.counts.add(counts)
         release()  # the committed batch's memory goes back to the OS, not to this thread's arena
         report.seconds["commit"] += time.monotonic() - t0
         last_commit = time.monotonic()
