@@ -8,9 +8,10 @@ The day is part of it because ranges ("last 90 days", "partitions behind") move 
 
 :func:`build_dashboard_in_child` is what the asset runs: the same build, but the querying and
 drawing happen in a short-lived child process (``python -m feedback_pipeline.dashboard``), so
-Altair, vl-convert and the snapshot's query memory (together 150-230 MB) never land in the run's
-process, which has just synced and keeps its high-water mark. The child gets the snapshot's and
-the file's paths and no secret (its environment is :func:`child_environment`).
+Altair, vl-convert and the queries' DuckDB memory (together 150-230 MB) never land in the run's
+process, whose resident size the sync has already raised and the C heap rarely gives back. The
+child gets the snapshot's and the file's paths and no secret (its environment is
+:func:`child_environment`); it does not import Dagster.
 """
 
 from __future__ import annotations
