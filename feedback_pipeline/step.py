@@ -1,9 +1,15 @@
 """One run's step: the selected providers' accounts sync concurrently, none holds back another.
 
-Each account of each selected provider syncs in its own thread (the network waits overlap; each
-also prefetches its own pages). An account that fails does not stop the others: they commit,
-the step publishes the analysts' snapshot once, and only then does the caller report the failed
-accounts, with the project's own sentence first (:func:`failure`).
+The accounts of the selected providers sync in a pool of at most :data:`MAX_CONCURRENT_ACCOUNTS`
+threads (the network waits overlap; each account also prefetches its own pages). Each thread
+holds a batch of up to ``COMMIT_ROWS`` rows and a few pages, so the pool's size bounds the step's
+memory whatever the number of accounts; :func:`start_order` starts the accounts with the smallest
+pages first and the ones answering with one big array (FeedbackKit) last, so the big ones do not
+overlap. After each account the freed memory goes back to the OS (``memory.release``).
+
+An account that fails does not stop the others: they commit, the step publishes the analysts'
+snapshot once, and only then does the caller report the failed accounts, with the project's own
+sentence first (:func:`failure`).
 
 A provider with a request budget (``ProviderSpec.request_budget``) sends every request through
 its organization's ledger (``budget.py``); accounts sharing an API key share one organization.
@@ -32,11 +38,18 @@ import dagster as dg
 
 from .budget import BudgetGate, BudgetSpent, RateBudget, RequestLedger, organization_id
 from .http import HttpClient, ProviderError, ProviderRequestError
+from .memory import release
 from .normalize import FeedbackBatch
+from .providers import get_spec
 from .providers.base import ConfigurationError, Provider, Window
 from .sync import SyncReport, sync
 from .lake import LakeSettings
 from .warehouse import PublishResult, Session, WindowStats
+
+
+# Accounts syncing at once in one step: enough for the network waits of the slow, paged APIs to
+# overlap, few enough that the step's memory (a batch and a few pages per thread) stays bounded.
+MAX_CONCURRENT_ACCOUNTS = 3
 
 
 @dataclass(frozen=True)
@@ -193,11 +206,20 @@ def run_providers(
             outcome.reasons, outcome.records_normalized = provider.reasons, provider.records
         return outcome
 
+    def one_then_release(ref: AccountRef) -> AccountOutcome:
+        try:
+            return one(ref)
+        finally:
+            release()  # the account's last batch and pages: back to the OS before the next starts
+
     if len(accounts) == 1:
-        outcomes = [one(accounts[0])]
+        outcomes = [one_then_release(accounts[0])]
     else:
-        with ThreadPoolExecutor(max_workers=len(accounts), thread_name_prefix="sync") as pool:
-            outcomes = list(pool.map(one, accounts))
+        # Started in start_order, reported in the caller's order.
+        starts = sorted(range(len(accounts)), key=lambda i: _start_rank(accounts[i]))
+        with ThreadPoolExecutor(max_workers=min(len(accounts), MAX_CONCURRENT_ACCOUNTS), thread_name_prefix="sync") as pool:
+            in_start_order = list(pool.map(one_then_release, [accounts[i] for i in starts]))
+        outcomes = [outcome for _, outcome in sorted(zip(starts, in_start_order), key=lambda pair: pair[0])]
     published = None
     try:
         # Whatever was committed, before a failure too, is consistent: publish it once.
@@ -216,6 +238,23 @@ def run_providers(
         except Exception as exc:  # noqa: BLE001 - reported like a provider's failure
             outcomes.append(AccountOutcome("lake", error=exc))
     return StepOutcome(outcomes, published, time.monotonic() - started, lake_commit)
+
+
+def start_order(accounts: Sequence[AccountRef]) -> list[AccountRef]:
+    """``accounts`` in the order the step starts them: the providers with the smallest pages first
+    (the slow, many-request APIs start early), the ones answering with one array (``page_size``
+    None: FeedbackKit) last, so the largest pieces of memory do not overlap; a provider without a
+    spec counts as paged like the largest. Stable: one provider's accounts keep their order."""
+    return sorted(accounts, key=_start_rank)
+
+
+def _start_rank(ref: AccountRef) -> tuple[bool, int]:
+    """Sort key of :func:`start_order`: (answers with one array, page size)."""
+    try:
+        size = get_spec(ref.provider).page_size
+    except KeyError:
+        return (False, 1 << 62)
+    return (size is None, size or 0)
 
 
 # -- the failure the step raises ---------------------------------------------------------------

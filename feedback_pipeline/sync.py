@@ -28,6 +28,7 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 from .jsonio import gc_paused
+from .memory import release
 from .normalize import FeedbackBatch
 from .providers.base import Page, Provider, Query, StaleCursor, Window
 from .warehouse import CursorRow, Progress, Scope, WarehouseCursor, WriteCounts
@@ -225,10 +226,15 @@ def _run_query(
             planned.key, planned.window.first_day, planned.window.last_day, query.changes_since,
             started_at, pages, resume, sweep=planned.sweep or snapshot,
         )
-        counts = warehouse.commit(scope, batch.rows(), batch.rejects(), progress)
-        report.counts.add(counts)
-        report.seconds["commit"] += time.monotonic() - t0
+        rows, rejects = batch.rows(), batch.rejects()
+        # The batch's Python columns are dropped before the commit, which may wait for another
+        # account's: only the Arrow tables are held meanwhile.
         batch = FeedbackBatch(provider.name, provider.account_id)
+        counts = warehouse.commit(scope, rows, rejects, progress)
+        del rows, rejects
+        report.counts.add(counts)
+        release()  # the committed batch's memory goes back to the OS, not to this thread's arena
+        report.seconds["commit"] += time.monotonic() - t0
         last_commit = time.monotonic()
         _progress(
             logger,

@@ -127,3 +127,118 @@ def test_a_failed_run_that_changed_nothing_asks_for_no_redraw(tmp_path: Path, mo
     [failure] = [e for e in failed.all_events if e.event_type == dg.DagsterEventType.RUN_FAILURE]
     context = dg.build_run_status_sensor_context(SENSOR_NAME, failure, instance, failed.dagster_run).for_run_failure()
     assert isinstance(defs.resolve_sensor_def(SENSOR_NAME)(context), dg.SkipReason)
+
+
+# -- the drawing happens in a child process --------------------------------------------------------
+
+
+@pytest.fixture
+def snapshot(tmp_path: Path) -> Path:
+    """A published snapshot with one Mapbox row; returns its path."""
+    from feedback_pipeline.warehouse import Warehouse
+
+    from .test_views import store
+
+    wh = Warehouse(tmp_path / "feedback.duckdb")
+    store(wh, "mapbox", [{"id": "1", "status": "received"}])
+    wh.publish_if_behind()
+    return wh.path
+
+
+def test_the_child_draws_the_same_result_and_the_run_process_never_loads_altair_or_vl_convert(snapshot: Path, tmp_path: Path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "out" / "dashboard.html"
+    script = (
+        "import sys\n"
+        "from feedback_pipeline.dashboard.build import build_dashboard_in_child\n"
+        f"r = build_dashboard_in_child({str(snapshot)!r}, {str(out)!r})\n"
+        "from feedback_pipeline.dashboard.summary import summary_markdown\n"
+        "print(r.written, r.key is not None, r.data is not None, '| mapbox | acct |' in summary_markdown(r))\n"
+        "print(sorted(m for m in ('altair', 'vl_convert') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.splitlines() == ["True True True True", "[]"]
+    assert out.exists() and "mapbox" in out.read_text(encoding="utf-8")
+
+
+def test_an_unchanged_snapshot_starts_no_child(snapshot: Path, tmp_path: Path, monkeypatch):
+    from feedback_pipeline.dashboard import build as build_module
+
+    out = tmp_path / "dashboard.html"
+    assert build_module.build_dashboard_in_child(snapshot, out).written
+
+    def no_child(*args, **kwargs):
+        raise AssertionError("a child process was started")
+
+    monkeypatch.setattr(build_module.subprocess, "run", no_child)
+    again = build_module.build_dashboard_in_child(snapshot, out)
+    assert again.written is False and again.data is None and again.key
+
+
+def test_the_child_gets_the_paths_and_no_secret_of_the_run(snapshot: Path, tmp_path: Path, monkeypatch):
+    from feedback_pipeline.dashboard import build as build_module
+
+    monkeypatch.setenv("MAPBOX_ACCESS_TOKEN", "pk.secret-token")
+    monkeypatch.setenv("FEEDBACKKIT_API_KEY", "sf_secret")
+    seen = {}
+    real_run = build_module.subprocess.run
+
+    def spy(command, **kwargs):
+        seen.update(command=command, env=kwargs["env"])
+        return real_run(command, **kwargs)
+
+    monkeypatch.setattr(build_module.subprocess, "run", spy)
+    assert build_module.build_dashboard_in_child(snapshot, tmp_path / "d.html").written
+    assert "MAPBOX_ACCESS_TOKEN" not in seen["env"] and "FEEDBACKKIT_API_KEY" not in seen["env"]
+    assert not any("secret" in value for value in [*seen["env"].values(), *seen["command"]])
+    assert set(seen["env"]) <= {*build_module.CHILD_VARIABLES, "PYTHONPATH"}
+    assert str(snapshot) in seen["command"] and str(tmp_path / "d.html") in seen["command"]
+
+
+def test_a_build_failing_in_the_child_raises_its_exception_in_the_run(snapshot: Path, tmp_path: Path):
+    import duckdb
+
+    from feedback_pipeline.dashboard.build import build_dashboard_in_child
+
+    con = duckdb.connect(str(snapshot))  # the parent's check still works; the child's queries fail
+    con.execute("DROP VIEW feedback_status_funnel")
+    con.close()
+    with pytest.raises(duckdb.CatalogException, match="feedback_status_funnel"):
+        build_dashboard_in_child(snapshot, tmp_path / "dashboard.html")
+    assert not (tmp_path / "dashboard.html").exists()
+
+
+def test_a_child_that_dies_without_a_result_fails_with_what_it_said(snapshot: Path, tmp_path: Path, monkeypatch):
+    from feedback_pipeline.dashboard import build as build_module
+    from feedback_pipeline.dashboard.build import DashboardChildError
+
+    crash = tmp_path / "python"
+    crash.write_text("#!/bin/sh\necho 'vl-convert: out of memory' >&2\nexit 3\n")
+    crash.chmod(0o755)
+    monkeypatch.setattr(build_module.sys, "executable", str(crash))
+    with pytest.raises(DashboardChildError, match=r"exited with 3 .*vl-convert: out of memory"):
+        build_module.build_dashboard_in_child(snapshot, tmp_path / "d.html")
+
+
+def test_the_asset_fails_with_the_childs_exception(sandbox, tmp_path: Path, monkeypatch):
+    today = datetime.now(UTC).date()
+    unwritable = Path("/proc") / f"no-such-folder-{tmp_path.name}"  # only the child's write fails (Linux)
+    env = {
+        **sandbox.env(),
+        "FEEDBACK_DB": str(tmp_path / "feedback.duckdb"),
+        "FEEDBACK_DASHBOARD": str(unwritable / "dashboard.html"),
+        "FEEDBACK_START_DATE": (today - timedelta(days=29)).isoformat(),
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    result = build_definitions(env).resolve_job_def("feedback_ingest").execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(), tags={RANGE_START_TAG: today.isoformat(), RANGE_END_TAG: today.isoformat()},
+        run_config=QUIET, raise_on_error=False,
+    )
+    [failure] = [e for e in result.get_step_failure_events() if e.step_key == ASSET_NAME]
+    error = failure.event_specific_data.error
+    cause = error.cause  # Dagster wraps the exception the step raised
+    assert cause.cls_name == "FileNotFoundError" and str(unwritable) in cause.message
+    assert any(e.asset_key == dg.AssetKey("mapbox_feedback") for e in result.get_asset_materialization_events())

@@ -286,3 +286,50 @@ def test_the_second_account_of_every_provider_syncs_its_own_rows_and_state(two_a
         for who in (first_id, account.account_id):
             days = rows(db, "SELECT count(*) FROM pipeline_sync_days WHERE provider = ? AND account_id = ? AND day >= ?", [provider, who, first_day])
             assert days == [(DAYS,)], (provider, who)
+
+
+# -- how many accounts sync at once, and in which order they start ------------------------------
+
+
+def test_accounts_start_with_the_smallest_pages_and_the_one_array_provider_last():
+    from feedback_pipeline.step import AccountRef, start_order
+
+    refs = [AccountRef(p, k) for p, k in [("feedbackkit", "feedbackkit"), ("mapbox", "mapbox"), ("usersnap", "usersnap"),
+                                         ("mapbox", "mapbox__2"), ("mintlify", "mintlify"), ("formbricks", "formbricks")]]
+    order = [r.key for r in start_order(refs)]
+    sizes = [get_spec(k.split("__")[0]).page_size for k in order]
+    assert order[-1] == "feedbackkit" and sizes[-1] is None
+    assert sizes[:-1] == sorted(sizes[:-1])  # 100, 100, 1000, ...
+    assert order.index("mapbox") < order.index("mapbox__2")  # one provider's accounts keep their order
+
+
+def test_at_most_max_concurrent_accounts_sync_at_once_and_outcomes_keep_the_callers_order():
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from feedback_pipeline.providers.base import ConfigurationError, Window
+    from feedback_pipeline.step import MAX_CONCURRENT_ACCOUNTS, AccountRef, run_providers
+
+    lock = threading.Lock()
+    inside, most = 0, 0
+    together = threading.Barrier(MAX_CONCURRENT_ACCOUNTS, timeout=30)  # each account waits for two others
+
+    def build(ref: AccountRef):
+        nonlocal inside, most
+        with lock:
+            inside += 1
+            most = max(most, inside)
+        together.wait()
+        time.sleep(0.05)  # room for any further worker to enter
+        with lock:
+            inside -= 1
+        raise ConfigurationError(f"{ref.key} is not configured")
+
+    refs = [AccountRef(p, f"{p}__{n}") for n in (1, 2) for p in ("feedbackkit", "mapbox", "usersnap")]
+    session = SimpleNamespace(publish_if_behind=lambda: None)
+    logger = SimpleNamespace(info=lambda m: None, warning=lambda m: None, error=lambda m: None)
+    outcome = run_providers(refs, build, session, Window.for_days(today(), today()), full_refresh=False, logger=logger)  # type: ignore[arg-type]
+    assert most == MAX_CONCURRENT_ACCOUNTS == 3
+    assert [o.key for o in outcome.outcomes] == [r.key for r in refs]
+    assert all(str(o.error) == f"{o.key} is not configured" for o in outcome.outcomes)

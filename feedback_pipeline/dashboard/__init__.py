@@ -10,11 +10,28 @@
 Run by hand: ``python -m feedback_pipeline.dashboard [--force]``.
 """
 
-from .asset import ASSET_NAME, DEFAULT_DASHBOARD, DashboardResource, build_dashboard_asset
-from .build import DashboardResult, build_dashboard
-from .sensor import REFRESH_JOB, SENSOR_NAME, build_dashboard_refresh_sensor
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
-__all__ = [
-    "ASSET_NAME", "DEFAULT_DASHBOARD", "REFRESH_JOB", "SENSOR_NAME", "DashboardResource", "DashboardResult",
-    "build_dashboard", "build_dashboard_asset", "build_dashboard_refresh_sensor",
-]
+if TYPE_CHECKING:
+    from .asset import ASSET_NAME, DEFAULT_DASHBOARD, DashboardResource, build_dashboard_asset
+    from .build import DashboardResult, build_dashboard
+    from .sensor import REFRESH_JOB, SENSOR_NAME, build_dashboard_refresh_sensor
+
+# Name -> the module defining it, imported on first use: the asset's child process
+# (``build.build_dashboard_in_child``) imports ``build`` without Dagster.
+_EXPORTS = {
+    "ASSET_NAME": "asset", "DEFAULT_DASHBOARD": "asset", "DashboardResource": "asset", "build_dashboard_asset": "asset",
+    "DashboardResult": "build", "build_dashboard": "build",
+    "REFRESH_JOB": "sensor", "SENSOR_NAME": "sensor", "build_dashboard_refresh_sensor": "sensor",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    """An exported name, from its module (imported now if it was not yet)."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value

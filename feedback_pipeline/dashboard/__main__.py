@@ -9,16 +9,26 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from datetime import datetime
 
-from ..settings import DEFAULT_DB
-from .asset import DEFAULT_DASHBOARD
-from .build import build_dashboard
+from .build import build_dashboard, child_main
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m feedback_pipeline.dashboard", description=__doc__.splitlines()[0])
     parser.add_argument("--force", action="store_true", help="redraw even if the file already shows this snapshot today")
+    # The feedback_dashboard asset's child process (build.build_dashboard_in_child): paths given,
+    # nothing read from the environment, the result pickled to --result.
+    parser.add_argument("--snapshot", help=argparse.SUPPRESS)
+    parser.add_argument("--output", help=argparse.SUPPRESS)
+    parser.add_argument("--now", type=datetime.fromisoformat, help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.result:
+        return child_main(args.snapshot, args.output, args.now, args.result)
+    from ..settings import DEFAULT_DB  # Dagster: not for the asset's child process
+    from .asset import DEFAULT_DASHBOARD
+
     db = os.environ.get("FEEDBACK_DB") or DEFAULT_DB
     if not os.path.exists(db):
         print(f"No snapshot at {db} (FEEDBACK_DB): run the pipeline first.", file=sys.stderr)

@@ -9,6 +9,10 @@ in ``dagster/_core/definitions/assets/job/asset_job.py`` skips assets without on
 #13472 and #21696), and runs them once per run whatever the partition range. It depends on the
 asset keys only, so it works the same whether the providers are five assets or one multi-asset.
 
+The querying and drawing run in a short-lived child process (``build.build_dashboard_in_child``):
+Altair, vl-convert and the queries' memory stay out of the run's process, which has just synced.
+The child gets the two paths and no secret; its failure fails the asset with its exception.
+
 When a provider step fails, Dagster does not run the steps downstream of it, so that run does
 not draw the dashboard; the sensor in ``sensor.py`` requests a redraw then (and
 ``python -m feedback_pipeline.dashboard`` draws it at once by hand).
@@ -20,7 +24,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from .build import DashboardResult, build_dashboard
+from .build import DashboardResult, build_dashboard_in_child
 from .summary import summary_markdown
 
 ASSET_NAME = "feedback_dashboard"
@@ -63,7 +67,7 @@ def build_dashboard_asset(upstream: Sequence[dg.AssetKey | str]) -> dg.AssetsDef
             raise dg.Failure(
                 description=f"No snapshot at {db_path} to draw the dashboard from: materialize a provider asset first (FEEDBACK_DB).",
             )
-        result = build_dashboard(db_path, context.resources.dashboard.path)
+        result = build_dashboard_in_child(db_path, context.resources.dashboard.path)
         context.log.info(f"dashboard {'written to' if result.written else 'unchanged at'} {result.path} ({result.seconds:.2f} s)")
         return dg.MaterializeResult(
             metadata=dashboard_metadata(result),

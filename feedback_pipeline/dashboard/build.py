@@ -5,21 +5,38 @@ The file is replaced with ``os.replace`` from a temporary file in the same folde
 snapshot's identity and the UTC day) in a meta tag; a build over the same snapshot on the same
 day leaves the file as it is: a run that changed nothing publishes nothing, and so redraws nothing.
 The day is part of it because ranges ("last 90 days", "partitions behind") move with the date.
+
+:func:`build_dashboard_in_child` is what the asset runs: the same build, but the querying and
+drawing happen in a short-lived child process (``python -m feedback_pipeline.dashboard``), so
+Altair, vl-convert and the queries' DuckDB memory (together 150-230 MB) never land in the run's
+process, whose resident size the sync has already raised and the C heap rarely gives back. The
+child gets the snapshot's and the file's paths and no secret (its environment is
+:func:`child_environment`); it does not import Dagster.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import re
+import subprocess
+import sys
+import tempfile
 import time
+import traceback
 import uuid
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import queries
 from .page import KEY_META, render_page
 from .queries import DashboardData
+
+if TYPE_CHECKING:
+    import duckdb
 
 UTC = timezone.utc
 KEY_PATTERN = re.compile(rf'<meta name="{KEY_META}" content="([^"]*)">')
@@ -48,8 +65,7 @@ def build_dashboard(db_path: str | os.PathLike[str], out_path: str | os.PathLike
     out = Path(out_path)
     con = queries.connect(db_path)
     try:
-        snapshot = queries.snapshot_key(con)
-        key = f"{snapshot}|{now.date().isoformat()}" if snapshot else None
+        key = build_key(con, now)
         if not force and key is not None and existing_key(out) == key:
             return DashboardResult(out, now, False, key, time.perf_counter() - started, out.stat().st_size, None)
         data = queries.load(con, now.date())
@@ -60,6 +76,90 @@ def build_dashboard(db_path: str | os.PathLike[str], out_path: str | os.PathLike
     drawn = time.perf_counter()
     size = write_atomically(out, html.encode("utf-8"))
     return DashboardResult(out, now, True, key, time.perf_counter() - started, size, data, queried - started, drawn - queried)
+
+
+class DashboardChildError(RuntimeError):
+    """The child process drawing the dashboard ended without a result (killed, or it could not
+    start); the message quotes the end of its stderr."""
+
+
+# Variables the child inherits: where programs, temporary files, fonts and the locale are. Nothing
+# else (no API key or token of the run's environment reaches it).
+CHILD_VARIABLES = (
+    "PATH", "HOME", "TMPDIR", "TEMP", "TMP", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE",
+    "SYSTEMROOT", "WINDIR", "XDG_CACHE_HOME", "XDG_DATA_DIRS", "FONTCONFIG_FILE", "FONTCONFIG_PATH",
+)
+
+
+def child_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The child's environment: :data:`CHILD_VARIABLES` of ``environ`` (default ``os.environ``),
+    and ``PYTHONPATH`` led by the folder this package is imported from (so the child imports the
+    same code, installed or not)."""
+    environ = os.environ if environ is None else environ
+    env = {name: environ[name] for name in CHILD_VARIABLES if name in environ}
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join([root, *([environ["PYTHONPATH"]] if environ.get("PYTHONPATH") else [])])
+    return env
+
+
+def build_dashboard_in_child(db_path: str | os.PathLike[str], out_path: str | os.PathLike[str], *, now: datetime | None = None) -> DashboardResult:
+    """:func:`build_dashboard`, with the querying and drawing in a child process (see the module
+    docstring). Whether the file already shows this snapshot is read here (one small query), so a
+    run that changed nothing starts no process. A build that fails in the child raises its
+    exception here (same type and message); a child that ends without a result raises
+    :class:`DashboardChildError`."""
+    started = time.perf_counter()
+    now = now or datetime.now(UTC)
+    out = Path(out_path)
+    con = queries.connect(db_path)
+    try:
+        key = build_key(con, now)
+    finally:
+        con.close()
+    if key is not None and existing_key(out) == key:
+        return DashboardResult(out, now, False, key, time.perf_counter() - started, out.stat().st_size, None)
+    with tempfile.TemporaryDirectory(prefix="feedback-dashboard-") as folder:
+        answer = Path(folder) / "result.pickle"
+        command = [
+            sys.executable, "-m", "feedback_pipeline.dashboard",
+            "--snapshot", os.fspath(db_path), "--output", os.fspath(out_path), "--now", now.isoformat(), "--result", str(answer),
+        ]
+        proc = subprocess.run(command, env=child_environment(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+        if proc.stderr:
+            sys.stderr.write(proc.stderr.decode("utf-8", "replace"))
+        try:
+            outcome = pickle.loads(answer.read_bytes())
+        except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError) as exc:
+            said = proc.stderr.decode("utf-8", "replace").strip()[-2000:] or "nothing on stderr"
+            raise DashboardChildError(f"drawing the dashboard failed: its process exited with {proc.returncode} and no result: {said}") from exc
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return replace(outcome, seconds=time.perf_counter() - started)
+
+
+def child_main(db_path: str, out_path: str, now: datetime, result_path: str) -> int:
+    """The child's side of :func:`build_dashboard_in_child`: build, then pickle the result (or the
+    exception, or a RuntimeError with its type and message when it cannot be pickled) to
+    ``result_path``. 0 on success, 1 when the build failed."""
+    try:
+        outcome: object = build_dashboard(db_path, out_path, now=now)
+    except Exception as exc:  # noqa: BLE001 - handed to the parent, which raises it
+        traceback.print_exc()  # the parent passes the child's stderr on
+        outcome = exc
+    try:
+        payload = pickle.dumps(outcome)
+        pickle.loads(payload)  # an exception whose arguments do not rebuild it fails here
+    except Exception:  # noqa: BLE001
+        payload = pickle.dumps(RuntimeError(f"{type(outcome).__name__}: {outcome}"))
+    Path(result_path).write_bytes(payload)
+    return 1 if isinstance(outcome, BaseException) else 0
+
+
+def build_key(con: duckdb.DuckDBPyConnection, now: datetime) -> str | None:
+    """What a file drawn now from the snapshot on ``con`` records: the snapshot's identity and
+    the UTC day (None when the snapshot has no identity: always redrawn)."""
+    snapshot = queries.snapshot_key(con)
+    return f"{snapshot}|{now.date().isoformat()}" if snapshot else None
 
 
 def draw(data: DashboardData) -> dict[str, str | None]:

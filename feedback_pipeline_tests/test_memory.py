@@ -1,0 +1,80 @@
+"""``memory.release``: freed heap and Arrow memory go back to the OS where glibc can trim, and the
+call is a harmless no-op where the C library cannot."""
+
+from __future__ import annotations
+
+import ctypes.util
+import os
+import platform
+
+import pyarrow as pa
+import pytest
+
+from feedback_pipeline import memory
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm", encoding="ascii") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+glibc = pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only")
+
+
+@glibc
+def test_on_glibc_the_c_library_can_trim():
+    assert ctypes.util.find_library("c") and memory.can_trim()
+
+
+@glibc
+def test_release_gives_freed_small_allocations_back_to_the_os():
+    # Many small blocks live in malloc's heap (below its mmap threshold); freeing them all but the
+    # last keeps the heap's top pinned, so the pages stay resident until malloc_trim walks the heap.
+    blocks = [ctypes.create_string_buffer(4000) for _ in range(50_000)]  # ~200 MB
+    for block in blocks:
+        ctypes.memset(block, 1, 4000)  # touch every page
+    keep = blocks[-1]
+    del blocks[:-1]
+    before = _rss_bytes()
+    memory.release()
+    after = _rss_bytes()
+    assert before - after > 100 * 2**20, (before, after)
+    del keep
+
+
+def test_release_also_empties_arrows_pool_of_unused_memory(monkeypatch):
+    released = []
+    pool = pa.default_memory_pool()
+    monkeypatch.setattr(pa, "default_memory_pool", lambda: type("Pool", (), {"release_unused": lambda self: released.append(True)})())
+    memory.release()
+    assert released == [True]
+    assert pool is not None
+
+
+def test_release_is_a_no_op_where_the_c_library_lacks_malloc_trim(monkeypatch):
+    monkeypatch.setattr(memory, "_malloc_trim", None)
+    assert not memory.can_trim()
+    memory.release()  # nothing to call, nothing raised
+
+
+def test_release_never_fails_the_sync_when_arrow_cannot_release(monkeypatch):
+    def broken():
+        raise RuntimeError("no pool")
+
+    monkeypatch.setattr(pa, "default_memory_pool", broken)
+    memory.release()
+
+
+def test_a_c_library_without_malloc_trim_loads_as_none(monkeypatch):
+    class NoTrim:
+        def __init__(self, name):
+            pass
+
+    monkeypatch.setattr(memory.ctypes, "CDLL", NoTrim)
+    assert memory._load_malloc_trim() is None
+
+    def missing(name):
+        raise OSError("no libc")
+
+    monkeypatch.setattr(memory.ctypes, "CDLL", missing)
+    assert memory._load_malloc_trim() is None
