@@ -28,6 +28,7 @@ from . import changes, maintenance, publish, state, stats, writes
 from .files import WarehouseFiles
 from .migrations import migrate
 from .model import CursorRow, Progress, PublishResult, Scope, WriteCounts
+from .transaction import transaction
 
 if TYPE_CHECKING:
     from ..erasure import ErasureResult
@@ -127,13 +128,8 @@ class Session:
         with self._commits:
             generation = changes.generations(self._con)[0]
             result = apply(self._con, generation)
-            self._con.execute("BEGIN TRANSACTION")
-            try:
+            with transaction(self._con):
                 changes.record_reader(self._con, changes.LAKE, generation)
-            except BaseException:
-                self._con.execute("ROLLBACK")
-                raise
-            self._con.execute("COMMIT")
         return result
 
     def publish(self) -> PublishResult:
@@ -184,14 +180,8 @@ class WarehouseCursor:
         return state.stored_cursor(self.con, provider, account_id, query_key)
 
     def drop_cursor(self, provider: str, account_id: str, query_key: str) -> None:
-        with self._commits:
-            self.con.execute("BEGIN TRANSACTION")
-            try:
-                state.drop_cursor(self.con, provider, account_id, query_key)
-            except BaseException:
-                self.con.execute("ROLLBACK")
-                raise
-            self.con.execute("COMMIT")
+        with self._commits, transaction(self.con):
+            state.drop_cursor(self.con, provider, account_id, query_key)
 
     def commit(self, scope: Scope, rows: pa.Table, rejects: pa.Table, progress: Progress) -> WriteCounts:
         """Write one batch with the cursor that covers it, in one transaction (writes.commit)."""

@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 from ..erasure import suppressed_payload_sql, suppressed_rows_sql, suppression_salt
 from ..schema import CONTENT_COLUMNS, ROW_COLUMNS
 from . import changes, state
+from .transaction import transaction
 from .model import UTC, Progress, Scope, WriteCounts
 
 
@@ -38,33 +39,29 @@ def commit(con: duckdb.DuckDBPyConnection, scope: Scope, rows: pa.Table, rejects
     now = datetime.now(UTC)
     who = {"p": scope.provider, "a": scope.account_id}
     counts = WriteCounts(rejected=rejects.num_rows)
-    con.execute("BEGIN TRANSACTION")
     try:
-        salt = suppression_salt(con)  # None (the usual case): no erasure in force, no filter
-        staged = stage(con, scope, rows, counts)
-        if staged and salt is not None:
-            staged = suppress(con, staged, salt, counts)
-        if staged:
-            classify(con, staged, who, counts)
-            replace(con, staged, who, counts, now)
-            counts.rejects_cleared = clear_stored_rejects(con, staged, who)
-            if progress.sweep:
-                con.execute(f"INSERT INTO pipeline_refresh_keys SELECT $p, $a, $k, feedback_id FROM {staged}", {**who, "k": progress.query_key})
-        if rejects.num_rows:
-            counts.rejects_written = write_rejects(con, who, rejects, now, counts, salt)
-        state.write_cursor(con, scope, progress, now)
-        if progress.resume is None:
-            if progress.sweep:
-                counts.deleted = sweep(con, scope, progress)
-            state.finish_query(con, scope, progress, now)
-        if counts.changed:
-            log(con, scope, counts, staged)
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
+        with transaction(con):
+            salt = suppression_salt(con)  # None (the usual case): no erasure in force, no filter
+            staged = stage(con, scope, rows, counts)
+            if staged and salt is not None:
+                staged = suppress(con, staged, salt, counts)
+            if staged:
+                classify(con, staged, who, counts)
+                replace(con, staged, who, counts, now)
+                counts.rejects_cleared = clear_stored_rejects(con, staged, who)
+                if progress.sweep:
+                    con.execute(f"INSERT INTO pipeline_refresh_keys SELECT $p, $a, $k, feedback_id FROM {staged}", {**who, "k": progress.query_key})
+            if rejects.num_rows:
+                counts.rejects_written = write_rejects(con, who, rejects, now, counts, salt)
+            state.write_cursor(con, scope, progress, now)
+            if progress.resume is None:
+                if progress.sweep:
+                    counts.deleted = sweep(con, scope, progress)
+                state.finish_query(con, scope, progress, now)
+            if counts.changed:
+                log(con, scope, counts, staged)
     finally:
         _unregister(con)
-    con.execute("COMMIT")
     return counts
 
 
