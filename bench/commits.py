@@ -39,6 +39,7 @@ from feedback_pipeline.warehouse import Warehouse, state, writes
 
 from . import common as C
 
+SLOW_COMMIT = 0.05
 STAGES = ("stage", "suppress", "classify", "delete", "insert", "replace", "rejects", "cursor", "log", "COMMIT", "other")
 
 
@@ -49,6 +50,7 @@ class Timers:
         self.cpu: dict[str, float] = {}
         self.wall: dict[str, float] = {}
         self.calls: dict[str, int] = {}
+        self.commits: list[float] = []  # CPU seconds of each COMMIT statement, in order
 
     @contextmanager
     def time(self, name: str) -> Iterator[None]:
@@ -98,8 +100,10 @@ def instrumented(timers: Timers) -> Iterator[None]:
         except BaseException:
             con.execute("ROLLBACK")
             raise
+        cpu = time.process_time()
         with timers.time("COMMIT"):
             con.execute("COMMIT")
+        timers.commits.append(time.process_time() - cpu)
 
     writes.transaction = timed_transaction  # type: ignore[assignment]
     try:
@@ -170,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         "stages_cpu_seconds": {k: round(v, 3) for k, v in timers.cpu.items()},
         "stages_wall_seconds": {k: round(v, 3) for k, v in timers.wall.items()},
         "calls": timers.calls,
+        "commit_statement_cpu_seconds": [round(c, 3) for c in timers.commits],
         "files_mb": {k: round(C.mb(v) or 0.0, 1) for k, v in files.items()},
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "providers": providers,
@@ -180,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Whole backfill in this process: {wall:.2f} s wall, {cpu:.2f} s CPU; normalizing {normalize:.2f} s wall; "
         f"commits {commit_cpu:.2f} s CPU ({result['commit_wall_seconds']:.2f} s wall); peak RSS {result['peak_rss_mb']:.0f} MB; "
         f"files: {', '.join(f'{k} {v} MB' for k, v in result['files_mb'].items())}",
+        f"COMMIT statements over {SLOW_COMMIT} s CPU (DuckDB's automatic checkpoints): "
+        + (", ".join(f"#{i + 1} {c:.2f}" for i, c in enumerate(timers.commits) if c > SLOW_COMMIT) or "none"),
         "",
         "| stage | CPU s | wall s | calls |",
         "|---|---|---|---|",

@@ -32,8 +32,8 @@ import pyarrow.compute as pc
 from ..erasure import suppressed_payload_sql, suppressed_rows_sql, suppression_salt
 from ..schema import CONTENT_COLUMNS, ROW_COLUMNS
 from . import changes, state
-from .transaction import transaction
 from .model import UTC, Progress, Scope, WriteCounts
+from .transaction import transaction
 
 
 def commit(con: duckdb.DuckDBPyConnection, scope: Scope, rows: pa.Table, rejects: pa.Table, progress: Progress) -> WriteCounts:
