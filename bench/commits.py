@@ -34,6 +34,7 @@ from typing import Any
 
 from feedback_pipeline.providers import provider_from_env
 from feedback_pipeline.providers.base import Window
+import feedback_pipeline.sync as sync_module
 from feedback_pipeline.sync import sync
 from feedback_pipeline.warehouse import Warehouse, state, writes
 
@@ -139,7 +140,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.commits", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=200_000, help="total records over the 5 providers and 365 days (default 200000)")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    parser.add_argument("--commit-rows", type=int, default=None, help=f"rows per commit (default sync.COMMIT_ROWS, {sync_module.COMMIT_ROWS})")
     args = parser.parse_args(argv)
+    if args.commit_rows:
+        sync_module.COMMIT_ROWS = args.commit_rows
 
     from .run import SandboxProcess, log  # the sandbox child and its helpers, as bench.run uses them
 
@@ -180,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         "providers": providers,
     }
     lines = [
-        f"## Commits of a backfill: {result['records']:,} records, {result['commits']} commits",
+        f"## Commits of a backfill: {result['records']:,} records, {result['commits']} commits of up to {sync_module.COMMIT_ROWS:,} rows",
         "",
         f"Whole backfill in this process: {wall:.2f} s wall, {cpu:.2f} s CPU; normalizing {normalize:.2f} s wall; "
         f"commits {commit_cpu:.2f} s CPU ({result['commit_wall_seconds']:.2f} s wall); peak RSS {result['peak_rss_mb']:.0f} MB; "
