@@ -3,7 +3,8 @@
 Reads a JSON config on stdin::
 
     {"env": {...}, "first": "YYYY-MM-DD", "last": "YYYY-MM-DD", "result": "/path/out.json",
-     "profile": null | "/path/prefix", "instance": "ephemeral" | "sqlite" | "project" | "home"}
+     "profile": null | "/path/prefix", "instance": "ephemeral" | "sqlite" | "project" | "home",
+     "tags": {...}}  # optional: the run's tags besides its range
 
 sets the environment (``EnvVar`` resolves from it at run time), builds the definitions, runs
 ``execute_in_process`` over the partition range as ONE run, and writes a JSON report to
@@ -218,7 +219,7 @@ def main() -> int:
 
     wall_start = time.time()
     t0 = time.monotonic()
-    tags = {RANGE_START_TAG: config["first"], RANGE_END_TAG: config["last"]}
+    tags = {**config.get("tags", {}), RANGE_START_TAG: config["first"], RANGE_END_TAG: config["last"]}
     if executor == "job":
         from .jobdef import feedback_ingest
 

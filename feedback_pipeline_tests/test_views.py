@@ -78,9 +78,13 @@ def test_nps_per_day_from_formbricks_and_usersnap(wh: Warehouse):
         {"id": "u2", "attributes": {"ordered_inputs": [nps(2, 0), nps(1, 10)]}},  # first by order wins: 10
         {"id": "u3", "attributes": {"ordered_inputs": [nps(0, "N/A")]}},  # not a number: ignored
         {"id": "u4", "attributes": {"ordered_inputs": [{"order": 0, "label": "Rating", "value": 2}]}},
+        {"id": "u5", "attributes": {"ordered_inputs": [{"label": "NPS", "value": 9}, nps(7, 1)]}},  # no order comes last: 1
     ])
-    # day 1: promoters f1, u1, u2 (3); detractors f2 (1); 4 responses -> NPS 50.0; day 2: one passive
-    assert query(wh, "SELECT * FROM nps_daily ORDER BY collected_date") == [(DAY1, 4, 3, 0, 1, 50.0), (DAY2, 1, 0, 1, 0, 0.0)]
+    # day 1: promoters f1, u1, u2 (3); detractors f2, u5 (2); 5 responses -> NPS 20.0; day 2: one passive
+    assert query(wh, "SELECT * FROM nps_daily ORDER BY collected_date") == [(DAY1, 5, 3, 0, 2, 20.0), (DAY2, 1, 0, 1, 0, 0.0)]
+    # A date filter on the view reaches the scan (no window over the whole table in between).
+    plan = "\n".join(row[1] for row in query(wh, "EXPLAIN SELECT * FROM nps_daily WHERE collected_date = DATE '2026-04-02'"))
+    assert "window" not in plan.lower()
 
 
 def test_mintlify_helpfulness_per_page(wh: Warehouse):

@@ -1,5 +1,5 @@
-"""Publishing: two snapshot files used in turn, changes applied in place, a full copy only when
-needed, an atomic switch, readers never disturbed."""
+"""Publishing: two snapshot files used in turn, changes applied in place (or to a byte copy of the
+live file), a full copy only when needed, an atomic switch, readers never disturbed."""
 
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def test_an_incremental_publish_equals_a_full_copy_row_for_row(wh: Warehouse, tm
     commit_batch(wh, batch_of(*({"id": f"k{i}", "body": "v1"} for i in range(50))), resume={"after": 1})
     assert wh.publish_if_behind().mode == "full"  # file a: first publish
     commit_batch(wh, batch_of({"id": "k1", "body": "v2"}, {"id": "new", "body": "v1"}))
-    assert wh.publish_if_behind().mode == "full"  # file b did not exist yet
+    assert wh.publish_if_behind().mode == "copied"  # file b did not exist yet: file a's bytes + the change
     modes = []
     bad = batch_of({"id": "k2", "body": "v3"}, {"id": "late", "created_at": "not a date"})
     bad.reject({"body": "no id"}, "missing_id")
@@ -123,12 +123,23 @@ def test_the_change_log_is_pruned_below_both_files_generations(wh: Warehouse):
     assert work_rows(wh, "SELECT min(generation), count(*) FROM pipeline_changes") == [(generation, 1)]  # only what file a lacks
 
 
-def test_a_file_older_than_the_change_log_is_rebuilt_in_full(wh: Warehouse):
+def test_a_file_older_than_the_change_log_is_rebuilt_from_the_live_file(wh: Warehouse):
     for n in range(3):
         commit_batch(wh, batch_of({"id": f"r{n}"}))
         wh.publish_if_behind()
     with wh.session() as session, session.cursor() as cursor:
         cursor.con.execute("UPDATE pipeline_publish SET changes_since = generation")  # as if pruned past file b
+    commit_batch(wh, batch_of({"id": "r9"}))
+    assert wh.publish_if_behind().mode == "copied"
+    assert [r[0] for r in snapshot_rows(wh)] == ["r0", "r1", "r2", "r9"]
+
+
+def test_a_file_older_than_the_change_log_with_no_live_base_is_rebuilt_in_full(wh: Warehouse):
+    for n in range(3):
+        commit_batch(wh, batch_of({"id": f"r{n}"}))
+        wh.publish_if_behind()
+    with wh.session() as session, session.cursor() as cursor:
+        cursor.con.execute("UPDATE pipeline_publish SET changes_since = generation + 1")  # pruned past both files
     commit_batch(wh, batch_of({"id": "r9"}))
     assert wh.publish_if_behind().mode == "full"
     assert [r[0] for r in snapshot_rows(wh)] == ["r0", "r1", "r2", "r9"]
@@ -144,7 +155,7 @@ def _hold_reader(path: str, ready, release, result) -> None:
     con.close()
 
 
-def test_a_reader_holding_the_idle_file_forces_a_full_copy_and_is_never_disturbed(wh: Warehouse):
+def test_a_reader_holding_the_idle_file_gets_a_patched_copy_of_the_live_file_and_is_never_disturbed(wh: Warehouse):
     commit_batch(wh, batch_of({"id": "a"}))
     wh.publish_if_behind()  # file a
     commit_batch(wh, batch_of({"id": "b"}))
@@ -160,7 +171,7 @@ def test_a_reader_holding_the_idle_file_forces_a_full_copy_and_is_never_disturbe
         commit_batch(wh, batch_of({"id": "d"}))
         assert wh.publish_if_behind().mode == "incremental"  # file b: free
         commit_batch(wh, batch_of({"id": "e"}))
-        assert wh.publish_if_behind().mode == "full"  # file a is held: a new file takes its name
+        assert wh.publish_if_behind().mode == "copied"  # file a is held: b's bytes + the change take its name
         assert [r[0] for r in snapshot_rows(wh)] == ["a", "b", "c", "d", "e"]  # a new connection sees it all
     finally:
         release.set()
@@ -226,3 +237,19 @@ def test_a_file_behind_by_a_large_share_of_the_table_is_rebuilt_in_full(wh: Ware
     assert wh.publish_if_behind().mode == "incremental"  # 1 of 20 keys
     commit_batch(wh, batch_of(*({"id": f"r{i}", "body": "changed"} for i in range(1, 4))))
     assert wh.publish_if_behind().mode == "full"  # this file lacks 4 of 20 keys
+
+
+def test_a_publish_after_a_large_change_writes_a_full_copy_without_copying_the_live_file_first(wh: Warehouse, monkeypatch):
+    monkeypatch.setattr(publish, "FULL_COPY_MIN_KEYS", 0)
+    commit_batch(wh, batch_of(*({"id": f"r{i}"} for i in range(4))))
+    wh.publish_if_behind()
+    copies = []
+    original = publish._byte_copy
+    monkeypatch.setattr(publish, "_byte_copy", lambda files, source: copies.append(source) or original(files, source))
+    commit_batch(wh, batch_of(*({"id": f"s{i}"} for i in range(20))))  # 20 new of 24 keys: a backfill
+    assert wh.publish_if_behind().mode == "full"
+    assert copies == []
+    commit_batch(wh, batch_of({"id": "r0", "body": "changed"}))
+    assert wh.publish_if_behind().mode == "copied"  # file a lacks 21 keys, file b (live) 1
+    assert copies == [wh.files.snapshots[1]]
+    assert snapshot_rows(wh, "SELECT count(*), count(body) FROM feedback") == [(24, 1)]

@@ -20,6 +20,7 @@ import uuid
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -154,6 +155,12 @@ class FeedbackKitEmulator(Emulator):
             return error(400, f"Invalid category '{category}'. Expected one of: {', '.join(CATEGORIES)}")
         include_merged = params.get("includeMerged", "").lower() in ("true", "1")
         voter = request.headers.get("x-user-id")
+        # The whole project in one body takes a second or more to build at 200,000 records: built
+        # in a worker thread, so the event loop keeps answering the other providers' requests, as
+        # separate APIs would (the sandbox serves all five from one process).
+        return await run_in_threadpool(self._list_body, status, category, include_merged, voter)
+
+    def _list_body(self, status: str | None, category: str | None, include_merged: bool, voter: str | None) -> Response:
         records = self.store.records
         out: list[dict[str, Any]] = []
         for _, rid in self.store.index("votes_desc", _vote_key):

@@ -81,9 +81,11 @@ class WriteCounts:
 @dataclass(frozen=True)
 class PublishResult:
     """What one publish did: ``incremental`` applied the changed keys to the idle snapshot file,
-    ``full`` wrote a compacted copy (first publish, schema change, or a reader held the idle file)."""
+    ``copied`` applied them to a byte copy of the live file (the idle file was held by a reader,
+    missing or too far behind), ``full`` wrote a compacted copy of the working database (first
+    publish, schema change, a backfill)."""
 
-    mode: Literal["incremental", "full"]
+    mode: Literal["incremental", "copied", "full"]
     rows_applied: int
     seconds: float
 

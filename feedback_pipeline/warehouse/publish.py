@@ -1,18 +1,27 @@
 """Publishing: bring the idle snapshot file up to the working database, then switch readers to it.
 
-Two snapshot files are used in turn (files.py). A publish
+Two snapshot files are used in turn (files.py). A publish writes the idle file the cheapest of
+three ways, each ending in a complete, checkpointed file (no WAL) that records the generation it
+reached:
 
-1. opens the idle file read-write (``ATTACH`` from the working connection) and, in one
-   transaction, applies the keys changed since that file's own generation (delete, then insert
-   the current rows), replaces the rejects of the accounts whose rejects changed and the small
-   ``pipeline_*`` state tables, and stores the generation it reached; then CHECKPOINTs it, so it
-   needs no WAL;
-2. falls back to a full, compacted copy into a new file renamed over the idle name when the idle
-   file cannot be updated in place: missing, an older schema, too old for the change log, held
-   by a reader (DuckDB's file lock refuses the read-write ATTACH; the reader keeps its inode), or
-   behind by more than ``FULL_COPY_SHARE`` of the table (a backfill);
-3. switches ``FEEDBACK_DB`` to the idle file (atomic symlink replace, directory fsync) and only
-   then records the generation as published and prunes the change log.
+1. **incremental**: open the idle file read-write (``ATTACH`` from the working connection) and, in
+   one transaction, apply the keys changed since that file's own generation (delete, then insert
+   the current rows), replace the rejects of the accounts whose rejects changed and the small
+   ``pipeline_*`` state tables;
+2. **copied**: when the idle file cannot be updated in place (missing, an older schema, too old
+   for the change log, held by a reader: DuckDB's file lock refuses the read-write ATTACH, and
+   the reader keeps its inode; or behind by more than ``FULL_COPY_SHARE`` of the table), copy the
+   live file's bytes into a new file, apply the changes since the live file's generation to it the
+   same way, and rename it over the idle name. The live file is complete and checkpointed, and
+   only writers (under the lock) ever write it, so its bytes are a consistent database; a byte
+   copy costs a sequential read of the file, far less than re-inserting the table (1M rows:
+   ~0.2 s against ~6 s);
+3. **full**: a compacted copy of the working database into a new file renamed over the idle name,
+   when there is no live file to copy, the schema changed, or the live file itself is too far
+   behind (a backfill).
+
+Then it switches ``FEEDBACK_DB`` to the idle file (atomic symlink replace, directory fsync) and
+only then records the generation as published and prunes the change log.
 
 A kill at any point leaves ``FEEDBACK_DB`` on a complete snapshot; the next publish redoes what
 was not recorded (applying a key twice gives the same row).
@@ -22,7 +31,9 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
+from pathlib import Path
 
 import duckdb
 
@@ -30,6 +41,7 @@ from . import changes
 from .files import WarehouseFiles, fsync_dir, fsync_file
 from .migrations import migrate, schema_version
 from .model import PublishResult
+from .transaction import transaction
 
 log = logging.getLogger(__name__)
 
@@ -65,23 +77,24 @@ def publish(con: duckdb.DuckDBPyConnection, files: WarehouseFiles) -> PublishRes
     started = time.monotonic()
     files.remove_litter()
     generation, _, since = changes.generations(con)
-    target = files.idle()
-    rows = _apply_changes(con, target, generation, since)
-    mode = "incremental"
+    target, live = files.idle(), files.live()
+    mode, rows = "incremental", _apply_changes(con, target, generation, since)
+    if rows is None and live is not None:
+        mode, rows = "copied", _patched_copy(con, files, live, target, generation, since)
     if rows is None:
-        rows, mode = _full_copy(con, files, target, generation), "full"
+        mode, rows = "full", _full_copy(con, files, target, generation)
     files.switch(target)
-    con.execute("BEGIN TRANSACTION")
-    changes.record_snapshot(con, target.name.rsplit(".", 1)[1], generation, live=True)
-    con.execute("COMMIT")
+    with transaction(con):
+        changes.record_snapshot(con, _file_id(target), generation, live=True)
     return PublishResult(mode, rows, time.monotonic() - started)
 
 
 def rebuild(con: duckdb.DuckDBPyConnection, files: WarehouseFiles) -> PublishResult:
-    """Write BOTH snapshot files anew as full compacted copies (the idle one first, then switch
-    readers to it, then the other). Why: after an erasure neither file may keep the person's rows,
-    not even in free blocks an in-place apply leaves. A reader holding the old file keeps its
-    inode until it closes; nobody can open it again."""
+    """Write BOTH snapshot files anew: a full compacted copy into the idle one, switch readers to
+    it, then a byte copy of that new file over the other. Why: after an erasure neither file may
+    keep the person's rows, not even in free blocks an in-place apply leaves; a freshly compacted
+    file has none, so neither has its copy. A reader holding an old file keeps its inode until it
+    closes; nobody can open it again."""
     started = time.monotonic()
     files.remove_litter()
     generation = changes.generations(con)[0]
@@ -89,19 +102,22 @@ def rebuild(con: duckdb.DuckDBPyConnection, files: WarehouseFiles) -> PublishRes
     second = next(s for s in files.snapshots if s != first)
     rows = _full_copy(con, files, first, generation)
     files.switch(first)
-    con.execute("BEGIN TRANSACTION")
-    changes.record_snapshot(con, first.name.rsplit(".", 1)[1], generation, live=True)
-    con.execute("COMMIT")
-    _full_copy(con, files, second, generation)
-    con.execute("BEGIN TRANSACTION")
-    changes.record_snapshot(con, second.name.rsplit(".", 1)[1], generation, live=False)
-    con.execute("COMMIT")
+    with transaction(con):
+        changes.record_snapshot(con, _file_id(first), generation, live=True)
+    _replace_with(files, second, _byte_copy(files, first))
+    with transaction(con):
+        changes.record_snapshot(con, _file_id(second), generation, live=False)
     return PublishResult("full", rows, time.monotonic() - started)
 
 
-def _apply_changes(con: duckdb.DuckDBPyConnection, target: os.PathLike[str], generation: int, since: int) -> int | None:
+def _file_id(snapshot: Path) -> str:
+    """``a`` or ``b``: the snapshot file's row in ``pipeline_snapshot_files``."""
+    return snapshot.name.rsplit(".", 1)[1]
+
+
+def _apply_changes(con: duckdb.DuckDBPyConnection, target: Path, generation: int, since: int) -> int | None:
     """Apply the changes after the target's generation in place; rows applied, or None when the
-    target must be rebuilt instead (see the module docstring)."""
+    target cannot serve as a base (see the module docstring)."""
     if not os.path.exists(target):
         return None
     try:
@@ -109,28 +125,65 @@ def _apply_changes(con: duckdb.DuckDBPyConnection, target: os.PathLike[str], gen
     except duckdb.Error as exc:
         # Most often a reader holds the file ("Could not set lock on file"); a damaged file is
         # rebuilt the same way.
-        log.info("snapshot %s cannot be updated in place (%s); writing a full copy", os.path.basename(target), str(exc).splitlines()[0])
+        log.info("snapshot %s cannot be updated in place (%s)", target.name, str(exc).splitlines()[0])
         return None
     try:
         held = con.execute(f"SELECT generation FROM {ALIAS}.pipeline_publish").fetchone()[0]
-        if schema_version(con, ALIAS) != schema_version(con) or held < since or held > generation or changes.needs_everything(con, held):
+        if schema_version(con, ALIAS) != schema_version(con) or held > generation or not _worth_applying(con, held, since):
             return None
-        changed = con.execute("SELECT count(DISTINCT (provider, account_id, feedback_id)) FROM pipeline_changes WHERE generation > ?", [held]).fetchone()[0]
-        if changed > max(FULL_COPY_MIN_KEYS, FULL_COPY_SHARE * con.execute("SELECT count(*) FROM feedback").fetchone()[0]):
-            return None
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with transaction(con):
             rows = _apply(con, held, generation)
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-        con.execute("COMMIT")
         con.execute(f"CHECKPOINT {ALIAS}")
         return rows
     except duckdb.CatalogException:
         return None  # not a snapshot of this pipeline (no pipeline_publish)
     finally:
         con.execute(f"DETACH {ALIAS}")
+
+
+def _patched_copy(
+    con: duckdb.DuckDBPyConnection, files: WarehouseFiles, live: Path, target: Path, generation: int, since: int
+) -> int | None:
+    """Copy the live file's bytes into a new file, apply the changes since its generation there and
+    rename it over ``target``; rows applied, or None when the live file is no base either (an
+    older schema, a change that asks for everything, too many changes since it)."""
+    recorded = con.execute("SELECT generation FROM pipeline_snapshot_files WHERE file = ?", [_file_id(live)]).fetchone()
+    if recorded is not None and not _worth_applying(con, recorded[0], since):
+        return None  # decided before copying: a backfill's publish goes straight to a full copy
+    copy = _byte_copy(files, live)
+    try:
+        rows = _apply_changes(con, copy, generation, since)
+        if rows is not None:
+            _replace_with(files, target, copy)
+        return rows
+    finally:
+        copy.unlink(missing_ok=True)
+
+
+def _worth_applying(con: duckdb.DuckDBPyConnection, held: int, since: int) -> bool:
+    """Can a file at generation ``held`` be brought up to date by applying the logged changes, and
+    is that cheaper than a full copy? No when the log no longer reaches back to it, a change asks
+    for everything, or more than ``FULL_COPY_SHARE`` of the table changed since."""
+    if held < since or changes.needs_everything(con, held):
+        return False
+    changed = con.execute("SELECT count(DISTINCT (provider, account_id, feedback_id)) FROM pipeline_changes WHERE generation > ?", [held]).fetchone()[0]
+    return changed <= max(FULL_COPY_MIN_KEYS, FULL_COPY_SHARE * con.execute("SELECT count(*) FROM feedback").fetchone()[0])
+
+
+def _byte_copy(files: WarehouseFiles, source: Path) -> Path:
+    """A byte copy of a complete snapshot file under a temporary name (the kernel copies it:
+    ``copy_file_range``/``sendfile``, no pass through Python's memory)."""
+    copy = files.temporary()
+    shutil.copyfile(source, copy)
+    return copy
+
+
+def _replace_with(files: WarehouseFiles, target: Path, built: Path) -> None:
+    """Make a file built under a temporary name durable, then rename it over ``target`` (a reader
+    holding the old ``target`` keeps reading the inode it has)."""
+    fsync_file(built)
+    os.replace(built, target)
+    fsync_dir(files.path.parent)
 
 
 def _apply(con: duckdb.DuckDBPyConnection, held: int, generation: int) -> int:
@@ -182,7 +235,7 @@ def _apply(con: duckdb.DuckDBPyConnection, held: int, generation: int) -> int:
     return keys + rejects
 
 
-def _full_copy(con: duckdb.DuckDBPyConnection, files: WarehouseFiles, target: os.PathLike[str], generation: int) -> int:
+def _full_copy(con: duckdb.DuckDBPyConnection, files: WarehouseFiles, target: Path, generation: int) -> int:
     """A compacted copy of what analysts see, built in a new file and renamed over ``target``
     (a reader holding the old ``target`` keeps reading the inode it has); rows copied."""
     tmp = files.temporary()
@@ -194,8 +247,7 @@ def _full_copy(con: duckdb.DuckDBPyConnection, files: WarehouseFiles, target: os
             migrate(schema, snapshot=True)
         finally:
             schema.close()
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with transaction(con):
             rows = 0
             for table in ("feedback", "feedback_rejects"):
                 rows += con.execute(f"INSERT INTO {ALIAS}.{table} SELECT * FROM {table}").fetchone()[0]
@@ -203,14 +255,8 @@ def _full_copy(con: duckdb.DuckDBPyConnection, files: WarehouseFiles, target: os
                 con.execute(f"DELETE FROM {ALIAS}.{table}")
                 con.execute(f"INSERT INTO {ALIAS}.{table} SELECT * FROM {table}")
             con.execute(f"UPDATE {ALIAS}.pipeline_publish SET generation = $g, published = $g, changes_since = $g", {"g": generation})
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-        con.execute("COMMIT")
         con.execute(f"CHECKPOINT {ALIAS}")
     finally:
         con.execute(f"DETACH {ALIAS}")
-    fsync_file(tmp)
-    os.replace(tmp, target)
-    fsync_dir(files.path.parent)
+    _replace_with(files, target, tmp)
     return rows
