@@ -102,12 +102,13 @@ class RequestLedger:
     def reserve(self) -> float:
         """Record one request now if the budget allows it and return 0.0; otherwise record nothing
         and return the seconds until the oldest request of the window leaves it."""
+        from .warehouse.transaction import transaction  # here: the warehouse imports the providers, which import this module
+
         with self._lock:
             now = self._clock()
             since = now - self.budget.span
             con = self._con
-            con.execute("BEGIN TRANSACTION")
-            try:
+            with transaction(con):
                 # Rows older than the window can never count again.
                 con.execute(f"DELETE FROM {LEDGER_TABLE} WHERE organization = ? AND sent_at <= ?", [self.organization, since])
                 used = con.execute(
@@ -125,10 +126,6 @@ class RequestLedger:
                         [self.organization, since, used - self.budget.limit],
                     ).fetchone()[0]
                     wait = max(0.0, (_utc(nth) + self.budget.span - now).total_seconds())
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
         return wait
 
 

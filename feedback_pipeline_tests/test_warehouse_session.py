@@ -81,3 +81,51 @@ def test_check_stats_without_an_account_cover_every_account_and_a_key_shared_by_
         one = session.check_stats("mapbox", "acct", D1, D1 + timedelta(days=2))
     assert (every.rows_in_window, every.duplicate_keys, every.bad_collected) == (3, 0, 0)
     assert (one.rows_in_window, one.duplicate_keys) == (2, 0)
+
+
+def _wal_bytes(wh: Warehouse) -> int:
+    wal = wh.files.work.with_name(wh.files.work.name + ".wal")
+    return wal.stat().st_size if wal.exists() else 0
+
+
+def test_commits_stay_in_the_wal_until_a_publish_checkpoints_them(wh: Warehouse):
+    with wh.session() as session:
+        with session.cursor() as cursor:
+            scope = Scope("mapbox", "acct", D1, D1)
+            progress = Progress("window:q", D1, D1, None, datetime(2026, 3, 2, tzinfo=timezone.utc), 1, {"after": "c1"})
+            batch = batch_of(*({"id": f"r{i}", "body": "x" * 50} for i in range(2000)))
+            cursor.commit(scope, batch.rows(), batch.rejects(), progress)
+        assert _wal_bytes(wh) > 100_000  # the rows: no automatic checkpoint after a small commit
+        assert session.publish_if_behind() is not None
+        assert _wal_bytes(wh) < 4096  # the rows were checkpointed; only the publish's own record is left
+        assert session.query("SELECT count(*) FROM feedback") == [(2000,)]
+
+
+def test_a_session_ends_with_a_checkpoint_and_leaves_no_wal(wh: Warehouse):
+    with wh.session() as session, session.cursor() as cursor:
+        scope = Scope("mapbox", "acct", D1, D1)
+        progress = Progress("window:q", D1, D1, None, datetime(2026, 3, 2, tzinfo=timezone.utc), 1, {"after": "c1"})
+        batch = batch_of({"id": "a", "body": "x"})
+        cursor.commit(scope, batch.rows(), batch.rejects(), progress)
+    assert _wal_bytes(wh) == 0
+
+
+def test_the_working_connection_checkpoints_automatically_only_past_the_session_threshold(wh: Warehouse):
+    with wh.session() as session:
+        assert session.query("SELECT current_setting('checkpoint_threshold')") == [("244.1 MiB",)]  # 256MB
+
+
+def test_the_checks_query_runs_on_a_checkpointed_file_when_the_wal_is_large(wh: Warehouse, monkeypatch):
+    import feedback_pipeline.warehouse.session as session_module
+
+    with wh.session() as session, session.cursor() as cursor:
+        scope = Scope("mapbox", "acct", D1, D1)
+        progress = Progress("window:q", D1, D1, None, datetime(2026, 3, 2, tzinfo=timezone.utc), 1, {"after": "c1"})
+        batch = batch_of(*({"id": f"r{i}", "body": "x" * 50} for i in range(2000)))
+        cursor.commit(scope, batch.rows(), batch.rejects(), progress)
+        cursor.check_stats("mapbox", "acct", D1, D1)
+        assert _wal_bytes(wh) > 100_000  # under the limit: no checkpoint
+        monkeypatch.setattr(session_module, "CHECKS_WAL_BYTES", 100_000)
+        stats = cursor.check_stats("mapbox", "acct", D1, D1)
+        assert _wal_bytes(wh) < 4096
+        assert stats.rows_in_window == 2000

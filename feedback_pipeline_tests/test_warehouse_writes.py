@@ -186,3 +186,23 @@ def test_other_providers_rows_are_untouched(wh: Warehouse):
     commit(wh, other, scope=Scope("mintlify", "acct", D1, D1))
     commit(wh, batch_of({"id": "a", "body": "mapbox's"}), key="refresh:q", sweep=True)
     assert rows(wh, "SELECT provider, body FROM feedback ORDER BY provider") == [("mapbox", "mapbox's"), ("mintlify", "mintlify's")]
+
+
+def test_a_record_whose_collected_day_moved_replaces_its_stored_row(wh: Warehouse):
+    commit(wh, batch_of({"id": "a", "body": "v1", "created_at": "2026-03-01T10:00:00Z", "updated_at": "2026-03-01T11:00:00Z"}))
+    counts = commit(wh, batch_of({"id": "a", "body": "v2", "created_at": "2026-03-03T10:00:00Z", "updated_at": "2026-03-03T11:00:00Z"}))
+    assert (counts.inserted, counts.updated) == (0, 1)
+    assert rows(wh, "SELECT feedback_id, body, collected_date FROM feedback") == [("a", "v2", D1 + timedelta(days=2))]
+
+
+def test_a_batch_of_new_keys_around_stored_ones_inserts_only_the_new(wh: Warehouse):
+    commit(wh, batch_of({"id": "m", "body": "m", "updated_at": "2026-03-01T11:00:00Z"}))
+    counts = commit(
+        wh,
+        batch_of(
+            {"id": "a", "body": "a"}, {"id": "m", "body": "m", "updated_at": "2026-03-01T11:00:00Z"}, {"id": "z", "body": "z"},
+        ),
+    )
+    assert (counts.inserted, counts.updated, counts.unchanged) == (2, 0, 1)
+    assert [r[:2] for r in rows(wh)] == [("a", "a"), ("m", "m"), ("z", "z")]
+    assert rows(wh, "SELECT feedback_id FROM pipeline_changes WHERE generation = (SELECT max(generation) FROM pipeline_changes) ORDER BY 1") == [("a",), ("z",)]

@@ -22,6 +22,8 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from ..warehouse.transaction import transaction
+
 MEMORY_LIMIT = "64MB"
 
 
@@ -46,7 +48,7 @@ class KeyCache:
 
     def replace(self, rows: pa.RecordBatchReader | pa.Table, table_uuid: str, snapshot_id: int | None) -> None:
         """Replace the whole cache (after a full rebuild, or from the table's key columns)."""
-        with self._registered(_rows=rows), self._transaction():
+        with self._registered(_rows=rows), transaction(self.con):
             self.con.execute("DELETE FROM lake_keys")
             self.con.execute("INSERT INTO lake_keys SELECT provider, account_id, feedback_id, collected_date FROM _rows")
             self._set_state(table_uuid, snapshot_id)
@@ -62,22 +64,10 @@ class KeyCache:
     def update(self, keys: pa.Table, locations: pa.Table, table_uuid: str, snapshot_id: int) -> None:
         """After a commit: ``keys`` are gone from where they were, ``locations`` are where their
         current rows now sit."""
-        with self._registered(_keys=keys, _locations=locations), self._transaction():
+        with self._registered(_keys=keys, _locations=locations), transaction(self.con):
             self.con.execute("DELETE FROM lake_keys WHERE (provider, account_id, feedback_id) IN (SELECT provider, account_id, feedback_id FROM _keys)")
             self.con.execute("INSERT INTO lake_keys SELECT provider, account_id, feedback_id, collected_date FROM _locations")
             self._set_state(table_uuid, snapshot_id)
-
-    @contextmanager
-    def _transaction(self) -> Iterator[None]:
-        """The block's statements as one transaction: the keys and the state they describe
-        change together or not at all."""
-        self.con.execute("BEGIN TRANSACTION")
-        try:
-            yield
-        except BaseException:
-            self.con.execute("ROLLBACK")
-            raise
-        self.con.execute("COMMIT")
 
     @contextmanager
     def _registered(self, **tables: pa.RecordBatchReader | pa.Table) -> Iterator[None]:

@@ -6,7 +6,8 @@
 * ``state.py``: sync days and query cursors; ``writes.py``: the one-transaction batch commit;
 * ``changes.py``: the publish generation and change log; ``publish.py``: incremental publishing
   to two snapshot files used in turn; ``files.py``: the paths and the atomic switch;
-* ``stats.py``: the numbers behind the asset checks; ``maintenance.py``: reset.
+* ``stats.py``: the numbers behind the asset checks; ``maintenance.py``: reset;
+* ``transaction.py``: one explicit transaction as a ``with`` block.
 """
 
 from .migrations import MIGRATIONS
@@ -14,6 +15,7 @@ from .model import CursorRow, Progress, PublishResult, Scope, WriteCounts
 from .publish import STORAGE_VERSION
 from .session import Session, Warehouse, WarehouseCursor
 from .stats import WindowStats
+from .transaction import transaction
 
 __all__ = [
     "MIGRATIONS",
@@ -27,4 +29,5 @@ __all__ = [
     "WarehouseCursor",
     "WindowStats",
     "WriteCounts",
+    "transaction",
 ]

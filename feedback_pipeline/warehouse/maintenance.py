@@ -13,6 +13,7 @@ from .. import erasure
 from . import changes
 from .files import WarehouseFiles, fsync_dir, fsync_file
 from .publish import STORAGE_VERSION
+from .transaction import transaction
 
 RESET_TABLES = ("feedback", "feedback_rejects", "pipeline_sync_days", "pipeline_cursors", "pipeline_refresh_keys")
 COMPACT_ALIAS = "compacted"
@@ -24,8 +25,7 @@ def reset(con: duckdb.DuckDBPyConnection, provider: str, account_id: str | None 
     where = "provider = $p" + (" AND account_id = $a" if account_id is not None else "")
     args = {"p": provider, **({"a": account_id} if account_id is not None else {})}
     removed: dict[str, int] = {}
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         generation = changes.bump(con)
         con.execute(f"INSERT INTO pipeline_changes SELECT $gen, provider, account_id, feedback_id, NULL FROM feedback WHERE {where}", {**args, "gen": generation})
         con.execute(
@@ -34,10 +34,6 @@ def reset(con: duckdb.DuckDBPyConnection, provider: str, account_id: str | None 
         )
         for table in RESET_TABLES:
             removed[table] = con.execute(f"DELETE FROM {table} WHERE {where}", args).fetchone()[0]
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-    con.execute("COMMIT")
     return removed
 
 
@@ -45,8 +41,7 @@ def erase(con: duckdb.DuckDBPyConnection, kind: str, value: str, provider: str |
     """Erase one person (``erasure.erase``) and log what went, in ONE transaction: the removed
     keys as deleted rows, and the rejects of every account that lost some, so publishing and the
     Iceberg copy apply them. Always bumps the generation: the audit row is new either way."""
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         result = erasure.erase(con, kind=kind, value=value, provider=provider)
         generation = changes.bump(con)
         if result.removed_keys:
@@ -58,10 +53,6 @@ def erase(con: duckdb.DuckDBPyConnection, kind: str, value: str, provider: str |
                 con.unregister("_erased_keys")
         for reject_provider, account_id in result.reject_accounts:
             changes.log_rejects(con, generation, reject_provider, account_id)
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-    con.execute("COMMIT")
     return result
 
 

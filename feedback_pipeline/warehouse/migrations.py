@@ -17,6 +17,7 @@ from .. import erasure
 from ..schema import FEEDBACK_COLUMNS, REJECT_COLUMNS
 from . import changes
 from .model import UTC
+from .transaction import transaction
 
 VIEWS = ("feedback_daily_counts", "feedback_status_funnel", "nps_daily", "mintlify_page_helpfulness")
 
@@ -68,17 +69,12 @@ def refresh_views(con: duckdb.DuckDBPyConnection, *, snapshot: bool = False) -> 
     stale = [name for name, digest in current.items() if stored.get(name) != digest]
     if not stale:
         return
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         for name in stale:
             con.execute(_view(name))
             con.execute("INSERT OR REPLACE INTO pipeline_views VALUES (?, ?)", [name, current[name]])
         if not snapshot:
             changes.log_everything(con, changes.bump(con))
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-    con.execute("COMMIT")
 
 
 # Migrations: index i brings the schema from version i to i + 1. Append, never edit.
@@ -154,11 +150,10 @@ def migrate(con: duckdb.DuckDBPyConnection, *, snapshot: bool = False) -> None:
     if current > len(MIGRATIONS):
         raise RuntimeError(f"the warehouse has schema version {current}, newer than this pipeline knows ({len(MIGRATIONS)}); upgrade the pipeline.")
     for version in range(current, len(MIGRATIONS)):
-        con.execute("BEGIN TRANSACTION")
-        for statement in MIGRATIONS[version]:
-            con.execute(statement)
-        if not snapshot and version + 1 >= GENERATION_SINCE:
-            changes.log_everything(con, changes.bump(con))
-        con.execute("INSERT INTO pipeline_schema_version VALUES (?, ?)", [version + 1, datetime.now(UTC)])
-        con.execute("COMMIT")
+        with transaction(con):
+            for statement in MIGRATIONS[version]:
+                con.execute(statement)
+            if not snapshot and version + 1 >= GENERATION_SINCE:
+                changes.log_everything(con, changes.bump(con))
+            con.execute("INSERT INTO pipeline_schema_version VALUES (?, ?)", [version + 1, datetime.now(UTC)])
     refresh_views(con, snapshot=snapshot)

@@ -28,6 +28,7 @@ from . import changes, maintenance, publish, state, stats, writes
 from .files import WarehouseFiles
 from .migrations import migrate
 from .model import CursorRow, Progress, PublishResult, Scope, WriteCounts
+from .transaction import transaction
 
 if TYPE_CHECKING:
     from ..erasure import ErasureResult
@@ -35,6 +36,16 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 DEFAULT_MEMORY_LIMIT = "64MB"
+# DuckDB checkpoints automatically (inside a COMMIT) once the WAL holds this much. Each
+# checkpoint recompresses the table's partly filled last row group: at DuckDB's default of 16MB
+# a 1M-row backfill checkpoints ~40 times. The session also checkpoints before each publish and
+# at its end (``Session.checkpoint``), so the WAL never outlives the session.
+CHECKPOINT_THRESHOLD = "256MB"
+# Rows committed since the last checkpoint sit in DuckDB's buffer pool (spilled to a temporary
+# file past ``memory_limit``): at 1M rows up to ~40MB of the 64MB while the WAL nears the
+# threshold. The checks' query runs on a checkpointed file instead when the WAL holds more than
+# this (DuckDB's own default threshold), so it gets the buffer pool to itself.
+CHECKS_WAL_BYTES = 16 * 1024 * 1024
 
 
 class Warehouse:
@@ -58,13 +69,19 @@ class Warehouse:
             try:
                 migrate(session._con)
                 yield session
+                session.checkpoint()
             finally:
                 session._con.close()
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
         con = duckdb.connect(
             str(self.files.work),
-            config={"storage_compatibility_version": publish.STORAGE_VERSION, "memory_limit": self.memory_limit, "threads": 2},
+            config={
+                "storage_compatibility_version": publish.STORAGE_VERSION,
+                "memory_limit": self.memory_limit,
+                "threads": 2,
+                "checkpoint_threshold": CHECKPOINT_THRESHOLD,
+            },
         )
         con.execute("SET TimeZone = 'UTC'")
         return con
@@ -95,7 +112,7 @@ class Session:
         con = self._con.cursor()
         try:
             con.execute("SET TimeZone = 'UTC'")
-            yield WarehouseCursor(con, self._commits)
+            yield WarehouseCursor(con, self._commits, self.files.work.with_name(self.files.work.name + ".wal"))
         finally:
             con.close()
 
@@ -114,11 +131,20 @@ class Session:
         with self._commits:
             return publish.behind(self._con, self.files)
 
+    def checkpoint(self) -> None:
+        """Write the WAL's changes into the working file (DuckDB's ``CHECKPOINT``), so a publish
+        reads compressed row groups and the next session opens no WAL to replay."""
+        with self._commits:
+            self._con.execute("CHECKPOINT")
+
     def publish_if_behind(self) -> PublishResult | None:
         """Publish once, when the snapshot is behind the working database; None when it is
         current (a run that changed nothing copies nothing). See publish.py."""
         with self._commits:
-            return publish.publish_if_behind(self._con, self.files)
+            if not publish.behind(self._con, self.files):
+                return None
+            self._con.execute("CHECKPOINT")
+            return publish.publish(self._con, self.files)
 
     def feed(self, apply: Callable[[duckdb.DuckDBPyConnection, int], T]) -> T:
         """Bring a copy that reads the change log (the Iceberg mirror: ``apply(connection,
@@ -127,24 +153,21 @@ class Session:
         with self._commits:
             generation = changes.generations(self._con)[0]
             result = apply(self._con, generation)
-            self._con.execute("BEGIN TRANSACTION")
-            try:
+            with transaction(self._con):
                 changes.record_reader(self._con, changes.LAKE, generation)
-            except BaseException:
-                self._con.execute("ROLLBACK")
-                raise
-            self._con.execute("COMMIT")
         return result
 
     def publish(self) -> PublishResult:
         """Publish even when current (operators, tests)."""
         with self._commits:
+            self._con.execute("CHECKPOINT")
             return publish.publish(self._con, self.files)
 
     def reset(self, provider: str, account_id: str | None = None) -> dict[str, int]:
         """Forget a provider or one account of it, then publish."""
         with self._commits:
             removed = maintenance.reset(self._con, provider, account_id)
+            self._con.execute("CHECKPOINT")
             publish.publish_if_behind(self._con, self.files)
         return removed
 
@@ -154,6 +177,7 @@ class Session:
         Call ``compact`` after the last write of the session to clean the working file too."""
         with self._commits:
             result = maintenance.erase(self._con, kind, value, provider)
+            self._con.execute("CHECKPOINT")
             publish.rebuild(self._con, self.files)
         return result
 
@@ -173,9 +197,10 @@ class Session:
 class WarehouseCursor:
     """What the sync engine needs from the warehouse, on one thread's DuckDB cursor."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, commits: threading.Lock):
+    def __init__(self, con: duckdb.DuckDBPyConnection, commits: threading.Lock, wal: Path | None = None):
         self.con = con
         self._commits = commits
+        self._wal = wal  # the working database's WAL file
 
     def sync_days(self, provider: str, account_id: str, first_day: date, last_day: date) -> dict[date, tuple[datetime, datetime]]:
         return state.sync_days(self.con, provider, account_id, first_day, last_day)
@@ -184,14 +209,8 @@ class WarehouseCursor:
         return state.stored_cursor(self.con, provider, account_id, query_key)
 
     def drop_cursor(self, provider: str, account_id: str, query_key: str) -> None:
-        with self._commits:
-            self.con.execute("BEGIN TRANSACTION")
-            try:
-                state.drop_cursor(self.con, provider, account_id, query_key)
-            except BaseException:
-                self.con.execute("ROLLBACK")
-                raise
-            self.con.execute("COMMIT")
+        with self._commits, transaction(self.con):
+            state.drop_cursor(self.con, provider, account_id, query_key)
 
     def commit(self, scope: Scope, rows: pa.Table, rejects: pa.Table, progress: Progress) -> WriteCounts:
         """Write one batch with the cursor that covers it, in one transaction (writes.commit)."""
@@ -199,7 +218,20 @@ class WarehouseCursor:
             return writes.commit(self.con, scope, rows, rejects, progress)
 
     def check_stats(self, provider: str, account_id: str | None, first_day: date, last_day: date) -> stats.WindowStats:
+        """The checks' numbers (stats.check_stats), on a checkpointed file when the WAL holds more
+        than ``CHECKS_WAL_BYTES`` (see there)."""
+        if self._wal is not None and _size(self._wal) > CHECKS_WAL_BYTES:
+            with self._commits:
+                self.con.execute("CHECKPOINT")
         return stats.check_stats(self.con, provider, account_id, first_day, last_day)
 
     def query(self, sql: str, params: Any = None) -> list[tuple]:
         return self.con.execute(sql, params).fetchall()
+
+
+def _size(path: Path) -> int:
+    """Bytes of ``path``; 0 when it does not exist."""
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0

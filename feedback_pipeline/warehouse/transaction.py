@@ -1,4 +1,5 @@
-"""One explicit transaction on a DuckDB connection."""
+"""One explicit DuckDB transaction as a ``with`` block: the block's statements change the
+database together or not at all."""
 
 from __future__ import annotations
 
@@ -10,12 +11,20 @@ import duckdb
 
 @contextmanager
 def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
-    """``BEGIN``, then ``COMMIT`` when the block ends normally and ``ROLLBACK`` on any exception
-    (KeyboardInterrupt included), so a write is all or nothing and no transaction stays open."""
+    """``BEGIN TRANSACTION`` on ``con``; ``COMMIT`` when the block ends normally, ``ROLLBACK``
+    when anything escapes it (``KeyboardInterrupt`` too), which is then re-raised. Why: an
+    interrupted write must never leave a transaction open on a connection the session reuses.
+
+    A failed ``COMMIT`` raises with the transaction already ended by DuckDB (nothing to roll
+    back). When the ``ROLLBACK`` itself fails, the block's exception is raised, with that failure
+    noted on it."""
     con.execute("BEGIN TRANSACTION")
     try:
         yield con
-    except BaseException:
-        con.execute("ROLLBACK")
+    except BaseException as exc:
+        try:
+            con.execute("ROLLBACK")
+        except duckdb.Error as failed:
+            exc.add_note(f"ROLLBACK failed too: {failed}")
         raise
     con.execute("COMMIT")

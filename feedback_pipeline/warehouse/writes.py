@@ -6,9 +6,12 @@ A commit runs as named stages on one DuckDB cursor, inside ``BEGIN ... COMMIT``:
    temporary table only when an id repeats), minus the records of erased people (``suppress``,
    only when an erasure is in force: ``erasure.py``);
 2. ``classify``: each staged key against the stored row: insert, update, same, or stale (an older
-   copy than the stored one). Only stored rows whose key is staged are read, so the cost follows
-   the batch, not the table;
-3. ``replace``: delete the updated keys, insert new and updated rows (bulk, from Arrow);
+   copy than the stored one). A probe reads only the key columns, within the batch's key range
+   (zone maps skip row groups outside it); when no staged key is stored (a backfill's batches),
+   every staged row is new and no other column of stored rows is read. Otherwise only stored
+   rows whose key is staged are read whole;
+3. ``delete_updated`` and ``insert_rows``: delete the updated keys, insert new and updated rows
+   (bulk, from Arrow);
 4. ``rejects``: clear rejects of records now stored, upsert the batch's rejects (minus those
    whose payload names an erased person);
 5. ``cursor``: store the resume point, or finish the query (sweep unseen rows, mark days synced);
@@ -30,6 +33,7 @@ from ..erasure import suppressed_payload_sql, suppressed_rows_sql, suppression_s
 from ..schema import CONTENT_COLUMNS, ROW_COLUMNS
 from . import changes, state
 from .model import UTC, Progress, Scope, WriteCounts
+from .transaction import transaction
 
 
 def commit(con: duckdb.DuckDBPyConnection, scope: Scope, rows: pa.Table, rejects: pa.Table, progress: Progress) -> WriteCounts:
@@ -38,33 +42,31 @@ def commit(con: duckdb.DuckDBPyConnection, scope: Scope, rows: pa.Table, rejects
     now = datetime.now(UTC)
     who = {"p": scope.provider, "a": scope.account_id}
     counts = WriteCounts(rejected=rejects.num_rows)
-    con.execute("BEGIN TRANSACTION")
+    written: str | None = None
     try:
-        salt = suppression_salt(con)  # None (the usual case): no erasure in force, no filter
-        staged = stage(con, scope, rows, counts)
-        if staged and salt is not None:
-            staged = suppress(con, staged, salt, counts)
-        if staged:
-            classify(con, staged, who, counts)
-            replace(con, staged, who, counts, now)
-            counts.rejects_cleared = clear_stored_rejects(con, staged, who)
-            if progress.sweep:
-                con.execute(f"INSERT INTO pipeline_refresh_keys SELECT $p, $a, $k, feedback_id FROM {staged}", {**who, "k": progress.query_key})
-        if rejects.num_rows:
-            counts.rejects_written = write_rejects(con, who, rejects, now, counts, salt)
-        state.write_cursor(con, scope, progress, now)
-        if progress.resume is None:
-            if progress.sweep:
-                counts.deleted = sweep(con, scope, progress)
-            state.finish_query(con, scope, progress, now)
-        if counts.changed:
-            log(con, scope, counts, staged)
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
+        with transaction(con):
+            salt = suppression_salt(con)  # None (the usual case): no erasure in force, no filter
+            staged = stage(con, scope, rows, counts)
+            if staged and salt is not None:
+                staged = suppress(con, staged, salt, counts)
+            if staged:
+                written = classify(con, staged, who, counts)
+                delete_updated(con, who, counts)
+                insert_rows(con, written, counts, now)
+                counts.rejects_cleared = clear_stored_rejects(con, staged, who)
+                if progress.sweep:
+                    con.execute(f"INSERT INTO pipeline_refresh_keys SELECT $p, $a, $k, feedback_id FROM {staged}", {**who, "k": progress.query_key})
+            if rejects.num_rows:
+                counts.rejects_written = write_rejects(con, who, rejects, now, counts, salt)
+            state.write_cursor(con, scope, progress, now)
+            if progress.resume is None:
+                if progress.sweep:
+                    counts.deleted = sweep(con, scope, progress)
+                state.finish_query(con, scope, progress, now)
+            if counts.changed:
+                log(con, scope, counts, written)
     finally:
         _unregister(con)
-    con.execute("COMMIT")
     return counts
 
 
@@ -102,14 +104,26 @@ def suppress(con: duckdb.DuckDBPyConnection, staged: str, salt: str, counts: Wri
     return "_kept" if con.execute("SELECT count(*) FROM _kept").fetchall()[0][0] else None
 
 
-def classify(con: duckdb.DuckDBPyConnection, staged: str, who: dict[str, Any], counts: WriteCounts) -> None:
-    """``_actions``: insert, update, same or stale for each staged key."""
+def classify(con: duckdb.DuckDBPyConnection, staged: str, who: dict[str, Any], counts: WriteCounts) -> str:
+    """Count the staged keys as inserted, updated or unchanged (same, or stale: an older copy than
+    the stored row); the relation of the rows to write (new and updated).
+
+    A probe first counts the staged keys already stored, reading only the key columns of stored
+    rows in the batch's key range. None stored (every batch of a backfill): all staged rows are
+    new and the relation is ``staged`` itself. Else ``_actions`` holds each staged key's action,
+    from the stored rows of the staged keys."""
+    size, low, high = con.execute(f"SELECT count(*), min(feedback_id), max(feedback_id) FROM {staged}").fetchone()
+    keys = {**who, "low": low, "high": high}
+    in_range = "provider = $p AND account_id = $a AND feedback_id BETWEEN $low AND $high"
+    stored = con.execute(f"SELECT count(*) FROM feedback WHERE {in_range} AND feedback_id IN (SELECT feedback_id FROM {staged})", keys).fetchone()[0]
+    if not stored:
+        counts.inserted = size
+        return staged
     distinct = " OR ".join(f"f.{c} IS DISTINCT FROM s.{c}" for c in CONTENT_COLUMNS)
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE _actions AS
         WITH existing AS (
-            SELECT * FROM feedback
-            WHERE provider = $p AND account_id = $a AND feedback_id IN (SELECT feedback_id FROM {staged})
+            SELECT * FROM feedback WHERE {in_range} AND feedback_id IN (SELECT feedback_id FROM {staged})
         )
         SELECT s.feedback_id,
             CASE WHEN f.feedback_id IS NULL THEN 'insert'
@@ -117,31 +131,30 @@ def classify(con: duckdb.DuckDBPyConnection, staged: str, who: dict[str, Any], c
                  WHEN {distinct} THEN 'update'
                  ELSE 'same' END AS action
         FROM {staged} s LEFT JOIN existing f USING (feedback_id)""",
-        who,
+        keys,
     )
     tally = dict(con.execute("SELECT action, count(*) FROM _actions GROUP BY action").fetchall())
     counts.inserted = tally.get("insert", 0)
     counts.updated = tally.get("update", 0)
     counts.unchanged = tally.get("same", 0) + tally.get("stale", 0)
+    return f"(SELECT s.* FROM {staged} s JOIN _actions a USING (feedback_id) WHERE a.action IN ('insert', 'update'))"
 
 
-def replace(con: duckdb.DuckDBPyConnection, staged: str, who: dict[str, Any], counts: WriteCounts, now: datetime) -> None:
-    """Delete the stored copies of updated keys, insert new and updated rows in one bulk insert."""
+def delete_updated(con: duckdb.DuckDBPyConnection, who: dict[str, Any], counts: WriteCounts) -> None:
+    """Delete the stored copies of updated keys (``_actions``)."""
     if counts.updated:
         con.execute(
             "DELETE FROM feedback WHERE provider = $p AND account_id = $a AND feedback_id IN "
             "(SELECT feedback_id FROM _actions WHERE action = 'update')",
             who,
         )
+
+
+def insert_rows(con: duckdb.DuckDBPyConnection, written: str, counts: WriteCounts, now: datetime) -> None:
+    """Insert the new and updated rows (``written``, from ``classify``) in one bulk insert."""
     if counts.inserted or counts.updated:
         columns = ", ".join(f"s.{c}" for c in ROW_COLUMNS)
-        con.execute(
-            f"""INSERT INTO feedback BY NAME
-            SELECT {columns}, $now AS ingested_at
-            FROM {staged} s JOIN _actions a USING (feedback_id)
-            WHERE a.action IN ('insert', 'update')""",
-            {"now": now},
-        )
+        con.execute(f"INSERT INTO feedback BY NAME SELECT {columns}, $now AS ingested_at FROM {written} s", {"now": now})
 
 
 def clear_stored_rejects(con: duckdb.DuckDBPyConnection, staged: str, who: dict[str, Any]) -> int:
@@ -205,14 +218,12 @@ def sweep(con: duckdb.DuckDBPyConnection, scope: Scope, progress: Progress) -> i
     ).fetchone()[0]
 
 
-def log(con: duckdb.DuckDBPyConnection, scope: Scope, counts: WriteCounts, staged: str | None) -> None:
-    """Bump the generation and log what this commit changed (see changes.py)."""
+def log(con: duckdb.DuckDBPyConnection, scope: Scope, counts: WriteCounts, written: str | None) -> None:
+    """Bump the generation and log what this commit changed (see changes.py): the keys of the
+    rows written (``written``, from ``classify``), the swept keys, the account's rejects."""
     generation = changes.bump(con)
-    if staged and (counts.inserted or counts.updated):
-        changes.log_keys(
-            con, generation, scope.provider, scope.account_id,
-            f"SELECT s.feedback_id, s.collected_date FROM {staged} s JOIN _actions a USING (feedback_id) WHERE a.action IN ('insert', 'update')",
-        )
+    if written and (counts.inserted or counts.updated):
+        changes.log_keys(con, generation, scope.provider, scope.account_id, f"SELECT feedback_id, collected_date FROM {written} s")
     if counts.deleted:
         changes.log_keys(con, generation, scope.provider, scope.account_id, "SELECT feedback_id, NULL::DATE AS collected_date FROM _swept")
     if counts.rejects_written or counts.rejects_cleared:
