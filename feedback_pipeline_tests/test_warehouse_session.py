@@ -101,15 +101,6 @@ def test_commits_stay_in_the_wal_until_a_publish_checkpoints_them(wh: Warehouse)
         assert session.query("SELECT count(*) FROM feedback") == [(2000,)]
 
 
-def test_a_session_ends_with_a_checkpoint_and_leaves_no_wal(wh: Warehouse):
-    with wh.session() as session, session.cursor() as cursor:
-        scope = Scope("mapbox", "acct", D1, D1)
-        progress = Progress("window:q", D1, D1, None, datetime(2026, 3, 2, tzinfo=timezone.utc), 1, {"after": "c1"})
-        batch = batch_of({"id": "a", "body": "x"})
-        cursor.commit(scope, batch.rows(), batch.rejects(), progress)
-    assert _wal_bytes(wh) == 0
-
-
 def test_the_working_connection_checkpoints_automatically_only_past_the_session_threshold(wh: Warehouse):
     with wh.session() as session:
         assert session.query("SELECT current_setting('checkpoint_threshold')") == [("244.1 MiB",)]  # 256MB
