@@ -66,8 +66,8 @@ def build_dashboard(db_path: str | os.PathLike[str], out_path: str | os.PathLike
     con = queries.connect(db_path)
     try:
         key = build_key(con, now)
-        if not force and key is not None and existing_key(out) == key:
-            return DashboardResult(out, now, False, key, time.perf_counter() - started, out.stat().st_size, None)
+        if not force and (skipped := unchanged(out, now, key, started)):
+            return skipped
         data = queries.load(con, now.date())
     finally:
         con.close()
@@ -76,6 +76,14 @@ def build_dashboard(db_path: str | os.PathLike[str], out_path: str | os.PathLike
     drawn = time.perf_counter()
     size = write_atomically(out, html.encode("utf-8"))
     return DashboardResult(out, now, True, key, time.perf_counter() - started, size, data, queried - started, drawn - queried)
+
+
+def unchanged(out: Path, now: datetime, key: str | None, started: float) -> DashboardResult | None:
+    """The skipped build's result when the file at ``out`` already shows ``key`` (this snapshot,
+    today); None when it must be drawn."""
+    if key is None or existing_key(out) != key:
+        return None
+    return DashboardResult(out, now, False, key, time.perf_counter() - started, out.stat().st_size, None)
 
 
 class DashboardChildError(RuntimeError):
@@ -116,8 +124,8 @@ def build_dashboard_in_child(db_path: str | os.PathLike[str], out_path: str | os
         key = build_key(con, now)
     finally:
         con.close()
-    if key is not None and existing_key(out) == key:
-        return DashboardResult(out, now, False, key, time.perf_counter() - started, out.stat().st_size, None)
+    if skipped := unchanged(out, now, key, started):
+        return skipped
     with tempfile.TemporaryDirectory(prefix="feedback-dashboard-") as folder:
         answer = Path(folder) / "result.pickle"
         command = [
