@@ -131,6 +131,7 @@ class AccountProvider:
         self._gate = gate
         self.reasons: Counter[str] = Counter()
         self.records = 0
+        self._counting = threading.Lock()  # the account's queries may normalize in several threads
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -143,9 +144,10 @@ class AccountProvider:
     def normalize(self, records: list[Any], batch: FeedbackBatch) -> None:
         before = batch.reject_count
         self._inner.normalize(records, batch)
-        self.records += len(records)
-        if batch.reject_count > before:  # rare: build the rejects table only then
-            self.reasons.update(str(r) for r in batch.rejects().column("reason").to_pylist()[before:])
+        rejected = batch.rejects().column("reason").to_pylist()[before:] if batch.reject_count > before else []  # rare
+        with self._counting:
+            self.records += len(records)
+            self.reasons.update(str(r) for r in rejected)
 
 
 @contextmanager

@@ -22,11 +22,13 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
+from .budget import BudgetSpent
 from .jsonio import gc_paused
 from .memory import release
 from .normalize import FeedbackBatch
@@ -39,6 +41,10 @@ log = logging.getLogger(__name__)
 # Change queries look back this far before the stored watermark: provider clocks drift and
 # listings lag writes. Overlap is harmless: unchanged rows are recognised and not rewritten.
 CHANGE_OVERLAP = timedelta(minutes=10)
+# A window read is cut into concurrent day ranges (ProviderSpec.concurrent_windows) of at least
+# this many days: each range costs up to one extra request (its last, partial page), which a
+# short window, e.g. an hourly run's, would pay for no gain.
+MIN_SUBWINDOW_DAYS = 28
 # A batch is committed when it reaches this many rows or this age, whichever comes first, so
 # memory stays flat and a slow, rate-limited API still checkpoints its progress.
 COMMIT_ROWS = 10_000
@@ -74,6 +80,17 @@ class SyncReport:
     watermark: datetime | None = None
     seconds: dict[str, float] = field(default_factory=lambda: {"fetch_wait": 0.0, "normalize": 0.0, "commit": 0.0})
     duration: float = 0.0
+
+    def merge(self, other: "SyncReport") -> None:
+        """Add what ``other`` (another thread's share of the same sync) did."""
+        self.counts.add(other.counts)
+        self.requests += other.requests
+        self.retries += other.retries
+        self.pages += other.pages
+        self.records += other.records
+        self.resumed += other.resumed
+        for stage, seconds in other.seconds.items():
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
 
 
 def paced_days(days: list[date], synced: dict[date, tuple[datetime, datetime]], *, interval: timedelta, now: datetime) -> list[date]:
@@ -156,32 +173,148 @@ def plan_queries(
     return planned
 
 
+def split_window_reads(plan: list[PlannedQuery], parts: int, unfinished: Sequence[CursorRow] = ()) -> list[PlannedQuery]:
+    """``plan`` with each long window read (not a change query, not a sweep) cut into at most
+    ``parts`` consecutive day ranges of at least :data:`MIN_SUBWINDOW_DAYS` days, each its own
+    query (its own key and cursor), so they can be fetched at the same time.
+
+    ``unfinished`` are the account's stored cursors: a window read that has one is kept whole,
+    and the unfinished window reads inside a longer one (the ranges an earlier run was cut into
+    and did not finish) are kept as they are, with only the days between them cut anew, so every
+    stored cursor is resumed. A sweep is never cut: it deletes the rows of its days it did not
+    see, and a record one range returns may fall on another range's day (the API filters on its
+    own field)."""
+    stored = {c.query_key for c in unfinished}
+    out: list[PlannedQuery] = []
+    for planned in plan:
+        if planned.changes_since is not None or planned.sweep or planned.key in stored:
+            out.append(planned)
+            continue
+        window = planned.window
+        kept: list[PlannedQuery] = []
+        for c in unfinished:
+            inside = window.first_day <= c.first_day and c.last_day <= window.last_day
+            if inside and c.query_key.startswith("window:") and c.changes_since is None and (not kept or c.first_day > kept[-1].window.last_day):
+                kept.append(PlannedQuery(c.query_key, Window.for_days(c.first_day, c.last_day), None))
+        covered = {day for q in kept for day in q.window.days()}
+        gaps = [Window.for_days(g[0], g[-1]) for g in _runs([d for d in window.days() if d not in covered])]
+        cut = [q for gap in gaps for q in _cut(PlannedQuery(f"window:{gap}", gap, None), parts)]
+        out += sorted(kept + cut, key=lambda q: q.window.start)
+    return out
+
+
+def _cut(planned: PlannedQuery, parts: int) -> list[PlannedQuery]:
+    """A window read as ``parts`` consecutive ranges of about equal days (itself when it is too
+    short for two ranges of ``MIN_SUBWINDOW_DAYS``)."""
+    days = planned.window.days()
+    n = min(parts, len(days) // MIN_SUBWINDOW_DAYS)
+    if n < 2:
+        return [planned]
+    size, longer = divmod(len(days), n)
+    out, start = [], 0
+    for i in range(n):
+        end = start + size + (1 if i < longer else 0)
+        sub = Window.for_days(days[start], days[end - 1])
+        out.append(PlannedQuery(f"window:{sub}", sub, None))
+        start = end
+    return out
+
+
 def sync(provider: Provider, warehouse: WarehouseCursor, window: Window, *, full_refresh: bool = False, paced: bool = False, logger: Any = None) -> SyncReport:
     """Bring ``provider``'s rows of ``window`` up to date on ``warehouse`` (a cursor of the step's
-    session); see the module docstring (``paced``: the run is one of the hourly schedule's)."""
+    session); see the module docstring (``paced``: the run is one of the hourly schedule's).
+
+    A provider whose spec allows ``concurrent_windows`` runs that many of its queries at once,
+    each thread on its own HTTP client and warehouse cursor, committing every
+    ``COMMIT_ROWS / threads`` rows so the account holds no more rows in memory than one query."""
     logger = logger or log
     started = time.monotonic()
     report = SyncReport(provider.name, provider.account_id, window, full_refresh)
     scope = Scope(provider.name, provider.account_id, window.first_day, window.last_day)
     plan = plan_queries(provider, warehouse, window, full_refresh=full_refresh, paced=paced)
+    parts = provider.spec.concurrent_windows
+    if parts > 1:
+        plan = split_window_reads(plan, parts, warehouse.stored_cursors(provider.name, provider.account_id))
     stored = {q.key: warehouse.stored_cursor(provider.name, provider.account_id, q.key) for q in plan}
-    with provider.open() as http:
-        try:
-            for planned in plan:
-                report.queries.append(planned.key)
-                try:
-                    _run_query(provider, http, warehouse, scope, planned, stored.get(planned.key), report, logger)
-                except StaleCursor:
-                    logger.warning(f"{provider.name}: stored cursor of {planned.key} is no longer accepted; restarting that query")
-                    warehouse.drop_cursor(provider.name, provider.account_id, planned.key)
-                    _run_query(provider, http, warehouse, scope, planned, None, report, logger)
-        finally:
-            report.requests = http.stats.requests
-            report.retries = http.stats.retries
+    report.queries = [q.key for q in plan]
+    threads = min(parts, len(plan))
+    if threads <= 1:
+        _run_queries(provider, warehouse, scope, plan, stored, report, logger, COMMIT_ROWS)
+    else:
+        _run_concurrently(provider, warehouse, scope, plan, stored, report, logger, threads)
     synced = warehouse.sync_days(provider.name, provider.account_id, window.first_day, window.last_day)
     report.watermark = min((w for _, w in synced.values()), default=None) if len(synced) == len(window.days()) else None
     report.duration = time.monotonic() - started
     return report
+
+
+def _run_queries(
+    provider: Provider,
+    warehouse: WarehouseCursor,
+    scope: Scope,
+    plan: Iterable[PlannedQuery],
+    stored: dict[str, CursorRow | None],
+    report: SyncReport,
+    logger: Any,
+    commit_rows: int,
+) -> None:
+    """Run ``plan``'s queries in turn on one HTTP client; a query whose stored cursor the API no
+    longer accepts starts over."""
+    with provider.open() as http:
+        try:
+            for planned in plan:
+                try:
+                    _run_query(provider, http, warehouse, scope, planned, stored.get(planned.key), report, logger, commit_rows)
+                except StaleCursor:
+                    logger.warning(f"{provider.name}: stored cursor of {planned.key} is no longer accepted; restarting that query")
+                    warehouse.drop_cursor(provider.name, provider.account_id, planned.key)
+                    _run_query(provider, http, warehouse, scope, planned, None, report, logger, commit_rows)
+        finally:
+            report.requests += http.stats.requests
+            report.retries += http.stats.retries
+
+
+def _run_concurrently(
+    provider: Provider,
+    warehouse: WarehouseCursor,
+    scope: Scope,
+    plan: list[PlannedQuery],
+    stored: dict[str, CursorRow | None],
+    report: SyncReport,
+    logger: Any,
+    threads: int,
+) -> None:
+    """Run ``plan`` on ``threads`` threads taking queries in turn. A failed query does not stop
+    the others (what they fetch is committed with their cursors); the first failure is raised
+    once all have ended, a spent request budget only when nothing worse happened."""
+    pending: queue.SimpleQueue[PlannedQuery] = queue.SimpleQueue()
+    for planned in plan:
+        pending.put(planned)
+    parts = [SyncReport(report.provider, report.account_id, report.window, report.full_refresh) for _ in range(threads)]
+
+    def worker(part: SyncReport) -> BaseException | None:
+        def queries() -> Iterator[PlannedQuery]:
+            while True:
+                try:
+                    yield pending.get_nowait()
+                except queue.Empty:
+                    return
+
+        try:
+            with warehouse.sibling() as cursor:
+                _run_queries(provider, cursor, scope, queries(), stored, part, logger, max(1, COMMIT_ROWS // threads))
+        except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread below
+            return exc
+        return None
+
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"{provider.name}-window") as pool:
+        errors = [e for e in pool.map(worker, parts) if e is not None]
+    for part in parts:
+        report.merge(part)
+    if errors:
+        for extra in errors[1:]:
+            logger.warning(f"{provider.name}: another query of this account also failed: {type(extra).__name__}: {extra}")
+        raise min(errors, key=lambda e: isinstance(e, BudgetSpent))
 
 
 def _progress(logger: Any, message: str) -> None:
@@ -201,8 +334,10 @@ def _run_query(
     stored: CursorRow | None,
     report: SyncReport,
     logger: Any,
+    commit_rows: int,
 ) -> None:
-    """Run one planned query to its end, committing as it goes."""
+    """Run one planned query to its end, committing a batch every ``commit_rows`` rows (or
+    ``COMMIT_SECONDS``) with the cursor after it."""
     if stored is not None:
         # Same query as the unfinished one: keep its lower bound and start time, continue after
         # its last committed page.
@@ -265,7 +400,7 @@ def _run_query(
             provider.normalize(page.records, batch)
         report.seconds["normalize"] += time.monotonic() - t0
         last_resume = page.resume
-        due = len(batch) + batch.reject_count >= COMMIT_ROWS or time.monotonic() - last_commit >= COMMIT_SECONDS
+        due = len(batch) + batch.reject_count >= commit_rows or time.monotonic() - last_commit >= COMMIT_SECONDS
         if page.resume is not None and due:
             commit(page.resume)
     # The generator ended: the query is complete. The final commit marks its days synced.

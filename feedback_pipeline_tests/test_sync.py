@@ -273,3 +273,170 @@ def test_only_paced_runs_of_a_provider_with_a_reread_interval_are_planned_by_day
     hub = FormbricksProvider(SPEC.resource(**SPEC.values_from_env(sandbox.env())), policy=FAST_RETRIES)
     with wh.session() as session, session.cursor() as cursor:
         assert plan_queries(hub, cursor, window, full_refresh=False, paced=True) == plan_queries(hub, cursor, window, full_refresh=False)
+
+
+# -- long window reads as concurrent day ranges (ProviderSpec.concurrent_windows) --------------
+
+import dataclasses  # noqa: E402
+from collections import Counter  # noqa: E402
+import threading  # noqa: E402
+
+from feedback_pipeline.sync import PlannedQuery, split_window_reads  # noqa: E402
+from feedback_pipeline.warehouse import CursorRow  # noqa: E402
+
+CHAIN_DAYS = 120
+
+
+def window_read(first: str, last: str) -> PlannedQuery:
+    w = Window.for_days(date.fromisoformat(first), date.fromisoformat(last))
+    return PlannedQuery(f"window:{w}", w, None)
+
+
+def unfinished(first: str, last: str, key: str | None = None) -> CursorRow:
+    w = Window.for_days(date.fromisoformat(first), date.fromisoformat(last))
+    return CursorRow(key or f"window:{w}", w.first_day, w.last_day, None, datetime(2026, 1, 1, tzinfo=UTC), {"cursor": "x"}, 3)
+
+
+def test_a_long_window_read_is_cut_into_about_equal_consecutive_ranges_the_same_way_every_time():
+    year = window_read("2025-01-01", "2025-12-31")
+    cut = split_window_reads([year], 4)
+    assert [str(q.window) for q in cut] == [
+        "2025-01-01..2025-04-02", "2025-04-03..2025-07-02", "2025-07-03..2025-10-01", "2025-10-02..2025-12-31",
+    ]
+    assert [q.key for q in cut] == [f"window:{q.window}" for q in cut]
+    assert split_window_reads([year], 4) == cut
+    # Ranges of at least MIN_SUBWINDOW_DAYS (28): 60 days make two, 55 days stay one read.
+    assert len(split_window_reads([window_read("2025-01-01", "2025-03-01")], 4)) == 2
+    assert split_window_reads([window_read("2025-01-01", "2025-02-24")], 4) == [window_read("2025-01-01", "2025-02-24")]
+    assert split_window_reads([year], 1) == [year]
+
+
+def test_change_queries_sweeps_and_reads_with_a_stored_cursor_are_never_cut():
+    w = Window.for_days(date(2025, 1, 1), date(2025, 12, 31))
+    changes = PlannedQuery(f"changes:{w}", w, datetime(2026, 1, 1, tzinfo=UTC))
+    sweep = PlannedQuery(f"refresh:{w}", w, None, sweep=True)
+    assert split_window_reads([changes, sweep], 4) == [changes, sweep]
+    whole = window_read("2025-01-01", "2025-12-31")
+    assert split_window_reads([whole], 4, [unfinished("2025-01-01", "2025-12-31")]) == [whole]
+
+
+def test_unfinished_ranges_inside_a_window_read_are_kept_and_only_the_days_between_them_are_cut_anew():
+    # An earlier run's ranges 2 and 3 stopped part-way; a run over a window that starts earlier
+    # resumes both as they are and cuts the rest.
+    stored = [unfinished("2025-04-03", "2025-07-02"), unfinished("2025-07-03", "2025-10-01"), unfinished("2025-02-01", "2025-02-03", key="changes:x")]
+    cut = split_window_reads([window_read("2024-11-01", "2025-12-31")], 4, stored)
+    assert [str(q.window) for q in cut] == [
+        "2024-11-01..2024-12-09", "2024-12-10..2025-01-16", "2025-01-17..2025-02-23", "2025-02-24..2025-04-02",  # 153 days
+        "2025-04-03..2025-07-02", "2025-07-03..2025-10-01",  # resumed as stored
+        "2025-10-02..2025-11-01", "2025-11-02..2025-12-01", "2025-12-02..2025-12-31",  # 91 days: three of 28 or more
+    ]
+    days = [d for q in cut for d in q.window.days()]
+    assert days == Window.for_days(date(2024, 11, 1), date(2025, 12, 31)).days()  # every day once, in order
+    assert {q.key for q in cut} >= {"window:2025-04-03..2025-07-02", "window:2025-07-03..2025-10-01"}
+
+
+@pytest.fixture(scope="module")
+def chains():
+    server = make_sandbox(("mintlify", "usersnap"), days=CHAIN_DAYS, per_day=30)
+    yield server
+    server.stop()
+
+
+class ConcurrencyProbe:
+    """Wraps a provider: counts how many of its queries are fetching at the same time."""
+
+    def __init__(self, inner, concurrent_windows: int):
+        self._inner = inner
+        self.spec = dataclasses.replace(inner.spec, concurrent_windows=concurrent_windows)
+        self.active = self.most = 0
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+    def fetch(self, query, http):
+        with self._lock:
+            self.active += 1
+            self.most = max(self.most, self.active)
+        try:
+            yield from self._inner.fetch(query, http)
+        finally:
+            with self._lock:
+                self.active -= 1
+
+
+def chain_provider(server, name: str, concurrent_windows: int) -> ConcurrencyProbe:
+    from feedback_pipeline.providers import provider_from_env
+
+    return ConcurrencyProbe(provider_from_env(name, server.env(), policy=FAST_RETRIES), concurrent_windows)
+
+
+def rows(wh: Warehouse) -> list[tuple]:
+    with work_db(wh) as con:
+        return con.execute("SELECT * EXCLUDE (ingested_at) FROM feedback ORDER BY provider, feedback_id").fetchall()
+
+
+@pytest.mark.parametrize("name", ["mintlify", "usersnap"])
+def test_a_long_window_is_fetched_as_four_concurrent_ranges_with_the_rows_of_one_chain(chains, tmp_path: Path, name: str):
+    state = chains.sandbox.state
+    state.clear_faults()
+    window = recent_window(CHAIN_DAYS)
+    one_chain = Warehouse(tmp_path / "one.duckdb")
+    state.clear_log()
+    report = run_sync(chain_provider(chains, name, 1), one_chain, window)
+    single_requests = len(state.requests_for(name))
+    assert report.queries == [f"window:{window}"]
+
+    # Each response waits a little, so the four chains are seen fetching at once.
+    state.add_fault(name, Fault(kind="slow", delay=0.02, count=None))
+    state.clear_log()
+    probe = chain_provider(chains, name, 4)
+    four = Warehouse(tmp_path / "four.duckdb")
+    report = run_sync(probe, four, window)
+    state.clear_faults()
+    assert len(report.queries) == 4 and probe.most == 4
+    assert rows(four) == rows(one_chain)
+    # At most one request more per range: its last, partial page.
+    assert single_requests <= report.requests == len(state.requests_for(name)) <= single_requests + 3
+    assert report.pages == report.requests and report.records == CHAIN_DAYS * 30
+    with four.session() as session, session.cursor() as cursor:
+        assert len(cursor.sync_days(name, probe.account_id, window.first_day, window.last_day)) == CHAIN_DAYS
+        assert cursor.stored_cursors(name, probe.account_id) == []
+        assert report.watermark is not None
+
+
+def requests_by_range(state) -> Counter[str]:
+    """Mintlify requests served (HTTP 200) per range, by the range's first day (``dateFrom``)."""
+    return Counter(dict(e.query)["dateFrom"] for e in state.requests_for("mintlify") if e.status == 200)
+
+
+def test_ranges_that_fail_keep_what_they_fetched_and_the_rerun_resumes_each_after_its_last_page(chains, tmp_path: Path):
+    state = chains.sandbox.state
+    state.clear_faults()
+    window = recent_window(CHAIN_DAYS)
+    reference = Warehouse(tmp_path / "ref.duckdb")
+    state.clear_log()
+    run_sync(chain_provider(chains, "mintlify", 4), reference, window)
+    pages = requests_by_range(state)
+    assert len(pages) == 4
+
+    wh = Warehouse(tmp_path / "f.duckdb")
+    state.clear_log()
+    state.add_fault("mintlify", Fault(kind="server_error", after=10, count=None, status=503))
+    with pytest.raises(ProviderUnavailable, match="HTTP 503"):
+        run_sync(chain_provider(chains, "mintlify", 4), wh, window)
+    assert sum(requests_by_range(state).values()) == 10
+    with wh.session() as session, session.cursor() as cursor:
+        stopped = cursor.stored_cursors("mintlify", chain_provider(chains, "mintlify", 4).account_id)
+    # Ten pages over four ranges of nine: at most one range finished, and what the others
+    # fetched was committed with their cursors.
+    assert stopped and sum(c.pages for c in stopped) <= 10
+
+    state.clear_faults()
+    state.clear_log()
+    report = run_sync(chain_provider(chains, "mintlify", 4), wh, window)
+    assert sorted(report.resumed) == sorted(c.query_key for c in stopped)
+    assert rows(wh) == rows(reference)
+    served = requests_by_range(state)
+    for c in stopped:  # each resumed range fetched only the pages after its cursor
+        assert served[c.first_day.isoformat()] == pages[c.first_day.isoformat()] - c.pages

@@ -4,9 +4,9 @@ API facts this module is built on (``shared/providers/mintlify.md``, "Get user f
 the vendored ``mintlify-analytics.openapi.json``):
 
 * Bearer admin key (prefixed ``mint_``). The rate limit is **100 requests per organization per
-  hour**, shared by all analytics endpoints, and no ``Retry-After`` is documented: so one run asks
-  for the whole window in ONE paginated range query (never one query per day), always at the
-  maximum page size (``limit=100``), and leaves 429 handling to the shared client (backoff with
+  hour**, shared by all analytics endpoints, and no ``Retry-After`` is documented: so a window is
+  read as a paginated range query (never one query per day; a long backfill window as at most
+  four day ranges, ``SPEC.concurrent_windows``), always at the maximum page size (``limit=100``), and leaves 429 handling to the shared client (backoff with
   the Retry-After floor, attempts and total wait capped; the next run resumes from the cursor).
 * ``dateFrom`` is inclusive and ``dateTo`` exclusive ("results include dates before, but not on,
   the specified date"), both accept ``YYYY-MM-DD``: the window ``[start, end)`` maps to
@@ -125,4 +125,8 @@ SPEC = ProviderSpec(
     # No update timestamp: the hourly run re-reads today, and each older day of its lookback
     # once a day (sync.plan_queries), instead of the whole window every hour.
     reread_interval=timedelta(days=1),
+    # 100 records a page, each page's cursor in the one before it: a year of a busy project is
+    # thousands of round trips in a row. A backfill's window is read as four day ranges at once
+    # (at most three requests more, out of the hour's 100; the budget still paces them all).
+    concurrent_windows=4,
 )

@@ -122,6 +122,10 @@ class ProviderSpec:
     window when the API has no change query (None: every run re-reads the whole window): such
     runs read today, and an older day only when it was last read more than this long ago (one
     such day per run), so their cost stays within the budget whatever the volume.
+    ``concurrent_windows`` is how many day ranges a long window read is split into, each fetched
+    as its own chain of pages at the same time as the others (1: one chain). Each costs at most
+    one request more than the single chain (its last, partial page); worth it for APIs that serve
+    small pages chained by a cursor, where one chain is a long series of round trips.
     """
 
     name: str
@@ -138,6 +142,7 @@ class ProviderSpec:
     nps_answers: str | None = None
     request_budget: RateBudget | None = None
     reread_interval: timedelta | None = None
+    concurrent_windows: int = 1
 
     @property
     def prefix(self) -> str:
@@ -234,6 +239,8 @@ class ProviderSpec:
             out.append("page_size must be positive or None")
         if self.request_budget is not None and (self.request_budget.limit < 1 or self.request_budget.window.total_seconds() <= 0):
             out.append("request_budget must allow at least one request in a positive window")
+        if self.concurrent_windows < 1:
+            out.append("concurrent_windows must be at least 1")
         if self.reread_interval is not None and self.request_budget is None:
             out.append("reread_interval paces a request budget: set request_budget too")
         return out

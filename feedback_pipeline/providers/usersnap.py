@@ -273,6 +273,9 @@ SPEC = ProviderSpec(
     provider=UsersnapProvider,
     page_size=PAGE_SIZE,
     nps_answers=NPS_ANSWERS,
+    # At most 100 items a page, chained by an id cursor: a long window is read as four
+    # created_at ranges at once (each one more request at most: its last, partial page).
+    concurrent_windows=4,
 )
 
 

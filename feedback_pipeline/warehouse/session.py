@@ -202,11 +202,25 @@ class WarehouseCursor:
         self._commits = commits
         self._wal = wal  # the working database's WAL file
 
+    @contextmanager
+    def sibling(self) -> Iterator["WarehouseCursor"]:
+        """Another cursor of the same session, for another thread (a DuckDB cursor serves one
+        thread at a time); closed on exit. Its commits take turns with this one's."""
+        con = self.con.cursor()
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+            yield WarehouseCursor(con, self._commits, self._wal)
+        finally:
+            con.close()
+
     def sync_days(self, provider: str, account_id: str, first_day: date, last_day: date) -> dict[date, tuple[datetime, datetime]]:
         return state.sync_days(self.con, provider, account_id, first_day, last_day)
 
     def stored_cursor(self, provider: str, account_id: str, query_key: str) -> CursorRow | None:
         return state.stored_cursor(self.con, provider, account_id, query_key)
+
+    def stored_cursors(self, provider: str, account_id: str) -> list[CursorRow]:
+        return state.stored_cursors(self.con, provider, account_id)
 
     def drop_cursor(self, provider: str, account_id: str, query_key: str) -> None:
         with self._commits, transaction(self.con):

@@ -4,6 +4,7 @@ the resume points of unfinished queries. Reads run on any cursor; writes run ins
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import Any
 
 import duckdb
 import orjson
@@ -20,15 +21,28 @@ def sync_days(con: duckdb.DuckDBPyConnection, provider: str, account_id: str, fi
     return {day: (utc(synced), utc(watermark)) for day, synced, watermark in rows}
 
 
+_CURSOR_COLUMNS = "query_key, first_day, last_day, changes_since, started_at, resume, pages"
+
+
 def stored_cursor(con: duckdb.DuckDBPyConnection, provider: str, account_id: str, query_key: str) -> CursorRow | None:
     """The stored resume point of an unfinished query, if any."""
     row = con.execute(
-        "SELECT query_key, first_day, last_day, changes_since, started_at, resume, pages "
-        "FROM pipeline_cursors WHERE provider = ? AND account_id = ? AND query_key = ?",
+        f"SELECT {_CURSOR_COLUMNS} FROM pipeline_cursors WHERE provider = ? AND account_id = ? AND query_key = ?",
         [provider, account_id, query_key],
     ).fetchone()
-    if row is None:
-        return None
+    return None if row is None else _cursor_row(row)
+
+
+def stored_cursors(con: duckdb.DuckDBPyConnection, provider: str, account_id: str) -> list[CursorRow]:
+    """Every unfinished query of one account, by first day."""
+    rows = con.execute(
+        f"SELECT {_CURSOR_COLUMNS} FROM pipeline_cursors WHERE provider = ? AND account_id = ? ORDER BY first_day, query_key",
+        [provider, account_id],
+    ).fetchall()
+    return [_cursor_row(row) for row in rows]
+
+
+def _cursor_row(row: tuple[Any, ...]) -> CursorRow:
     return CursorRow(row[0], row[1], row[2], utc(row[3]) if row[3] else None, utc(row[4]), orjson.loads(row[5]), row[6])
 
 
