@@ -3,12 +3,15 @@ normally, rolled back when anything escapes it, and never left open."""
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import duckdb
 import pytest
 
 from feedback_pipeline.warehouse import transaction
+from feedback_pipeline.warehouse.transaction import checkpoint
 
 
 class Interrupted(BaseException):
@@ -96,3 +99,38 @@ def test_a_failed_rollback_is_noted_on_the_blocks_exception(con):
             raise ValueError("boom")
     assert any("ROLLBACK failed" in note for note in raised.value.__notes__)
     assert not _in_transaction(con)
+
+
+def _hold_write_transaction(con: duckdb.DuckDBPyConnection, opened: threading.Event, seconds: float) -> None:
+    """Another thread's short write transaction (as the request ledger's), on its own cursor. An
+    UPDATE is one kind of write DuckDB refuses to checkpoint beside."""
+    cur = con.cursor()
+    with transaction(cur):
+        cur.execute("UPDATE t SET a = 99 WHERE a = 1")
+        opened.set()
+        time.sleep(seconds)
+    cur.close()
+
+
+def test_a_checkpoint_waits_for_another_threads_write_transaction_instead_of_failing(con):
+    con.execute("INSERT INTO t VALUES (1)")
+    opened = threading.Event()
+    holder = threading.Thread(target=_hold_write_transaction, args=(con, opened, 0.3))
+    holder.start()
+    opened.wait(5)
+    with pytest.raises(duckdb.TransactionException, match="other write transactions"):
+        con.execute("CHECKPOINT")  # DuckDB's own statement refuses while the other is open
+    assert checkpoint(con) is True
+    holder.join()
+    assert _rows(con) == [99]
+
+
+def test_a_checkpoint_still_refused_after_the_wait_raises(con):
+    con.execute("INSERT INTO t VALUES (1)")
+    opened = threading.Event()
+    holder = threading.Thread(target=_hold_write_transaction, args=(con, opened, 1.0))
+    holder.start()
+    opened.wait(5)
+    with pytest.raises(duckdb.TransactionException, match="other write transactions"):
+        checkpoint(con, wait=0.05)
+    holder.join()

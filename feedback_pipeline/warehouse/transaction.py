@@ -3,6 +3,7 @@ database together or not at all."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -28,3 +29,25 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
             exc.add_note(f"ROLLBACK failed too: {failed}")
         raise
     con.execute("COMMIT")
+
+
+# Another thread's short write transaction on the same database (the request ledger's, about
+# 2-5 ms) makes an explicit CHECKPOINT fail instead of wait (DuckDB: "Cannot CHECKPOINT: there
+# are other write transactions active"; FORCE CHECKPOINT would abort them instead).
+_BUSY = "other write transactions active"
+CHECKPOINT_WAIT_SECONDS = 10.0
+
+
+def checkpoint(con: duckdb.DuckDBPyConnection, *, wait: float = CHECKPOINT_WAIT_SECONDS) -> bool:
+    """``CHECKPOINT`` once no other write transaction is active, retrying for up to ``wait``
+    seconds. The caller holds the session's commit lock, so only the ledger's short transactions
+    can be in the way. True when it checkpointed; after ``wait`` the last refusal is raised."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            con.execute("CHECKPOINT")
+            return True
+        except duckdb.TransactionException as exc:
+            if _BUSY not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.002)
