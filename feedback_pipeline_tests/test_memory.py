@@ -78,3 +78,36 @@ def test_a_c_library_without_malloc_trim_loads_as_none(monkeypatch):
 
     monkeypatch.setattr(memory.ctypes, "CDLL", missing)
     assert memory._load_malloc_trim() is None
+
+
+ARENA_PROBE = """
+import ctypes, ctypes.util, sys, threading
+from feedback_pipeline import memory
+if sys.argv[1] == "limit":
+    assert memory.limit_arenas(2)
+keep = []
+alive = threading.Barrier(8)
+def allocate():
+    keep.append([bytes(4000) for _ in range(100)])  # above pymalloc's 512 bytes: glibc's malloc
+    alive.wait()  # all eight threads alive at once (an ended thread's arena is handed on)
+threads = [threading.Thread(target=allocate) for _ in range(8)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+ctypes.CDLL(ctypes.util.find_library("c")).malloc_stats()  # one "Arena N:" block per arena, on stderr
+"""
+
+
+def _arenas(mode: str) -> int:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", ARENA_PROBE, mode], capture_output=True, text=True, check=True, timeout=60)
+    return sum(1 for line in done.stderr.splitlines() if line.startswith("Arena "))
+
+
+@glibc
+def test_limit_arenas_keeps_the_threads_of_a_step_to_two_malloc_arenas():
+    assert _arenas("default") > 2  # each new thread gets an arena of its own by default
+    assert _arenas("limit") <= 2
