@@ -14,6 +14,7 @@ from datetime import timedelta
 import dagster as dg
 
 from . import dagster_env
+from .memory import limit_arenas
 from .accounts import ACCOUNTS_FILE_VAR, Account, AccountsFileError, ProviderSettings, environment_account, load_accounts
 from .alerts import alert_definitions
 from .assets import asset_key, build_feedback_assets
@@ -35,6 +36,8 @@ BUDGET_WINDOW_VAR = "FEEDBACK_{}_BUDGET_WINDOW_SECONDS"
 # Dagster's event-log switches (one planned event per asset for a partition range, batched event
 # writes) for the CLI, the code server and run workers, which all import this module: see dagster_env.
 dagster_env.apply()
+# The run worker's threads (Dagster's and the step's) share two malloc arenas (memory.limit_arenas).
+limit_arenas()
 
 # BackfillPolicy is marked beta in this Dagster release; we pin the release, so the warning is noise.
 warnings.filterwarnings("ignore", category=dg.BetaWarning)

@@ -65,9 +65,10 @@ def limit_arenas(count: int = ARENAS) -> bool:
     """Let malloc create at most ``count`` arenas in this process from now on (glibc's
     ``M_ARENA_MAX``, what the ``MALLOC_ARENA_MAX`` variable sets at start-up). Why: a step syncs
     accounts, and their query ranges, in threads of their own; with an arena each, the process's
-    peak was the sum of every arena's largest moment (200k backfill: 495 MB peak RSS with the
-    default, 458 MB with two arenas, at the same wall time; ``bench.run``). True when set; False
-    where the C library has no ``mallopt``. Arenas created before the call stay."""
+    peak was the sum of every arena's largest moment (200k backfill: 495-498 MB peak RSS with
+    the default, 455-458 MB with two arenas set when the definitions are imported, at the same
+    wall time; ``bench.run``). True when set; False where the C library has no ``mallopt``.
+    Arenas created before the call stay, so it is called as early as possible."""
     if _mallopt is None:
         return False
     return bool(_mallopt(M_ARENA_MAX, count))

@@ -38,7 +38,7 @@ import dagster as dg
 
 from .budget import BudgetGate, BudgetSpent, RateBudget, RequestLedger, organization_id
 from .http import HttpClient, ProviderError, ProviderRequestError
-from .memory import limit_arenas, release
+from .memory import release
 from .normalize import FeedbackBatch
 from .providers import get_spec
 from .providers.base import ConfigurationError, Provider, Window
@@ -186,7 +186,6 @@ def run_providers(
     budgets by provider; ``account_id_of`` names an account before its provider is built (so an
     account whose settings are refused is still named)."""
     started = time.monotonic()
-    limit_arenas()  # before the step's threads allocate: they share malloc's arenas
     ledger_lock = threading.Lock()  # one reservation at a time among this step's threads
 
     def one(ref: AccountRef) -> AccountOutcome:
