@@ -232,10 +232,11 @@ def sync(provider: Provider, warehouse: WarehouseCursor, window: Window, *, full
     report = SyncReport(provider.name, provider.account_id, window, full_refresh)
     scope = Scope(provider.name, provider.account_id, window.first_day, window.last_day)
     plan = plan_queries(provider, warehouse, window, full_refresh=full_refresh, paced=paced)
+    unfinished = warehouse.stored_cursors(provider.name, provider.account_id)
     parts = provider.spec.concurrent_windows
     if parts > 1:
-        plan = split_window_reads(plan, parts, warehouse.stored_cursors(provider.name, provider.account_id))
-    stored = {q.key: warehouse.stored_cursor(provider.name, provider.account_id, q.key) for q in plan}
+        plan = split_window_reads(plan, parts, unfinished)
+    stored: dict[str, CursorRow | None] = {c.query_key: c for c in unfinished}
     report.queries = [q.key for q in plan]
     threads = min(parts, len(plan))
     if threads <= 1:

@@ -31,6 +31,11 @@ class WarehouseFiles:
         return self._sibling("work")
 
     @property
+    def work_wal(self) -> Path:
+        """DuckDB's write-ahead log of the working database."""
+        return self.work.with_name(f"{self.work.name}.wal")
+
+    @property
     def lock(self) -> Path:
         return self._sibling("lock")
 

@@ -13,7 +13,7 @@ from .. import erasure
 from . import changes
 from .files import WarehouseFiles, fsync_dir, fsync_file
 from .publish import STORAGE_VERSION
-from .transaction import transaction
+from .transaction import checkpoint, transaction
 
 RESET_TABLES = ("feedback", "feedback_rejects", "pipeline_sync_days", "pipeline_cursors", "pipeline_refresh_keys")
 COMPACT_ALIAS = "compacted"
@@ -66,7 +66,7 @@ def compact_copy(con: duckdb.DuckDBPyConnection, files: WarehouseFiles) -> Path:
     files.remove_litter()
     target = files.temporary()
     source = con.execute("SELECT current_database()").fetchone()[0]
-    con.execute("CHECKPOINT")
+    checkpoint(con)
     con.execute(f"ATTACH $path AS {COMPACT_ALIAS} (STORAGE_VERSION '{STORAGE_VERSION}')", {"path": str(target)})
     try:
         con.execute(f'COPY FROM DATABASE "{source}" TO {COMPACT_ALIAS}')
@@ -79,9 +79,7 @@ def swap_in(copy: Path, files: WarehouseFiles) -> None:
     """Replace the working database (closed by the caller) by ``copy``, durably. The old WAL is
     removed first: after the clean close it holds nothing the copy lacks, and replayed against
     the new file it would corrupt it."""
-    wal = f"{files.work}.wal"
-    if os.path.exists(wal):
-        os.unlink(wal)
+    files.work_wal.unlink(missing_ok=True)
     fsync_file(copy)
     os.replace(copy, files.work)
     fsync_dir(files.path.parent)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -106,15 +106,9 @@ class Session:
         self._connect = connect  # reopens the working database after ``compact`` swapped it
         self._commits = threading.Lock()
 
-    @contextmanager
-    def cursor(self) -> Iterator["WarehouseCursor"]:
+    def cursor(self) -> AbstractContextManager["WarehouseCursor"]:
         """A cursor for one thread; closed on exit."""
-        con = self._con.cursor()
-        try:
-            con.execute("SET TimeZone = 'UTC'")
-            yield WarehouseCursor(con, self._commits, self.files.work.with_name(self.files.work.name + ".wal"))
-        finally:
-            con.close()
+        return _thread_cursor(self._con, self._commits, self.files.work_wal)
 
     def check_stats(self, provider: str, account_id: str | None, first_day: date, last_day: date) -> stats.WindowStats:
         """The window-scoped numbers behind the asset checks (stats.check_stats)."""
@@ -202,16 +196,10 @@ class WarehouseCursor:
         self._commits = commits
         self._wal = wal  # the working database's WAL file
 
-    @contextmanager
-    def sibling(self) -> Iterator["WarehouseCursor"]:
+    def sibling(self) -> AbstractContextManager["WarehouseCursor"]:
         """Another cursor of the same session, for another thread (a DuckDB cursor serves one
         thread at a time); closed on exit. Its commits take turns with this one's."""
-        con = self.con.cursor()
-        try:
-            con.execute("SET TimeZone = 'UTC'")
-            yield WarehouseCursor(con, self._commits, self._wal)
-        finally:
-            con.close()
+        return _thread_cursor(self.con, self._commits, self._wal)
 
     def sync_days(self, provider: str, account_id: str, first_day: date, last_day: date) -> dict[date, tuple[datetime, datetime]]:
         return state.sync_days(self.con, provider, account_id, first_day, last_day)
@@ -241,6 +229,18 @@ class WarehouseCursor:
 
     def query(self, sql: str, params: Any = None) -> list[tuple]:
         return self.con.execute(sql, params).fetchall()
+
+
+@contextmanager
+def _thread_cursor(con: duckdb.DuckDBPyConnection, commits: threading.Lock, wal: Path | None) -> Iterator[WarehouseCursor]:
+    """A new DuckDB cursor of ``con``'s database in UTC, as a :class:`WarehouseCursor` whose
+    commits take ``commits``; closed on exit."""
+    cur = con.cursor()
+    try:
+        cur.execute("SET TimeZone = 'UTC'")
+        yield WarehouseCursor(cur, commits, wal)
+    finally:
+        cur.close()
 
 
 def _size(path: Path) -> int:
