@@ -14,12 +14,12 @@ from datetime import timedelta
 import dagster as dg
 
 from . import dagster_env
-from .memory import limit_arenas
 from .accounts import ACCOUNTS_FILE_VAR, Account, AccountsFileError, ProviderSettings, environment_account, load_accounts
 from .alerts import alert_definitions
 from .assets import asset_key, build_feedback_assets
 from .budget import RateBudget
 from .dashboard import DashboardResource, build_dashboard_asset, build_dashboard_refresh_sensor
+from .memory import limit_arenas
 from .partitions import feedback_partitions
 from .providers import asset_names, get_spec, names
 from .providers.base import ConfigurationError

@@ -15,26 +15,27 @@ import ctypes
 import ctypes.util
 import logging
 from collections.abc import Callable
+from typing import Any
 
 log = logging.getLogger(__name__)
 
 
-def _load_malloc_trim() -> Callable[[int], int] | None:
-    """glibc's ``malloc_trim`` (None where the C library has none: musl, macOS, Windows)."""
-    name = ctypes.util.find_library("c")
+def _libc_function(name: str, argtypes: list[Any], restype: Any) -> Callable[..., int] | None:
+    """A function of glibc's malloc (None where the C library has none: musl, macOS, Windows)."""
     try:
-        libc = ctypes.CDLL(name)
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
     except OSError:
         return None
-    trim = getattr(libc, "malloc_trim", None)
-    if trim is None:
+    function = getattr(libc, name, None)
+    if function is None:
         return None
-    trim.argtypes = [ctypes.c_size_t]
-    trim.restype = ctypes.c_int
-    return trim
+    function.argtypes = argtypes
+    function.restype = restype
+    return function
 
 
-_malloc_trim: Callable[[int], int] | None = _load_malloc_trim()
+_malloc_trim: Callable[[int], int] | None = _libc_function("malloc_trim", [ctypes.c_size_t], ctypes.c_int)
+_mallopt: Callable[[int, int], int] | None = _libc_function("mallopt", [ctypes.c_int, ctypes.c_int], ctypes.c_int)
 
 # glibc's malloc.h: mallopt's parameter for the most arenas malloc creates.
 M_ARENA_MAX = -8
@@ -42,23 +43,6 @@ M_ARENA_MAX = -8
 # threads too). glibc's default is 8 per core, and a thread's first allocation gets an arena of
 # its own while the limit allows: each keeps its own free chunks and its own high-water mark.
 ARENAS = 2
-
-
-def _load_mallopt() -> Callable[[int, int], int] | None:
-    """glibc's ``mallopt`` (None where the C library has none)."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"))
-    except OSError:
-        return None
-    mallopt = getattr(libc, "mallopt", None)
-    if mallopt is None:
-        return None
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
-    return mallopt
-
-
-_mallopt: Callable[[int, int], int] | None = _load_mallopt()
 
 
 def limit_arenas(count: int = ARENAS) -> bool:

@@ -3,6 +3,7 @@ call is a harmless no-op where the C library cannot."""
 
 from __future__ import annotations
 
+import ctypes
 import ctypes.util
 import os
 import platform
@@ -71,13 +72,13 @@ def test_a_c_library_without_malloc_trim_loads_as_none(monkeypatch):
             pass
 
     monkeypatch.setattr(memory.ctypes, "CDLL", NoTrim)
-    assert memory._load_malloc_trim() is None
+    assert memory._libc_function("malloc_trim", [ctypes.c_size_t], ctypes.c_int) is None
 
     def missing(name):
         raise OSError("no libc")
 
     monkeypatch.setattr(memory.ctypes, "CDLL", missing)
-    assert memory._load_malloc_trim() is None
+    assert memory._libc_function("malloc_trim", [ctypes.c_size_t], ctypes.c_int) is None
 
 
 ARENA_PROBE = """

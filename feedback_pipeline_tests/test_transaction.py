@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
@@ -101,36 +103,41 @@ def test_a_failed_rollback_is_noted_on_the_blocks_exception(con):
     assert not _in_transaction(con)
 
 
-def _hold_write_transaction(con: duckdb.DuckDBPyConnection, opened: threading.Event, seconds: float) -> None:
-    """Another thread's short write transaction (as the request ledger's), on its own cursor. An
+@contextmanager
+def write_transaction_held(con: duckdb.DuckDBPyConnection, seconds: float) -> Iterator[None]:
+    """Another thread's short write transaction (as the request ledger's), on its own cursor,
+    open for ``seconds`` from when the block starts; the thread is joined when the block ends. An
     UPDATE is one kind of write DuckDB refuses to checkpoint beside."""
-    cur = con.cursor()
-    with transaction(cur):
-        cur.execute("UPDATE t SET a = 99 WHERE a = 1")
-        opened.set()
-        time.sleep(seconds)
-    cur.close()
+    opened = threading.Event()
+
+    def hold() -> None:
+        cur = con.cursor()
+        with transaction(cur):
+            cur.execute("UPDATE t SET a = 99 WHERE a = 1")
+            opened.set()
+            time.sleep(seconds)
+        cur.close()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    opened.wait(5)
+    try:
+        yield
+    finally:
+        holder.join()
 
 
 def test_a_checkpoint_waits_for_another_threads_write_transaction_instead_of_failing(con):
     con.execute("INSERT INTO t VALUES (1)")
-    opened = threading.Event()
-    holder = threading.Thread(target=_hold_write_transaction, args=(con, opened, 0.3))
-    holder.start()
-    opened.wait(5)
-    with pytest.raises(duckdb.TransactionException, match="other write transactions"):
-        con.execute("CHECKPOINT")  # DuckDB's own statement refuses while the other is open
-    assert checkpoint(con) is True
-    holder.join()
+    with write_transaction_held(con, 0.3):
+        with pytest.raises(duckdb.TransactionException, match="other write transactions"):
+            con.execute("CHECKPOINT")  # DuckDB's own statement refuses while the other is open
+        assert checkpoint(con) is True
     assert _rows(con) == [99]
 
 
 def test_a_checkpoint_still_refused_after_the_wait_raises(con):
     con.execute("INSERT INTO t VALUES (1)")
-    opened = threading.Event()
-    holder = threading.Thread(target=_hold_write_transaction, args=(con, opened, 1.0))
-    holder.start()
-    opened.wait(5)
-    with pytest.raises(duckdb.TransactionException, match="other write transactions"):
-        checkpoint(con, wait=0.05)
-    holder.join()
+    with write_transaction_held(con, 1.0):
+        with pytest.raises(duckdb.TransactionException, match="other write transactions"):
+            checkpoint(con, wait=0.05)

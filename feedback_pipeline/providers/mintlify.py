@@ -6,8 +6,9 @@ the vendored ``mintlify-analytics.openapi.json``):
 * Bearer admin key (prefixed ``mint_``). The rate limit is **100 requests per organization per
   hour**, shared by all analytics endpoints, and no ``Retry-After`` is documented: so a window is
   read as a paginated range query (never one query per day; a long backfill window as at most
-  four day ranges, ``SPEC.concurrent_windows``), always at the maximum page size (``limit=100``), and leaves 429 handling to the shared client (backoff with
-  the Retry-After floor, attempts and total wait capped; the next run resumes from the cursor).
+  four day ranges, ``SPEC.concurrent_windows``), always at the maximum page size
+  (``limit=100``), and leaves 429 handling to the shared client (backoff with the Retry-After
+  floor, attempts and total wait capped; the next run resumes from the cursor).
 * ``dateFrom`` is inclusive and ``dateTo`` exclusive ("results include dates before, but not on,
   the specified date"), both accept ``YYYY-MM-DD``: the window ``[start, end)`` maps to
   ``dateFrom=<first day>&dateTo=<day after the last>`` exactly. The engine drops anything that
