@@ -5,7 +5,7 @@
     python -m bench.run --quick --repeat 1     tiny data: the smoke test (< 60 s)
     python -m bench.run --profile              also one backfill under pyinstrument
     python -m bench.run --executor job         runs with the job's own (multiprocess) executor
-    python -m bench.run --instance project     runs on the repository's dagster.yaml (SQLite event log)
+    python -m bench.run --instance ephemeral   runs on Dagster's in-memory event log (execute_in_process's own)
 
 The sandbox runs in its own process (``bench.sandbox_proc``, Mintlify rate limit off) and every
 Dagster run in a child process of its own (``bench.job_proc``), so on a 2-core machine each gets a
@@ -136,7 +136,7 @@ class OtherLoad:
 # The tag Dagster puts on the hourly schedule's runs: the incremental runs are measured as those.
 HOURLY_TAGS = {"dagster/schedule_name": "feedback_ingest_hourly"}
 EXECUTOR = "in_process"  # set from --executor
-INSTANCE = "ephemeral"  # set from --instance
+INSTANCE = "project"  # set from --instance
 
 
 def run_job(
@@ -705,9 +705,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--instance",
         choices=("ephemeral", "project"),
-        default="ephemeral",
-        help="the runs' Dagster instance: ephemeral (default): in-memory event log, as execute_in_process makes it; "
-        "project: a temporary DAGSTER_HOME holding the repository's dagster.yaml (SQLite event log storage), as `make ui` and the CLI run",
+        default="project",
+        help="the runs' Dagster instance: project (default): a temporary DAGSTER_HOME holding the repository's dagster.yaml "
+        "(its SQLite event log storage), the instance `make ui`, the CLI and the schedule's runs write their events to; "
+        "ephemeral: Dagster's in-memory event log, execute_in_process's default, which stores a batch of events one at a time",
     )
     parser.add_argument(
         "--latency-ms",
