@@ -11,7 +11,8 @@ reports each account's counts (``accounts``) and their totals, with its checks' 
 
 # No `from __future__ import annotations` here: Dagster checks the `context` annotation at runtime.
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence, Set as AbstractSet
+from collections.abc import Callable, Iterator, Mapping, Sequence, Set as AbstractSet
+from dataclasses import dataclass
 from datetime import timedelta, timezone
 from typing import Any
 
@@ -68,19 +69,32 @@ def default_budgets() -> dict[str, RateBudget]:
     return {name: budget for name in names() if (budget := get_spec(name).request_budget) is not None}
 
 
+@dataclass(frozen=True)
+class PublishHook:
+    """Work of a later step of the same run that can begin once the provider step has published
+    the analysts' snapshot (the dashboard's drawing: ``dashboard/early.py``)."""
+
+    asset_key: dg.AssetKey  # started only in a run that materializes this asset
+    resource_keys: frozenset[str]  # what ``start`` reads from ``context.resources``
+    start: Callable[[dg.AssetExecutionContext], None]
+
+
 def build_feedback_assets(
     partitions_def: dg.PartitionsDefinition,
     *,
     accounts: Mapping[str, Sequence[str]] | None = None,
     budgets: Mapping[str, RateBudget] | None = None,
+    after_publish: Sequence[PublishHook] = (),
 ) -> dg.AssetsDefinition:
     """The one step that materializes any subset of the five provider assets (module docstring).
 
     ``accounts`` maps each provider to the resource keys of its accounts (default: one account,
     the resource named like the provider); ``budgets`` are the request budgets by provider
-    (default: the specs' own)."""
+    (default: the specs' own); ``after_publish`` starts once the step's accounts all succeeded
+    and the snapshot is published, before Dagster writes the step's events."""
     account_keys = {name: tuple((accounts or {}).get(name) or (name,)) for name in names()}
     budgets = default_budgets() if budgets is None else dict(budgets)
+    hook_keys = {key for hook in after_publish for key in hook.resource_keys}
 
     @dg.multi_asset(
         name=STEP_NAME,
@@ -90,7 +104,7 @@ def build_feedback_assets(
         partitions_def=partitions_def,
         backfill_policy=dg.BackfillPolicy.single_run(),
         pool=WRITER_POOL,
-        required_resource_keys={*(k for keys in account_keys.values() for k in keys), "pipeline"},
+        required_resource_keys={*(k for keys in account_keys.values() for k in keys), "pipeline", *hook_keys},
     )
     def feedback_sync(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResult | dg.AssetCheckEvaluation | dg.Output]:
         selected = [p for p in names() if asset_key(p) in context.selected_asset_keys]
@@ -126,6 +140,8 @@ def build_feedback_assets(
             else:  # a launch of checks only (or of an account no selected provider has)
                 outcome = StepOutcome([], None, 0.0)
             unsynced = unsynced_checks(selected_checks, outcome, session, window)
+        if not outcome.failed:
+            start_hooks(context, after_publish)
         if outcome.stopped_by_budget:
             context.instance.add_run_tags(context.run_id, {STOPPED_TAG: STOPPED_BY_BUDGET})
         # Check results are yielded as evaluations (see `evaluations`), each provider's after its
@@ -152,6 +168,18 @@ def build_feedback_assets(
             raise failure(outcome) from outcome.failed[0].error
 
     return feedback_sync
+
+
+def start_hooks(context: dg.AssetExecutionContext, hooks: Sequence[PublishHook]) -> None:
+    """Start each hook whose asset this run materializes. A hook that fails is logged, never
+    fails the step: the later step does its work itself then."""
+    in_run = context.job_def.asset_layer.selected_asset_keys
+    for hook in hooks:
+        if hook.asset_key in in_run:
+            try:
+                hook.start(context)
+            except Exception as exc:  # noqa: BLE001 - an optimisation's failure is not the step's
+                context.log.warning(f"could not start {hook.asset_key.to_user_string()} early ({type(exc).__name__}: {exc}); its step will do it")
 
 
 def run_window(context: dg.AssetExecutionContext, partitions_def: dg.PartitionsDefinition, *, checks_only: bool) -> Window:

@@ -19,6 +19,7 @@ from .alerts import alert_definitions
 from .assets import asset_key, build_feedback_assets
 from .budget import RateBudget
 from .dashboard import DashboardResource, build_dashboard_asset, build_dashboard_refresh_sensor
+from .dashboard.asset import publish_hook as dashboard_publish_hook
 from .memory import limit_arenas
 from .partitions import feedback_partitions
 from .providers import asset_names, get_spec, names
@@ -64,7 +65,10 @@ def build_definitions(environ: dict[str, str] | None = None) -> dg.Definitions:
             keys.append(f"{name}__{n}")
             resources[keys[-1]] = account_resource(account)
         account_keys[name] = keys or [name]
-    assets = [build_feedback_assets(partitions, accounts=account_keys, budgets=budgets), build_dashboard_asset(list(asset_names().values()))]
+    assets = [
+        build_feedback_assets(partitions, accounts=account_keys, budgets=budgets, after_publish=[dashboard_publish_hook()]),
+        build_dashboard_asset(list(asset_names().values())),
+    ]
     resources["pipeline"] = PipelineResource.from_environment(env)
     resources["dashboard"] = DashboardResource.from_environment(env)
 

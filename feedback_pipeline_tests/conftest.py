@@ -197,3 +197,14 @@ def job_environment(monkeypatch: pytest.MonkeyPatch, provider_env: dict[str, str
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return env
+
+
+@pytest.fixture
+def mapbox_snapshot(tmp_path: Path) -> Path:
+    """A published snapshot with one Mapbox row (the dashboard's tests draw it); returns its path."""
+    from .test_views import store
+
+    wh = Warehouse(tmp_path / "feedback.duckdb")
+    store(wh, "mapbox", [{"id": "1", "status": "received"}])
+    wh.publish_if_behind()
+    return wh.path

@@ -10,7 +10,7 @@ import dagster as dg
 import pytest
 
 from feedback_pipeline.providers import asset_names
-from feedback_pipeline.dashboard import ASSET_NAME, DEFAULT_DASHBOARD, REFRESH_JOB, SENSOR_NAME
+from feedback_pipeline.dashboard import ASSET_NAME, DEFAULT_DASHBOARD, REFRESH_JOB, SENSOR_NAME, early
 from feedback_pipeline.definitions import build_definitions
 from feedback_pipeline.schedules import RANGE_END_TAG, RANGE_START_TAG
 
@@ -70,6 +70,7 @@ def test_each_run_that_changed_data_redraws_the_file_in_the_same_run(ingest, san
     first = ingest()
     path = ingest.path
     assert first["redrawn"] is True and Path(first["dashboard"]) == path.resolve() and path.exists()
+    assert first["drawn_early"] is True  # started by the provider step once it had published
     assert first["open_in_browser"] == path.resolve().as_uri()
     assert "| mapbox | sandbox-org |" in first["summary"] and "feedback rows" in first["summary"]
     drawn = path.read_bytes()
@@ -82,6 +83,21 @@ def test_each_run_that_changed_data_redraws_the_file_in_the_same_run(ingest, san
     changed = ingest()
     assert changed["redrawn"] is True and changed["snapshot"] != first["snapshot"]
     assert path.read_bytes() != drawn
+
+
+def test_a_run_without_the_dashboard_starts_no_drawing(sandbox, tmp_path: Path, monkeypatch):
+    today = datetime.now(UTC).date()
+    env = {**sandbox.env(), "FEEDBACK_DB": str(tmp_path / "feedback.duckdb"), "FEEDBACK_DASHBOARD": str(tmp_path / "dashboard.html"),
+           "FEEDBACK_START_DATE": (today - timedelta(days=29)).isoformat()}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    started = []
+    monkeypatch.setattr(early, "start", lambda *args, **kwargs: started.append(args))
+    defs = build_definitions(env)
+    # what `dagster asset materialize --select mapbox_feedback` runs
+    job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection={dg.AssetKey("mapbox_feedback")})
+    result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), partition_key=today.isoformat(), run_config=QUIET)
+    assert result.success and started == [] and not (tmp_path / "dashboard.html").exists()
 
 
 def test_after_a_run_that_failed_part_way_the_sensor_requests_a_redraw(sandbox, tmp_path: Path, monkeypatch):
@@ -101,6 +117,7 @@ def test_after_a_run_that_failed_part_way_the_sensor_requests_a_redraw(sandbox, 
     tags = {RANGE_START_TAG: today.isoformat(), RANGE_END_TAG: today.isoformat()}
     failed = defs.resolve_job_def("feedback_ingest").execute_in_process(instance=instance, tags=tags, run_config=QUIET, raise_on_error=False)
     assert not failed.success and not out.exists()  # the dashboard step never ran
+    assert early.take(failed.run_id) is None  # and the provider step, which failed, started no drawing
     # yet the others changed data
     assert any(e.asset_key == dg.AssetKey("formbricks_feedback") for e in failed.get_asset_materialization_events())
 
@@ -132,20 +149,7 @@ def test_a_failed_run_that_changed_nothing_asks_for_no_redraw(tmp_path: Path, mo
 # -- the drawing happens in a child process --------------------------------------------------------
 
 
-@pytest.fixture
-def snapshot(tmp_path: Path) -> Path:
-    """A published snapshot with one Mapbox row; returns its path."""
-    from feedback_pipeline.warehouse import Warehouse
-
-    from .test_views import store
-
-    wh = Warehouse(tmp_path / "feedback.duckdb")
-    store(wh, "mapbox", [{"id": "1", "status": "received"}])
-    wh.publish_if_behind()
-    return wh.path
-
-
-def test_the_child_draws_the_same_result_and_the_run_process_never_loads_altair_or_vl_convert(snapshot: Path, tmp_path: Path):
+def test_the_child_draws_the_same_result_and_the_run_process_never_loads_altair_or_vl_convert(mapbox_snapshot: Path, tmp_path: Path):
     import subprocess
     import sys
 
@@ -153,7 +157,7 @@ def test_the_child_draws_the_same_result_and_the_run_process_never_loads_altair_
     script = (
         "import sys\n"
         "from feedback_pipeline.dashboard.build import build_dashboard_in_child\n"
-        f"r = build_dashboard_in_child({str(snapshot)!r}, {str(out)!r})\n"
+        f"r = build_dashboard_in_child({str(mapbox_snapshot)!r}, {str(out)!r})\n"
         "from feedback_pipeline.dashboard.summary import summary_markdown\n"
         "print(r.written, r.key is not None, r.data is not None, '| mapbox | acct |' in summary_markdown(r))\n"
         "print(sorted(m for m in ('altair', 'vl_convert') if m in sys.modules))\n"
@@ -163,54 +167,54 @@ def test_the_child_draws_the_same_result_and_the_run_process_never_loads_altair_
     assert out.exists() and "mapbox" in out.read_text(encoding="utf-8")
 
 
-def test_an_unchanged_snapshot_starts_no_child(snapshot: Path, tmp_path: Path, monkeypatch):
+def test_an_unchanged_snapshot_starts_no_child(mapbox_snapshot: Path, tmp_path: Path, monkeypatch):
     from feedback_pipeline.dashboard import build as build_module
 
     out = tmp_path / "dashboard.html"
-    assert build_module.build_dashboard_in_child(snapshot, out).written
+    assert build_module.build_dashboard_in_child(mapbox_snapshot, out).written
 
     def no_child(*args, **kwargs):
         raise AssertionError("a child process was started")
 
-    monkeypatch.setattr(build_module.subprocess, "run", no_child)
-    again = build_module.build_dashboard_in_child(snapshot, out)
+    monkeypatch.setattr(build_module.subprocess, "Popen", no_child)
+    again = build_module.build_dashboard_in_child(mapbox_snapshot, out)
     assert again.written is False and again.data is None and again.key
 
 
-def test_the_child_gets_the_paths_and_no_secret_of_the_run(snapshot: Path, tmp_path: Path, monkeypatch):
+def test_the_child_gets_the_paths_and_no_secret_of_the_run(mapbox_snapshot: Path, tmp_path: Path, monkeypatch):
     from feedback_pipeline.dashboard import build as build_module
 
     monkeypatch.setenv("MAPBOX_ACCESS_TOKEN", "pk.secret-token")
     monkeypatch.setenv("FEEDBACKKIT_API_KEY", "sf_secret")
     seen = {}
-    real_run = build_module.subprocess.run
+    real_popen = build_module.subprocess.Popen
 
     def spy(command, **kwargs):
         seen.update(command=command, env=kwargs["env"])
-        return real_run(command, **kwargs)
+        return real_popen(command, **kwargs)
 
-    monkeypatch.setattr(build_module.subprocess, "run", spy)
-    assert build_module.build_dashboard_in_child(snapshot, tmp_path / "d.html").written
+    monkeypatch.setattr(build_module.subprocess, "Popen", spy)
+    assert build_module.build_dashboard_in_child(mapbox_snapshot, tmp_path / "d.html").written
     assert "MAPBOX_ACCESS_TOKEN" not in seen["env"] and "FEEDBACKKIT_API_KEY" not in seen["env"]
     assert not any("secret" in value for value in [*seen["env"].values(), *seen["command"]])
     assert set(seen["env"]) <= {*build_module.CHILD_VARIABLES, "PYTHONPATH"}
-    assert str(snapshot) in seen["command"] and str(tmp_path / "d.html") in seen["command"]
+    assert str(mapbox_snapshot) in seen["command"] and str(tmp_path / "d.html") in seen["command"]
 
 
-def test_a_build_failing_in_the_child_raises_its_exception_in_the_run(snapshot: Path, tmp_path: Path):
+def test_a_build_failing_in_the_child_raises_its_exception_in_the_run(mapbox_snapshot: Path, tmp_path: Path):
     import duckdb
 
     from feedback_pipeline.dashboard.build import build_dashboard_in_child
 
-    con = duckdb.connect(str(snapshot))  # the parent's check still works; the child's queries fail
+    con = duckdb.connect(str(mapbox_snapshot))  # the parent's check still works; the child's queries fail
     con.execute("DROP VIEW feedback_status_funnel")
     con.close()
     with pytest.raises(duckdb.CatalogException, match="feedback_status_funnel"):
-        build_dashboard_in_child(snapshot, tmp_path / "dashboard.html")
+        build_dashboard_in_child(mapbox_snapshot, tmp_path / "dashboard.html")
     assert not (tmp_path / "dashboard.html").exists()
 
 
-def test_a_child_that_dies_without_a_result_fails_with_what_it_said(snapshot: Path, tmp_path: Path, monkeypatch):
+def test_a_child_that_dies_without_a_result_fails_with_what_it_said(mapbox_snapshot: Path, tmp_path: Path, monkeypatch):
     from feedback_pipeline.dashboard import build as build_module
     from feedback_pipeline.dashboard.build import DashboardChildError
 
@@ -219,7 +223,7 @@ def test_a_child_that_dies_without_a_result_fails_with_what_it_said(snapshot: Pa
     crash.chmod(0o755)
     monkeypatch.setattr(build_module.sys, "executable", str(crash))
     with pytest.raises(DashboardChildError, match=r"exited with 3 .*vl-convert: out of memory"):
-        build_module.build_dashboard_in_child(snapshot, tmp_path / "d.html")
+        build_module.build_dashboard_in_child(mapbox_snapshot, tmp_path / "d.html")
 
 
 def test_the_asset_fails_with_the_childs_exception(sandbox, tmp_path: Path, monkeypatch):

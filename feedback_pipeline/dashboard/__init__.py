@@ -4,6 +4,7 @@
     charts.py   Vega-Altair charts rendered to static SVG (vl-convert)
     page.py     the HTML page (inline CSS and SVG; no script, no external URL)
     build.py    build and write atomically; skip when the snapshot did not change
+    early.py    the drawing started when the provider step publishes, kept if the snapshot is still that one
     asset.py    the ``feedback_dashboard`` asset and its settings (``FEEDBACK_DASHBOARD``)
     sensor.py   a redraw after a run that failed part-way (its dashboard step never ran)
 

@@ -55,6 +55,7 @@ class DashboardResult:
     data: DashboardData | None  # None when the build was skipped
     query_seconds: float = 0.0
     draw_seconds: float = 0.0
+    early: bool = False  # drawn by a child the provider step started (early.py)
 
 
 def build_dashboard(db_path: str | os.PathLike[str], out_path: str | os.PathLike[str], *, force: bool = False, now: datetime | None = None) -> DashboardResult:
@@ -116,6 +117,16 @@ def build_dashboard_in_child(db_path: str | os.PathLike[str], out_path: str | os
     run that changed nothing starts no process. A build that fails in the child raises its
     exception here (same type and message); a child that ends without a result raises
     :class:`DashboardChildError`."""
+    started = start_build_in_child(db_path, out_path, now=now)
+    return started if isinstance(started, DashboardResult) else started.wait()
+
+
+def start_build_in_child(
+    db_path: str | os.PathLike[str], out_path: str | os.PathLike[str], *, now: datetime | None = None, write_to: str | os.PathLike[str] | None = None,
+) -> DashboardResult | ChildBuild:
+    """Start :func:`build_dashboard_in_child`'s child and return at once: the skipped build's
+    result when ``out_path`` already shows this snapshot today, else the running
+    :class:`ChildBuild`. The child writes the page to ``write_to`` (default ``out_path``)."""
     started = time.perf_counter()
     now = now or datetime.now(UTC)
     out = Path(out_path)
@@ -126,23 +137,59 @@ def build_dashboard_in_child(db_path: str | os.PathLike[str], out_path: str | os
         con.close()
     if skipped := unchanged(out, now, key, started):
         return skipped
-    with tempfile.TemporaryDirectory(prefix="feedback-dashboard-") as folder:
-        answer = Path(folder) / "result.pickle"
-        command = [
-            sys.executable, "-m", "feedback_pipeline.dashboard",
-            "--snapshot", os.fspath(db_path), "--output", os.fspath(out_path), "--now", now.isoformat(), "--result", str(answer),
-        ]
-        proc = subprocess.run(command, env=child_environment(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
-        if proc.stderr:
-            sys.stderr.write(proc.stderr.decode("utf-8", "replace"))
+    folder = tempfile.TemporaryDirectory(prefix="feedback-dashboard-")
+    answer, said = Path(folder.name) / "result.pickle", Path(folder.name) / "stderr"
+    command = [
+        sys.executable, "-m", "feedback_pipeline.dashboard",
+        "--snapshot", os.fspath(db_path), "--output", os.fspath(write_to or out_path), "--now", now.isoformat(), "--result", str(answer),
+    ]
+    try:
+        # stderr goes to a file, not a pipe: a child started early may write more than a pipe
+        # holds long before anyone reads it.
+        with open(said, "wb") as stderr:
+            process = subprocess.Popen(command, env=child_environment(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
+    except BaseException:
+        folder.cleanup()
+        raise
+    return ChildBuild(process, folder, answer, said, key, started)
+
+
+@dataclass
+class ChildBuild:
+    """A dashboard build running in its child process (:func:`start_build_in_child`)."""
+
+    process: subprocess.Popen[bytes]
+    folder: tempfile.TemporaryDirectory[str]
+    answer: Path
+    stderr: Path
+    key: str | None  # what the page will record: the snapshot's identity and the UTC day
+    started: float
+
+    def wait(self) -> DashboardResult:
+        """The child's result (its ``seconds`` counted from the start); raises the build's
+        exception, or :class:`DashboardChildError` when the child left no result."""
         try:
-            outcome = pickle.loads(answer.read_bytes())
-        except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError) as exc:
-            said = proc.stderr.decode("utf-8", "replace").strip()[-2000:] or "nothing on stderr"
-            raise DashboardChildError(f"drawing the dashboard failed: its process exited with {proc.returncode} and no result: {said}") from exc
-    if isinstance(outcome, BaseException):
-        raise outcome
-    return replace(outcome, seconds=time.perf_counter() - started)
+            self.process.wait()
+            said = self.stderr.read_bytes().decode("utf-8", "replace")
+            if said:
+                sys.stderr.write(said)
+            try:
+                outcome = pickle.loads(self.answer.read_bytes())
+            except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError) as exc:
+                tail = said.strip()[-2000:] or "nothing on stderr"
+                raise DashboardChildError(f"drawing the dashboard failed: its process exited with {self.process.returncode} and no result: {tail}") from exc
+        finally:
+            self.folder.cleanup()
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return replace(outcome, seconds=time.perf_counter() - self.started)
+
+    def cancel(self) -> None:
+        """Stop the child (if it still runs) and remove what it wrote to its temporary folder."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        self.folder.cleanup()
 
 
 def child_main(db_path: str, out_path: str, now: datetime, result_path: str) -> int:

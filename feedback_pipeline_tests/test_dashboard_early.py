@@ -1,0 +1,89 @@
+"""The dashboard's drawing started when the provider step publishes (``dashboard/early.py``): the
+page lands only through the dashboard step, and only if it shows the snapshot as it is then."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from feedback_pipeline.dashboard import early
+from feedback_pipeline.dashboard.build import build_dashboard_in_child
+from feedback_pipeline.warehouse import Warehouse
+
+from .test_views import store
+
+UTC = timezone.utc
+
+
+def test_a_drawing_started_early_is_moved_into_place_by_the_dashboard_step(mapbox_snapshot: Path, tmp_path: Path):
+    out = tmp_path / "out" / "dashboard.html"
+    assert early.start("run-1", mapbox_snapshot, out)
+    pending = early.take("run-1")
+    assert pending is not None and early.take("run-1") is None  # taken once
+    pending.build.process.wait()
+    assert not out.exists()  # the child drew into its own folder, not over the analysts' file
+
+    result = pending.finish(mapbox_snapshot)
+    assert result is not None and result.early and result.written and result.path == out
+    assert out.exists() and result.bytes == out.stat().st_size and "mapbox" in out.read_text(encoding="utf-8")
+    assert not Path(pending.folder.name).exists()
+    # the file records the snapshot it shows, like a build in the dashboard step
+    assert build_dashboard_in_child(mapbox_snapshot, out).written is False
+
+
+def test_a_drawing_of_a_snapshot_published_over_since_is_dropped(mapbox_snapshot: Path, tmp_path: Path):
+    out = tmp_path / "dashboard.html"
+    assert early.start("run-2", mapbox_snapshot, out)
+    wh = Warehouse(mapbox_snapshot)
+    store(wh, "mapbox", [{"id": "2", "status": "received"}])
+    assert wh.publish_if_behind() is not None  # another run published in between
+
+    pending = early.take("run-2")
+    assert pending.finish(mapbox_snapshot) is None
+    assert pending.build.process.returncode is not None and not out.exists()
+    assert not Path(pending.folder.name).exists()
+
+
+def test_a_drawing_of_an_earlier_day_is_dropped(mapbox_snapshot: Path, tmp_path: Path):
+    today = datetime.now(UTC)
+    assert early.start("run-3", mapbox_snapshot, tmp_path / "dashboard.html", now=today)
+    assert early.take("run-3").finish(mapbox_snapshot, now=today + timedelta(days=1)) is None  # ranges moved with the date
+
+
+def test_a_file_that_already_shows_the_snapshot_starts_nothing(mapbox_snapshot: Path, tmp_path: Path):
+    out = tmp_path / "dashboard.html"
+    assert build_dashboard_in_child(mapbox_snapshot, out).written
+    assert early.start("run-4", mapbox_snapshot, out) is False
+    assert early.take("run-4") is None
+
+
+def test_a_failed_drawing_raises_its_exception_in_the_dashboard_step(mapbox_snapshot: Path, tmp_path: Path):
+    import duckdb
+
+    con = duckdb.connect(str(mapbox_snapshot))  # the parent's check still works; the child's queries fail
+    con.execute("DROP VIEW feedback_status_funnel")
+    con.close()
+    assert early.start("run-5", mapbox_snapshot, tmp_path / "dashboard.html")
+    with pytest.raises(duckdb.CatalogException, match="feedback_status_funnel"):
+        early.take("run-5").finish(mapbox_snapshot)
+    assert not (tmp_path / "dashboard.html").exists()
+
+
+def test_a_drawing_nobody_takes_is_stopped_when_the_process_exits(mapbox_snapshot: Path, tmp_path: Path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "dashboard.html"
+    script = (
+        "import sys\n"
+        "from feedback_pipeline.dashboard import early\n"
+        f"early.start('run-6', {str(mapbox_snapshot)!r}, {str(out)!r})\n"
+        "pending = early._PENDING['run-6']\n"
+        "print(pending.build.process.pid, pending.folder.name)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120)
+    pid, folder = done.stdout.split()
+    assert not Path(folder).exists() and not out.exists()
+    assert not Path(f"/proc/{pid}").exists()  # killed and reaped
