@@ -8,6 +8,12 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from .memory import keep_pandas_unloaded
+
+# Every module that builds Arrow data imports this one first: pyarrow is told here, once per
+# process, that it need not load pandas (memory.keep_pandas_unloaded).
+keep_pandas_unloaded()
+
 # (column, DuckDB type, Arrow type) in table order. ``ingested_at`` is set by the warehouse.
 FEEDBACK_COLUMNS: tuple[tuple[str, str, pa.DataType], ...] = (
     ("provider", "VARCHAR NOT NULL", pa.string()),

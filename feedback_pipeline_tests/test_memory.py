@@ -7,6 +7,7 @@ import ctypes
 import ctypes.util
 import os
 import platform
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -112,3 +113,27 @@ def _arenas(mode: str) -> int:
 def test_limit_arenas_keeps_the_threads_of_a_step_to_two_malloc_arenas():
     assert _arenas("default") > 2  # each new thread gets an arena of its own by default
     assert _arenas("limit") <= 2
+
+
+# A sync's write path in a fresh process: normalize records into Arrow, commit them, publish.
+ARROW_PROBE = """
+import sys
+from pathlib import Path
+from feedback_pipeline.warehouse import Warehouse
+from feedback_pipeline_tests.conftest import batch_of, commit_batch
+wh = Warehouse(Path(sys.argv[1]))
+commit_batch(wh, batch_of({"id": "1", "status": "received"}, {"id": "2", "body": "hi"}))
+assert wh.publish_if_behind() is not None
+print("pandas" in sys.modules)
+import pyarrow as pa
+print(type(pa.table({"a": [1]}).to_pandas()).__name__)
+"""
+
+
+def test_building_and_committing_arrow_batches_never_loads_pandas(tmp_path: Path):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", ARROW_PROBE, str(tmp_path / "feedback.duckdb")], capture_output=True, text=True, check=True, timeout=120)
+    # pandas stays out of the process (47 MB resident), and an explicit conversion still loads it
+    assert done.stdout.splitlines() == ["False", "DataFrame"]

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import duckdb
-import pandas  # noqa: F401 - pyarrow imports it lazily on the first array; pay that at import time
 import pyarrow as pa
 from filelock import FileLock
 
