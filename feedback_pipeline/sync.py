@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
+import pyarrow as pa
+
 from .budget import BudgetSpent
 from .jsonio import gc_paused
 from .memory import release
@@ -50,6 +52,8 @@ MIN_SUBWINDOW_DAYS = 28
 COMMIT_ROWS = 10_000
 COMMIT_SECONDS = 5.0
 PREFETCH_PAGES = 2
+# Between commits, a batch's rows are turned into Arrow each time this many are held in Python.
+BUILD_ROWS = 2_500
 
 
 @dataclass(frozen=True)
@@ -351,21 +355,39 @@ def _run_query(
         started_at, pages = datetime.now(UTC), 0
 
     batch = FeedbackBatch(provider.name, provider.account_id)
+    # Pages normalized since the last commit, already turned into Arrow (see build).
+    built: list[tuple[pa.Table, pa.Table]] = []
+    built_rows = 0
     snapshot = False
     last_commit = time.monotonic()
     last_resume: Any = None
 
+    def build() -> None:
+        # A row held as Arrow costs less than half what its Python columns do (Usersnap: ~1.7 KB
+        # against ~4 KB), so the batch is turned into Arrow every BUILD_ROWS rows, not only at
+        # the commit: between commits an account holds at most BUILD_ROWS rows in Python.
+        nonlocal batch, built_rows
+        if len(batch) or batch.reject_count:
+            built.append((batch.rows(), batch.rejects()))
+            built_rows += len(batch) + batch.reject_count
+            batch = FeedbackBatch(provider.name, provider.account_id)
+
     def commit(resume: Any) -> None:
-        nonlocal batch, last_commit
+        nonlocal batch, built_rows, last_commit
         t0 = time.monotonic()
         progress = Progress(
             planned.key, planned.window.first_day, planned.window.last_day, query.changes_since,
             started_at, pages, resume, sweep=planned.sweep or snapshot,
         )
-        rows, rejects = batch.rows(), batch.rejects()
-        # The batch's Python columns are dropped before the commit, which may wait for another
+        build()
+        if built:  # zero-copy: the tables' columns become chunked
+            rows, rejects = pa.concat_tables([r for r, _ in built]), pa.concat_tables([j for _, j in built])
+        else:  # nothing since the last commit: the cursor still moves (or the query ends)
+            rows, rejects = batch.rows(), batch.rejects()
+        # The Python columns are dropped before the commit, which may wait for another
         # account's: only the Arrow tables are held meanwhile.
-        batch = FeedbackBatch(provider.name, provider.account_id)
+        built.clear()
+        built_rows = 0
         counts = warehouse.commit(scope, rows, rejects, progress)
         del rows, rejects
         report.counts.add(counts)
@@ -388,7 +410,7 @@ def _run_query(
         except Exception:
             # The provider failed (outage, rate limit, bad pages): keep what was fetched, with
             # the cursor after it, so the next run starts exactly there.
-            if last_resume is not None and (len(batch) or batch.reject_count):
+            if last_resume is not None and (built_rows or len(batch) or batch.reject_count):
                 commit(last_resume)
             raise
         report.seconds["fetch_wait"] += waited
@@ -399,9 +421,11 @@ def _run_query(
         t0 = time.monotonic()
         with gc_paused():
             provider.normalize(page.records, batch)
+        if len(batch) + batch.reject_count >= BUILD_ROWS:
+            build()
         report.seconds["normalize"] += time.monotonic() - t0
         last_resume = page.resume
-        due = len(batch) + batch.reject_count >= commit_rows or time.monotonic() - last_commit >= COMMIT_SECONDS
+        due = built_rows + len(batch) + batch.reject_count >= commit_rows or time.monotonic() - last_commit >= COMMIT_SECONDS
         if page.resume is not None and due:
             commit(page.resume)
     # The generator ended: the query is complete. The final commit marks its days synced.

@@ -462,11 +462,19 @@ def test_duplicate_ids_within_one_page_keep_the_latest_update(sb: SandboxServer,
     assert good <= set(out.rows)
 
 
-@pytest.mark.parametrize("commit_rows", [1, 20_000], ids=["a commit per page", "one batch"])
-def test_duplicate_ids_across_pages_keep_one_row(sb: SandboxServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, commit_rows: int) -> None:
+@pytest.mark.parametrize(
+    ("commit_rows", "build_rows"),
+    [(1, 2_500), (20_000, 2_500), (20_000, 3)],
+    ids=["a commit per page", "one batch", "one batch built into Arrow every 3 rows"],
+)
+def test_duplicate_ids_across_pages_keep_one_row(
+    sb: SandboxServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, commit_rows: int, build_rows: int
+) -> None:
     """Mintlify (no update time: the last received wins) and Usersnap (the latest updated_at
-    wins), with pages of 5 records so the window spans several pages."""
+    wins), with pages of 5 records so the window spans several pages (and, built every 3 rows,
+    a record and its later copy in different Arrow parts of one commit)."""
     monkeypatch.setattr(sync_module, "COMMIT_ROWS", commit_rows)
+    monkeypatch.setattr(sync_module, "BUILD_ROWS", build_rows)
     import feedback_pipeline.providers.mintlify as mintlify_module
     import feedback_pipeline.providers.usersnap as usersnap_module
 

@@ -12,7 +12,8 @@ snapshot) through random sequences of
 * injected faults before a run: 429 with and without ``Retry-After`` (delta-seconds and
   HTTP-date), 5xx, dropped connections, HTML with 200, not JSON, a wrong envelope, each for a few
   requests or as an outage after N requests;
-* small commit batches (``COMMIT_ROWS``) and, in most examples, small pages (40 records, for
+* small commit batches (``COMMIT_ROWS``), built into Arrow every 50 rows in some examples
+  (``BUILD_ROWS``), and, in most examples, small pages (40 records, for
   every paged provider), so failures land between committed pages and later runs resume from
   stored cursors.
 
@@ -225,11 +226,13 @@ class PipelineMachine(RuleBasedStateMachine):
         self.failed: list[tuple[str, Window, bool]] = []
         self._snapshot: Snapshot | None = None
         self.saved_commit_rows = sync_module.COMMIT_ROWS
+        self.saved_build_rows = sync_module.BUILD_ROWS
         for name in PROVIDERS:
             self._remember(name, list(self._store(name).records.values()))
 
     def teardown(self) -> None:
         sync_module.COMMIT_ROWS = self.saved_commit_rows
+        sync_module.BUILD_ROWS = self.saved_build_rows
         for name, size in PAGE_SIZES.items():
             setattr(self._module(name), "PAGE_SIZE", size)
         self.server.sandbox.state.clear_faults()
@@ -266,11 +269,17 @@ class PipelineMachine(RuleBasedStateMachine):
 
     # -- rules: the provider changes ---------------------------------------------------------
 
-    @initialize(commit_rows=st.sampled_from([1, 1, 150, 20_000]), page_size=st.sampled_from([None, 40, 40]))
-    def batch_and_page_size(self, commit_rows: int, page_size: int | None) -> None:
-        """Commit after every page or in bigger batches; the APIs' maximum page size, or small
-        pages (40) so every provider, not only Mintlify and Usersnap, pages and resumes."""
+    @initialize(
+        commit_rows=st.sampled_from([1, 1, 150, 20_000]),
+        page_size=st.sampled_from([None, 40, 40]),
+        build_rows=st.sampled_from([2_500, 50]),
+    )
+    def batch_and_page_size(self, commit_rows: int, page_size: int | None, build_rows: int) -> None:
+        """Commit after every page or in bigger batches, built into Arrow at the default size or
+        every 50 rows; the APIs' maximum page size, or small pages (40) so every provider, not
+        only Mintlify and Usersnap, pages and resumes."""
         sync_module.COMMIT_ROWS = commit_rows
+        sync_module.BUILD_ROWS = build_rows
         for name, size in PAGE_SIZES.items():
             setattr(self._module(name), "PAGE_SIZE", page_size or size)
 

@@ -92,7 +92,7 @@ def camel_keys(record: Mapping[str, Any]) -> Mapping[str, Any]:
 # several batches; it cannot resume anything (see fetch).
 RESTART: Mapping[str, Any] = {"snapshot": "read again"}
 # Records of the window per page: bounds the memory of a page and of the engine's batch.
-PAGE_SIZE = 5_000
+PAGE_SIZE = 2_500
 
 
 class FeedbackKitProvider(Provider):
