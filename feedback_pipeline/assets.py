@@ -91,7 +91,8 @@ def build_feedback_assets(
     ``accounts`` maps each provider to the resource keys of its accounts (default: one account,
     the resource named like the provider); ``budgets`` are the request budgets by provider
     (default: the specs' own); ``after_publish`` starts once the step's accounts all succeeded
-    and the snapshot is published, before Dagster writes the step's events."""
+    and the snapshot is published, before the checks' query, the session's closing checkpoint
+    and Dagster's writing of the step's events."""
     account_keys = {name: tuple((accounts or {}).get(name) or (name,)) for name in names()}
     budgets = default_budgets() if budgets is None else dict(budgets)
     hook_keys = {key for hook in after_publish for key in hook.resource_keys}
@@ -139,9 +140,9 @@ def build_feedback_assets(
                 )
             else:  # a launch of checks only (or of an account no selected provider has)
                 outcome = StepOutcome([], None, 0.0)
+            if not outcome.failed:  # the snapshot is final: what reads it can start now
+                start_hooks(context, after_publish)
             unsynced = unsynced_checks(selected_checks, outcome, session, window)
-        if not outcome.failed:
-            start_hooks(context, after_publish)
         if outcome.stopped_by_budget:
             context.instance.add_run_tags(context.run_id, {STOPPED_TAG: STOPPED_BY_BUDGET})
         # Check results are yielded as evaluations (see `evaluations`), each provider's after its
