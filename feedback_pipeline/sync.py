@@ -357,7 +357,6 @@ def _run_query(
     batch = FeedbackBatch(provider.name, provider.account_id)
     # Pages normalized since the last commit, already turned into Arrow (see build).
     built: list[tuple[pa.Table, pa.Table]] = []
-    built_rows = 0
     snapshot = False
     last_commit = time.monotonic()
     last_resume: Any = None
@@ -366,14 +365,17 @@ def _run_query(
         # A row held as Arrow costs less than half what its Python columns do (Usersnap: ~1.7 KB
         # against ~4 KB), so the batch is turned into Arrow every BUILD_ROWS rows, not only at
         # the commit: between commits an account holds at most BUILD_ROWS rows in Python.
-        nonlocal batch, built_rows
+        nonlocal batch
         if len(batch) or batch.reject_count:
             built.append((batch.rows(), batch.rejects()))
-            built_rows += len(batch) + batch.reject_count
             batch = FeedbackBatch(provider.name, provider.account_id)
 
+    def held() -> int:
+        # Rows and rejects since the last commit, built into Arrow or not.
+        return sum(rows.num_rows + rejects.num_rows for rows, rejects in built) + len(batch) + batch.reject_count
+
     def commit(resume: Any) -> None:
-        nonlocal batch, built_rows, last_commit
+        nonlocal batch, last_commit
         t0 = time.monotonic()
         progress = Progress(
             planned.key, planned.window.first_day, planned.window.last_day, query.changes_since,
@@ -387,7 +389,6 @@ def _run_query(
         # The Python columns are dropped before the commit, which may wait for another
         # account's: only the Arrow tables are held meanwhile.
         built.clear()
-        built_rows = 0
         counts = warehouse.commit(scope, rows, rejects, progress)
         del rows, rejects
         report.counts.add(counts)
@@ -410,7 +411,7 @@ def _run_query(
         except Exception:
             # The provider failed (outage, rate limit, bad pages): keep what was fetched, with
             # the cursor after it, so the next run starts exactly there.
-            if last_resume is not None and (built_rows or len(batch) or batch.reject_count):
+            if last_resume is not None and held():
                 commit(last_resume)
             raise
         report.seconds["fetch_wait"] += waited
@@ -425,7 +426,7 @@ def _run_query(
             build()
         report.seconds["normalize"] += time.monotonic() - t0
         last_resume = page.resume
-        due = built_rows + len(batch) + batch.reject_count >= commit_rows or time.monotonic() - last_commit >= COMMIT_SECONDS
+        due = held() >= commit_rows or time.monotonic() - last_commit >= COMMIT_SECONDS
         if page.resume is not None and due:
             commit(page.resume)
     # The generator ended: the query is complete. The final commit marks its days synced.

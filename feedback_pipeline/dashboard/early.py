@@ -49,8 +49,7 @@ class EarlyBuild:
             finally:
                 con.close()
             if key is None or key != self.build.key:
-                self.build.cancel()
-                return None
+                return None  # the child is stopped below
             result = self.build.wait()
             size = write_atomically(self.out, self.page.read_bytes())
             return replace(result, path=self.out, bytes=size, early=True)
