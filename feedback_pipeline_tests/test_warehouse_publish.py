@@ -53,19 +53,18 @@ def test_the_snapshot_is_a_v1_4_file_readable_read_only_through_feedback_db(wh: 
 
 def test_an_incremental_publish_equals_a_full_copy_row_for_row(wh: Warehouse, tmp_path: Path):
     """Inserts, updates, a sweep, rejects written and cleared, a reset of another provider: every
-    publish after the first two applies changes in place, and the analysts' file then holds
-    exactly what a full copy of the working database holds."""
+    publish after the first (a full copy into both files) applies changes in place, and the
+    analysts' file then holds exactly what a full copy of the working database holds."""
     mintlify = FeedbackBatch("mintlify", "acct")
     mintlify.add({}, feedback_id="m1", collected_at="2026-03-01T00:00:00Z", body="m")
     commit_batch(wh, mintlify, scope=Scope("mintlify", "acct", D1, D1))
     commit_batch(wh, batch_of(*({"id": f"k{i}", "body": "v1"} for i in range(50))), resume={"after": 1})
-    assert wh.publish_if_behind().mode == "full"  # file a: first publish
-    commit_batch(wh, batch_of({"id": "k1", "body": "v2"}, {"id": "new", "body": "v1"}))
-    assert wh.publish_if_behind().mode == "copied"  # file b did not exist yet: file a's bytes + the change
+    assert wh.publish_if_behind().mode == "full"  # file a: first publish; file b its byte copy
     modes = []
     bad = batch_of({"id": "k2", "body": "v3"}, {"id": "late", "created_at": "not a date"})
     bad.reject({"body": "no id"}, "missing_id")
     steps = [
+        lambda: commit_batch(wh, batch_of({"id": "k1", "body": "v2"}, {"id": "new", "body": "v1"})),
         lambda: commit_batch(wh, bad),
         lambda: commit_batch(wh, batch_of({"id": "late", "body": "stored now"}, *({"id": f"k{i}", "body": "v1"} for i in range(40))), key="refresh:q", sweep=True),
         lambda: wh.reset("mintlify"),
@@ -75,7 +74,7 @@ def test_an_incremental_publish_equals_a_full_copy_row_for_row(wh: Warehouse, tm
         step()
         result = wh.publish_if_behind()
         modes.append(result.mode if result else None)
-    assert modes == ["incremental", "incremental", None, "incremental"]
+    assert modes == ["incremental", "incremental", "incremental", None, "incremental"]
     full = Warehouse(tmp_path / "full" / "feedback.duckdb")
     full.path.parent.mkdir()
     with wh.session() as session, session.cursor() as cursor:  # a full copy of the same working database
@@ -188,21 +187,25 @@ def test_a_regular_file_left_by_an_older_version_is_replaced_by_the_symlink(wh: 
     assert wh.path.is_symlink() and [r[0] for r in snapshot_rows(wh)] == ["a"]
 
 
-def test_a_failed_publish_changes_nothing_analysts_see_and_is_redone(wh: Warehouse, monkeypatch):
-    commit_batch(wh, batch_of({"id": "a"}))
+@pytest.mark.parametrize("failing", ["_apply", "fsync_file"], ids=["in-place apply", "full copy"])
+def test_a_failed_publish_changes_nothing_analysts_see_and_is_redone(wh: Warehouse, monkeypatch, failing: str):
+    monkeypatch.setattr(publish, "FULL_COPY_MIN_KEYS", 0)
+    commit_batch(wh, batch_of(*({"id": f"a{i}"} for i in range(10))))
     wh.publish_if_behind()
-    commit_batch(wh, batch_of({"id": "b"}))
+    # One new key of 11 is applied in place; 20 new keys of 30 ask for a full copy.
+    commit_batch(wh, batch_of(*({"id": f"b{i}"} for i in range(1 if failing == "_apply" else 20))))
 
     def disk_full(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(publish, "fsync_file", disk_full)
-    with pytest.raises(OSError, match="disk full"):
-        wh.publish_if_behind()
-    monkeypatch.undo()
-    assert [r[0] for r in snapshot_rows(wh)] == ["a"]
-    assert wh.publish_if_behind() is not None and [r[0] for r in snapshot_rows(wh)] == ["a", "b"]
-    assert wh.publish_if_behind() is None
+    before = snapshot_rows(wh)
+    with monkeypatch.context() as failure:
+        failure.setattr(publish, failing, disk_full)
+        with pytest.raises(OSError, match="disk full"):
+            wh.publish_if_behind()
+    assert snapshot_rows(wh) == before
+    assert wh.publish_if_behind() is not None and snapshot_rows(wh) == work_rows(wh)
+    assert len(before) == 10 and wh.publish_if_behind() is None
 
 
 def test_reset_forgets_one_provider_only_and_publishes(wh: Warehouse):
@@ -239,7 +242,9 @@ def test_a_file_behind_by_a_large_share_of_the_table_is_rebuilt_in_full(wh: Ware
     assert wh.publish_if_behind().mode == "full"  # this file lacks 4 of 20 keys
 
 
-def test_a_publish_after_a_large_change_writes_a_full_copy_without_copying_the_live_file_first(wh: Warehouse, monkeypatch):
+def test_a_publish_after_a_large_change_writes_a_full_copy_then_copies_it_over_the_other_file(wh: Warehouse, monkeypatch):
+    """The live file is not copied first (it is too far behind to patch); the new file is, over the
+    other name, so the next publish applies one run's changes instead of copying the file."""
     monkeypatch.setattr(publish, "FULL_COPY_MIN_KEYS", 0)
     commit_batch(wh, batch_of(*({"id": f"r{i}"} for i in range(4))))
     wh.publish_if_behind()
@@ -248,8 +253,16 @@ def test_a_publish_after_a_large_change_writes_a_full_copy_without_copying_the_l
     monkeypatch.setattr(publish, "_byte_copy", lambda files, source: copies.append(source) or original(files, source))
     commit_batch(wh, batch_of(*({"id": f"s{i}"} for i in range(20))))  # 20 new of 24 keys: a backfill
     assert wh.publish_if_behind().mode == "full"
-    assert copies == []
+    assert copies == [wh.files.snapshots[1]]  # the new file b, copied over file a after the switch
+    assert dict(work_rows(wh, "SELECT file, generation FROM pipeline_snapshot_files")) == {"a": work_rows(wh, "SELECT generation FROM pipeline_publish")[0][0]} | {
+        "b": work_rows(wh, "SELECT generation FROM pipeline_publish")[0][0]
+    }
     commit_batch(wh, batch_of({"id": "r0", "body": "changed"}))
-    assert wh.publish_if_behind().mode == "copied"  # file a lacks 21 keys, file b (live) 1
-    assert copies == [wh.files.snapshots[1]]
+    assert wh.publish_if_behind().mode == "incremental"  # file a lacks only this change
+    assert len(copies) == 1
     assert snapshot_rows(wh, "SELECT count(*), count(body) FROM feedback") == [(24, 1)]
+    con = duckdb.connect(str(wh.files.snapshots[1]), read_only=True)  # file b: the full copy, untouched since
+    try:
+        assert con.execute("SELECT count(*), count(body) FROM feedback").fetchall() == [(24, 0)]
+    finally:
+        con.close()

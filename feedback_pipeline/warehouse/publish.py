@@ -21,7 +21,10 @@ reached:
    behind (a backfill).
 
 Then it switches ``FEEDBACK_DB`` to the idle file (atomic symlink replace, directory fsync) and
-only then records the generation as published and prunes the change log.
+only then records the generation as published and prunes the change log. After a full copy the
+other file, now idle, is as far behind as the live file was (too far to apply changes to), so it
+becomes a byte copy of the new live file at once: the backfill's publish pays that copy, and the
+first hourly run after it publishes incrementally instead of copying the whole file.
 
 A kill at any point leaves ``FEEDBACK_DB`` on a complete snapshot; the next publish redoes what
 was not recorded (applying a key twice gives the same row).
@@ -82,7 +85,7 @@ def publish(con: duckdb.DuckDBPyConnection, files: WarehouseFiles) -> PublishRes
     if rows is None and live is not None:
         mode, rows = "copied", _patched_copy(con, files, live, target, generation, since)
     if rows is None:
-        mode, rows = "full", _full_copy(con, files, target, generation)
+        return _publish_full(con, files, target, generation, started)
     files.switch(target)
     with transaction(con):
         changes.record_snapshot(con, _file_id(target), generation, live=True)
@@ -90,23 +93,28 @@ def publish(con: duckdb.DuckDBPyConnection, files: WarehouseFiles) -> PublishRes
 
 
 def rebuild(con: duckdb.DuckDBPyConnection, files: WarehouseFiles) -> PublishResult:
-    """Write BOTH snapshot files anew: a full compacted copy into the idle one, switch readers to
-    it, then a byte copy of that new file over the other. Why: after an erasure neither file may
+    """Write BOTH snapshot files anew (``_publish_full``). Why: after an erasure neither file may
     keep the person's rows, not even in free blocks an in-place apply leaves; a freshly compacted
     file has none, so neither has its copy. A reader holding an old file keeps its inode until it
     closes; nobody can open it again."""
     started = time.monotonic()
     files.remove_litter()
-    generation = changes.generations(con)[0]
-    first = files.idle()
-    second = next(s for s in files.snapshots if s != first)
-    rows = _full_copy(con, files, first, generation)
-    files.switch(first)
+    return _publish_full(con, files, files.idle(), changes.generations(con)[0], started)
+
+
+def _publish_full(con: duckdb.DuckDBPyConnection, files: WarehouseFiles, target: Path, generation: int, started: float) -> PublishResult:
+    """A full compacted copy into ``target``, readers switched to it, then a byte copy of it over
+    the other snapshot file, both recorded at ``generation``: the other file was as far behind as
+    the old live one, so the next publish applies only its own changes (module docstring)."""
+    rows = _full_copy(con, files, target, generation)
+    files.switch(target)
+    other = next(s for s in files.snapshots if s != target)
+    # Recorded together once both are written: if the copy fails, the publish is redone from the
+    # other file's older generation, which is still what that file holds.
+    _replace_with(files, other, _byte_copy(files, target))
     with transaction(con):
-        changes.record_snapshot(con, _file_id(first), generation, live=True)
-    _replace_with(files, second, _byte_copy(files, first))
-    with transaction(con):
-        changes.record_snapshot(con, _file_id(second), generation, live=False)
+        changes.record_snapshot(con, _file_id(other), generation, live=False)
+        changes.record_snapshot(con, _file_id(target), generation, live=True)
     return PublishResult("full", rows, time.monotonic() - started)
 
 
