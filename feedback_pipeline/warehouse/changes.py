@@ -4,10 +4,10 @@
 each such transaction bumps it and, in the same transaction, logs what it changed in
 ``pipeline_changes`` at the new generation:
 
-* ``(provider, account_id, feedback_id, collected_date)``: that key's row was inserted or
-  updated and now has that collected date (NULL: the row was deleted); publishing reads the
-  current rows back within the changed dates only, so it scans those days' row groups, not the
-  table;
+* ``(provider, account_id, feedback_id, collected_date, ingested_at)``: that key's row was
+  inserted or updated and now has that collected date and ``ingested_at`` (NULL, NULL: the row
+  was deleted); publishing reads the current rows back within the changed dates and from
+  ``written_since`` on, so it scans the row groups the changes were appended to, not the table;
 * ``(provider, account_id, NULL, NULL)``: that account's rejects changed;
 * ``(NULL, NULL, NULL, NULL)``: anything may have changed (schema migration, reset): copy everything.
 
@@ -19,6 +19,7 @@ copy's, when there is one) are no longer needed by any of them.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import duckdb
@@ -30,22 +31,50 @@ def bump(con: duckdb.DuckDBPyConnection) -> int:
     return con.execute("UPDATE pipeline_publish SET generation = generation + 1 RETURNING generation").fetchone()[0]
 
 
-def log_keys(con: duckdb.DuckDBPyConnection, generation: int, provider: str, account_id: str, keys_sql: str, params: dict[str, Any] | None = None) -> None:
+# The columns every schema version since migration 4 has; ``ingested_at`` (migration 9) is
+# named only where it is written, so these inserts also run while older migrations apply.
+KEY_COLUMNS = "generation, provider, account_id, feedback_id, collected_date"
+
+
+def log_keys(
+    con: duckdb.DuckDBPyConnection,
+    generation: int,
+    provider: str,
+    account_id: str,
+    keys_sql: str,
+    params: dict[str, Any] | None = None,
+    *,
+    ingested_at: datetime | None = None,
+) -> None:
     """Log the keys that ``keys_sql`` returns (columns ``feedback_id``, ``collected_date``: the
-    row's date now, NULL for a deleted row)."""
+    row's date now, NULL for a deleted row); ``ingested_at`` is the written rows' (None for
+    deleted rows)."""
     con.execute(
-        f"INSERT INTO pipeline_changes SELECT $gen, $p_log, $a_log, feedback_id, collected_date FROM ({keys_sql})",
-        {**(params or {}), "gen": generation, "p_log": provider, "a_log": account_id},
+        f"INSERT INTO pipeline_changes ({KEY_COLUMNS}, ingested_at) SELECT $gen, $p_log, $a_log, feedback_id, collected_date, $at_log FROM ({keys_sql})",
+        {**(params or {}), "gen": generation, "p_log": provider, "a_log": account_id, "at_log": ingested_at},
     )
 
 
 def log_rejects(con: duckdb.DuckDBPyConnection, generation: int, provider: str, account_id: str) -> None:
-    con.execute("INSERT INTO pipeline_changes VALUES (?, ?, ?, NULL, NULL)", [generation, provider, account_id])
+    con.execute(f"INSERT INTO pipeline_changes ({KEY_COLUMNS}) VALUES (?, ?, ?, NULL, NULL)", [generation, provider, account_id])
 
 
 def log_everything(con: duckdb.DuckDBPyConnection, generation: int) -> None:
     if con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'pipeline_changes' AND database_name = current_database()").fetchone()[0]:
-        con.execute("INSERT INTO pipeline_changes VALUES (?, NULL, NULL, NULL, NULL)", [generation])
+        con.execute(f"INSERT INTO pipeline_changes ({KEY_COLUMNS}) VALUES (?, NULL, NULL, NULL, NULL)", [generation])
+
+
+def written_since(con: duckdb.DuckDBPyConnection, held: int) -> datetime | None:
+    """The earliest ``ingested_at`` of the rows written after generation ``held``: every current
+    row of a key changed since then was written at or after it (a commit stamps its rows and its
+    log entries with the same instant), so ``ingested_at >= written_since`` lets DuckDB skip, by
+    their zone maps, the row groups written before (an hourly run's rows sit in the table's last
+    row groups; a backfill's row groups each hold every date). None when a logged row has no
+    instant (logged before migration 9): then no bound is safe."""
+    return con.execute(
+        "SELECT CASE WHEN count(*) = count(ingested_at) THEN min(ingested_at) END FROM pipeline_changes WHERE generation > ? AND collected_date IS NOT NULL",
+        [held],
+    ).fetchone()[0]
 
 
 def generations(con: duckdb.DuckDBPyConnection) -> tuple[int, int, int]:

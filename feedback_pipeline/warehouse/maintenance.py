@@ -27,9 +27,9 @@ def reset(con: duckdb.DuckDBPyConnection, provider: str, account_id: str | None 
     removed: dict[str, int] = {}
     with transaction(con):
         generation = changes.bump(con)
-        con.execute(f"INSERT INTO pipeline_changes SELECT $gen, provider, account_id, feedback_id, NULL FROM feedback WHERE {where}", {**args, "gen": generation})
+        con.execute(f"INSERT INTO pipeline_changes ({changes.KEY_COLUMNS}) SELECT $gen, provider, account_id, feedback_id, NULL FROM feedback WHERE {where}", {**args, "gen": generation})
         con.execute(
-            f"INSERT INTO pipeline_changes SELECT DISTINCT $gen, provider, account_id, NULL, NULL FROM feedback_rejects WHERE {where}",
+            f"INSERT INTO pipeline_changes ({changes.KEY_COLUMNS}) SELECT DISTINCT $gen, provider, account_id, NULL, NULL FROM feedback_rejects WHERE {where}",
             {**args, "gen": generation},
         )
         for table in RESET_TABLES:
@@ -48,7 +48,9 @@ def erase(con: duckdb.DuckDBPyConnection, kind: str, value: str, provider: str |
             keys = pa.table({name: pa.array([k[i] for k in result.removed_keys], pa.string()) for i, name in enumerate(("provider", "account_id", "feedback_id"))})
             con.register("_erased_keys", keys)
             try:
-                con.execute("INSERT INTO pipeline_changes SELECT $gen, provider, account_id, feedback_id, NULL FROM _erased_keys", {"gen": generation})
+                con.execute(
+                    f"INSERT INTO pipeline_changes ({changes.KEY_COLUMNS}) SELECT $gen, provider, account_id, feedback_id, NULL FROM _erased_keys", {"gen": generation}
+                )
             finally:
                 con.unregister("_erased_keys")
         for reject_provider, account_id in result.reject_accounts:

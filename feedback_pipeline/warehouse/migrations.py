@@ -129,6 +129,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 8: a digest of each analyst view's statement as applied (refresh_views re-creates a view
     # whose rendered statement changed, e.g. nps_daily when a provider spec's NPS query does).
     ("CREATE TABLE pipeline_views (name VARCHAR PRIMARY KEY, digest VARCHAR NOT NULL)",),
+    # 9: when each logged row was written (its ``ingested_at``), so a publish reads the current
+    # rows of the changed keys only from row groups written since (changes.written_since).
+    ("ALTER TABLE pipeline_changes ADD COLUMN ingested_at TIMESTAMPTZ",),
 )
 # The first schema version that has ``pipeline_publish``: migrations from then on mark the
 # snapshot behind, and (with the change log) due for a full copy.

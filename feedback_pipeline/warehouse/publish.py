@@ -202,8 +202,8 @@ def _apply(con: duckdb.DuckDBPyConnection, held: int, generation: int) -> int:
         WHERE generation > $held AND feedback_id IS NOT NULL""",
         {"held": held},
     )
-    # The current rows of the changed keys, looked up within the dates they now have: the date
-    # range prunes row groups by their zone maps (an hourly run's changes sit in its last days).
+    # The current rows of the changed keys, looked up within the dates they now have and among
+    # the rows written since this file's generation: zone maps on both prune row groups.
     con.execute(
         """CREATE OR REPLACE TEMP TABLE _changed_rows AS
         SELECT DISTINCT provider, account_id, feedback_id, collected_date FROM pipeline_changes
@@ -224,11 +224,12 @@ def _apply(con: duckdb.DuckDBPyConnection, held: int, generation: int) -> int:
         )
         first, last = con.execute("SELECT min(collected_date), max(collected_date) FROM _changed_rows").fetchone()
         if first is not None:
+            since = changes.written_since(con, held)
             con.execute(
                 f"""INSERT INTO {ALIAS}.feedback BY NAME
                 SELECT f.* FROM feedback f SEMI JOIN _changed_rows k USING (provider, account_id, feedback_id, collected_date)
-                WHERE f.collected_date BETWEEN $first AND $last""",
-                {"first": first, "last": last},
+                WHERE f.collected_date BETWEEN $first AND $last{" AND f.ingested_at >= $since" if since is not None else ""}""",
+                {"first": first, "last": last, **({"since": since} if since is not None else {})},
             )
     rejects = 0
     if con.execute("SELECT count(*) FROM _changed_rejects").fetchone()[0]:

@@ -64,7 +64,7 @@ def commit(con: duckdb.DuckDBPyConnection, scope: Scope, rows: pa.Table, rejects
                     counts.deleted = sweep(con, scope, progress)
                 state.finish_query(con, scope, progress, now)
             if counts.changed:
-                log(con, scope, counts, written)
+                log(con, scope, counts, written, now)
     finally:
         _unregister(con)
     return counts
@@ -218,12 +218,13 @@ def sweep(con: duckdb.DuckDBPyConnection, scope: Scope, progress: Progress) -> i
     ).fetchone()[0]
 
 
-def log(con: duckdb.DuckDBPyConnection, scope: Scope, counts: WriteCounts, written: str | None) -> None:
+def log(con: duckdb.DuckDBPyConnection, scope: Scope, counts: WriteCounts, written: str | None, now: datetime) -> None:
     """Bump the generation and log what this commit changed (see changes.py): the keys of the
-    rows written (``written``, from ``classify``), the swept keys, the account's rejects."""
+    rows written (``written``, from ``classify``) with their ``ingested_at`` (``now``), the swept
+    keys, the account's rejects."""
     generation = changes.bump(con)
     if written and (counts.inserted or counts.updated):
-        changes.log_keys(con, generation, scope.provider, scope.account_id, f"SELECT feedback_id, collected_date FROM {written} s")
+        changes.log_keys(con, generation, scope.provider, scope.account_id, f"SELECT feedback_id, collected_date FROM {written} s", ingested_at=now)
     if counts.deleted:
         changes.log_keys(con, generation, scope.provider, scope.account_id, "SELECT feedback_id, NULL::DATE AS collected_date FROM _swept")
     if counts.rejects_written or counts.rejects_cleared:
