@@ -41,6 +41,8 @@ STOPPED_TAG = "feedback/stopped"
 STOPPED_BY_BUDGET = "budget"
 
 LEDGER_TABLE = "pipeline_request_ledger"
+# Expired rows are deleted on a ledger's first reservation and on every PRUNE_EVERY-th after it.
+PRUNE_EVERY = 100
 LEDGER_DDL = f"""CREATE TABLE IF NOT EXISTS {LEDGER_TABLE} (
     organization VARCHAR NOT NULL,
     sent_at TIMESTAMPTZ NOT NULL
@@ -90,6 +92,7 @@ class RequestLedger:
         self.budget = budget
         self._lock = lock or threading.Lock()
         self._clock = clock or (lambda: datetime.now(UTC))
+        self._reserved = 0  # reservations made through this object (pruning runs every PRUNE_EVERY)
 
     def used(self, now: datetime | None = None) -> int:
         """Requests sent in the rolling window that ends ``now``."""
@@ -109,24 +112,31 @@ class RequestLedger:
             since = now - self.budget.span
             con = self._con
             with transaction(con):
-                # Rows older than the window can never count again.
-                con.execute(f"DELETE FROM {LEDGER_TABLE} WHERE organization = ? AND sent_at <= ?", [self.organization, since])
-                used = con.execute(
-                    f"SELECT count(*) FROM {LEDGER_TABLE} WHERE organization = ? AND sent_at > ?",
-                    [self.organization, since],
-                ).fetchone()[0]
-                if used < self.budget.limit:
-                    con.execute(f"INSERT INTO {LEDGER_TABLE} VALUES (?, ?)", [self.organization, now])
-                    wait = 0.0
-                else:
-                    # The request the limit waits for is the one that made the window full: after
-                    # ``used - limit + 1`` requests leave it, one slot is free.
-                    nth = con.execute(
-                        f"SELECT sent_at FROM {LEDGER_TABLE} WHERE organization = ? AND sent_at > ? ORDER BY sent_at LIMIT 1 OFFSET ?",
-                        [self.organization, since, used - self.budget.limit],
-                    ).fetchone()[0]
-                    wait = max(0.0, (_utc(nth) + self.budget.span - now).total_seconds())
+                # The usual case in one statement: the request is recorded when the window has
+                # room (each statement costs ~0.5 ms, and a backfill reserves thousands).
+                recorded = con.execute(
+                    f"""INSERT INTO {LEDGER_TABLE} SELECT $org, $now
+                    WHERE (SELECT count(*) FROM {LEDGER_TABLE} WHERE organization = $org AND sent_at > $since) < $limit
+                    RETURNING 1""",
+                    {"org": self.organization, "now": now, "since": since, "limit": self.budget.limit},
+                ).fetchall()
+                wait = 0.0 if recorded else self._wait(con, now, since)
+                self._reserved += 1
+                if self._reserved % PRUNE_EVERY == 1:
+                    # Rows older than the window never count again; removing them now and then
+                    # keeps the table to about the window's requests.
+                    con.execute(f"DELETE FROM {LEDGER_TABLE} WHERE organization = ? AND sent_at <= ?", [self.organization, since])
         return wait
+
+    def _wait(self, con: duckdb.DuckDBPyConnection, now: datetime, since: datetime) -> float:
+        """Seconds until the window has room again. The request the limit waits for is the one
+        that made the window full: after ``used - limit + 1`` requests leave it, one slot is free."""
+        used = con.execute(f"SELECT count(*) FROM {LEDGER_TABLE} WHERE organization = ? AND sent_at > ?", [self.organization, since]).fetchone()[0]
+        nth = con.execute(
+            f"SELECT sent_at FROM {LEDGER_TABLE} WHERE organization = ? AND sent_at > ? ORDER BY sent_at LIMIT 1 OFFSET ?",
+            [self.organization, since, used - self.budget.limit],
+        ).fetchone()[0]
+        return max(0.0, (_utc(nth) + self.budget.span - now).total_seconds())
 
 
 class BudgetGate:

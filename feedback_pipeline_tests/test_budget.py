@@ -9,7 +9,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from feedback_pipeline.budget import LEDGER_DDL, BudgetGate, BudgetSpent, RateBudget, RequestLedger, least_room, organization_id
+from feedback_pipeline.budget import LEDGER_DDL, PRUNE_EVERY, BudgetGate, BudgetSpent, RateBudget, RequestLedger, least_room, organization_id
 
 UTC = timezone.utc
 HOUR = RateBudget(limit=100, window=timedelta(hours=1), margin=timedelta(0))
@@ -48,6 +48,28 @@ def test_requests_are_reserved_until_the_limit_then_the_wait_is_until_the_oldest
     assert book.used() == 100  # a refused reservation records nothing
     clock.sleep(3600 - 1000 + 0.001)
     assert book.reserve() == 0.0
+
+
+def test_expired_rows_are_deleted_on_the_first_reservation_and_every_prune_every_th(tmp_path: Path):
+    clock = Clock()
+    book = ledger(tmp_path / "w.duckdb", clock, RateBudget(limit=10 * PRUNE_EVERY, window=timedelta(hours=1), margin=timedelta(0)))
+    expired = clock.now - timedelta(hours=2)
+
+    def expire(count: int) -> None:
+        book._con.executemany("INSERT INTO pipeline_request_ledger VALUES (?, ?)", [[book.organization, expired]] * count)
+
+    def stored() -> int:
+        return book._con.execute("SELECT count(*) FROM pipeline_request_ledger WHERE organization = ?", [book.organization]).fetchone()[0]
+
+    expire(5)
+    assert book.reserve() == 0.0 and stored() == 1  # the first reservation pruned the 5
+    expire(5)
+    for _ in range(PRUNE_EVERY - 1):
+        clock.sleep(1)
+        assert book.reserve() == 0.0
+    assert stored() == 5 + PRUNE_EVERY and book.used() == PRUNE_EVERY  # kept, never counted
+    clock.sleep(1)
+    assert book.reserve() == 0.0 and stored() == PRUNE_EVERY + 1
 
 
 def test_the_ledger_counts_across_connections_to_the_same_file(tmp_path: Path):
