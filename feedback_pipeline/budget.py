@@ -120,7 +120,7 @@ class RequestLedger:
                     RETURNING 1""",
                     {"org": self.organization, "now": now, "since": since, "limit": self.budget.limit},
                 ).fetchall()
-                wait = 0.0 if recorded else self._wait(con, now, since)
+                wait = 0.0 if recorded else self._wait(now, since)
                 self._reserved += 1
                 if self._reserved % PRUNE_EVERY == 1:
                     # Rows older than the window never count again; removing them now and then
@@ -128,11 +128,11 @@ class RequestLedger:
                     con.execute(f"DELETE FROM {LEDGER_TABLE} WHERE organization = ? AND sent_at <= ?", [self.organization, since])
         return wait
 
-    def _wait(self, con: duckdb.DuckDBPyConnection, now: datetime, since: datetime) -> float:
+    def _wait(self, now: datetime, since: datetime) -> float:
         """Seconds until the window has room again. The request the limit waits for is the one
         that made the window full: after ``used - limit + 1`` requests leave it, one slot is free."""
-        used = con.execute(f"SELECT count(*) FROM {LEDGER_TABLE} WHERE organization = ? AND sent_at > ?", [self.organization, since]).fetchone()[0]
-        nth = con.execute(
+        used = self.used(now)
+        nth = self._con.execute(
             f"SELECT sent_at FROM {LEDGER_TABLE} WHERE organization = ? AND sent_at > ? ORDER BY sent_at LIMIT 1 OFFSET ?",
             [self.organization, since, used - self.budget.limit],
         ).fetchone()[0]
