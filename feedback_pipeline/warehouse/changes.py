@@ -33,7 +33,7 @@ def bump(con: duckdb.DuckDBPyConnection) -> int:
 
 # The columns every schema version since migration 4 has; ``ingested_at`` (migration 9) is
 # named only where it is written, so these inserts also run while older migrations apply.
-KEY_COLUMNS = "generation, provider, account_id, feedback_id, collected_date"
+LOG_COLUMNS = "generation, provider, account_id, feedback_id, collected_date"
 
 
 def log_keys(
@@ -50,18 +50,18 @@ def log_keys(
     row's date now, NULL for a deleted row); ``ingested_at`` is the written rows' (None for
     deleted rows)."""
     con.execute(
-        f"INSERT INTO pipeline_changes ({KEY_COLUMNS}, ingested_at) SELECT $gen, $p_log, $a_log, feedback_id, collected_date, $at_log FROM ({keys_sql})",
+        f"INSERT INTO pipeline_changes ({LOG_COLUMNS}, ingested_at) SELECT $gen, $p_log, $a_log, feedback_id, collected_date, $at_log FROM ({keys_sql})",
         {**(params or {}), "gen": generation, "p_log": provider, "a_log": account_id, "at_log": ingested_at},
     )
 
 
 def log_rejects(con: duckdb.DuckDBPyConnection, generation: int, provider: str, account_id: str) -> None:
-    con.execute(f"INSERT INTO pipeline_changes ({KEY_COLUMNS}) VALUES (?, ?, ?, NULL, NULL)", [generation, provider, account_id])
+    con.execute(f"INSERT INTO pipeline_changes ({LOG_COLUMNS}) VALUES (?, ?, ?, NULL, NULL)", [generation, provider, account_id])
 
 
 def log_everything(con: duckdb.DuckDBPyConnection, generation: int) -> None:
     if con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'pipeline_changes' AND database_name = current_database()").fetchone()[0]:
-        con.execute(f"INSERT INTO pipeline_changes ({KEY_COLUMNS}) VALUES (?, NULL, NULL, NULL, NULL)", [generation])
+        con.execute(f"INSERT INTO pipeline_changes ({LOG_COLUMNS}) VALUES (?, NULL, NULL, NULL, NULL)", [generation])
 
 
 def written_since(con: duckdb.DuckDBPyConnection, held: int) -> datetime | None:

@@ -27,9 +27,9 @@ def reset(con: duckdb.DuckDBPyConnection, provider: str, account_id: str | None 
     removed: dict[str, int] = {}
     with transaction(con):
         generation = changes.bump(con)
-        con.execute(f"INSERT INTO pipeline_changes ({changes.KEY_COLUMNS}) SELECT $gen, provider, account_id, feedback_id, NULL FROM feedback WHERE {where}", {**args, "gen": generation})
+        con.execute(f"INSERT INTO pipeline_changes ({changes.LOG_COLUMNS}) SELECT $gen, provider, account_id, feedback_id, NULL FROM feedback WHERE {where}", {**args, "gen": generation})
         con.execute(
-            f"INSERT INTO pipeline_changes ({changes.KEY_COLUMNS}) SELECT DISTINCT $gen, provider, account_id, NULL, NULL FROM feedback_rejects WHERE {where}",
+            f"INSERT INTO pipeline_changes ({changes.LOG_COLUMNS}) SELECT DISTINCT $gen, provider, account_id, NULL, NULL FROM feedback_rejects WHERE {where}",
             {**args, "gen": generation},
         )
         for table in RESET_TABLES:
@@ -49,7 +49,7 @@ def erase(con: duckdb.DuckDBPyConnection, kind: str, value: str, provider: str |
             con.register("_erased_keys", keys)
             try:
                 con.execute(
-                    f"INSERT INTO pipeline_changes ({changes.KEY_COLUMNS}) SELECT $gen, provider, account_id, feedback_id, NULL FROM _erased_keys", {"gen": generation}
+                    f"INSERT INTO pipeline_changes ({changes.LOG_COLUMNS}) SELECT $gen, provider, account_id, feedback_id, NULL FROM _erased_keys", {"gen": generation}
                 )
             finally:
                 con.unregister("_erased_keys")
