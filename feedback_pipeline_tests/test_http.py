@@ -16,6 +16,7 @@ from feedback_pipeline.http import (
     RetryPolicy,
     parse_retry_after,
     redact_url,
+    tls_context,
     utc_http_date,
 )
 
@@ -253,3 +254,17 @@ def test_a_stream_that_never_becomes_an_array_fails_clearly_after_the_attempts()
     with pytest.raises(ProviderUnavailable, match="expected a JSON array") as info:
         streamed(client(transport))
     assert len(seen) == 4 and "failed after 4 attempt(s)" in str(info.value)
+
+
+def test_every_client_of_a_process_verifies_servers_with_one_shared_tls_context():
+    import ssl
+
+    first, second = HttpClient("one"), HttpClient("two")
+    try:
+        contexts = [client._client._transport._pool._ssl_context for client in (first, second)]  # httpx 0.28's transport
+    finally:
+        first.close()
+        second.close()
+    assert contexts[0] is contexts[1] is tls_context()  # built once, not once per client
+    # sharing it does not weaken it: certificates are required and host names checked
+    assert contexts[0].verify_mode == ssl.CERT_REQUIRED and contexts[0].check_hostname
