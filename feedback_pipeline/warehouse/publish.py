@@ -44,7 +44,7 @@ from . import changes
 from .files import WarehouseFiles, fsync_dir, fsync_file
 from .migrations import migrate, schema_version
 from .model import PublishResult
-from .transaction import transaction
+from .transaction import checkpoint, transaction
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ def _apply_changes(con: duckdb.DuckDBPyConnection, target: Path, generation: int
             return None
         with transaction(con):
             rows = _apply(con, held, generation)
-        con.execute(f"CHECKPOINT {ALIAS}")
+        checkpoint(con, database=ALIAS)
         return rows
     except duckdb.CatalogException:
         return None  # not a snapshot of this pipeline (no pipeline_publish)

@@ -80,6 +80,8 @@ class Warehouse:
                 "memory_limit": self.memory_limit,
                 "threads": 2,
                 "checkpoint_threshold": CHECKPOINT_THRESHOLD,
+                # Checkpoints merge row groups only when vacuum.due says so (transaction.checkpoint).
+                "max_vacuum_tasks": 0,
             },
         )
         con.execute("SET TimeZone = 'UTC'")

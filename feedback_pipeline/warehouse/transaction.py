@@ -9,6 +9,8 @@ from contextlib import contextmanager
 
 import duckdb
 
+from . import vacuum
+
 
 @contextmanager
 def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -38,16 +40,20 @@ _BUSY = "other write transactions active"
 CHECKPOINT_WAIT_SECONDS = 10.0
 
 
-def checkpoint(con: duckdb.DuckDBPyConnection, *, wait: float = CHECKPOINT_WAIT_SECONDS) -> bool:
-    """``CHECKPOINT`` once no other write transaction is active, retrying for up to ``wait``
-    seconds. The caller holds the session's commit lock, so only the ledger's short transactions
-    can be in the way. True when it checkpointed; after ``wait`` the last refusal is raised."""
+def checkpoint(con: duckdb.DuckDBPyConnection, *, database: str | None = None, wait: float = CHECKPOINT_WAIT_SECONDS) -> bool:
+    """``CHECKPOINT`` (of ``database``, an attached file, when given) once no other write
+    transaction is active, retrying for up to ``wait`` seconds; row groups are merged only when
+    :func:`vacuum.due` says the table's garbage is worth it. The caller holds the session's commit
+    lock, so only the ledger's short transactions can be in the way. True when it checkpointed;
+    after ``wait`` the last refusal is raised."""
+    statement = f"CHECKPOINT {database}" if database else "CHECKPOINT"
     deadline = time.monotonic() + wait
-    while True:
-        try:
-            con.execute("CHECKPOINT")
-            return True
-        except duckdb.TransactionException as exc:
-            if _BUSY not in str(exc) or time.monotonic() >= deadline:
-                raise
-            time.sleep(0.002)
+    with vacuum.merging(con, vacuum.due(con, database)):
+        while True:
+            try:
+                con.execute(statement)
+                return True
+            except duckdb.TransactionException as exc:
+                if _BUSY not in str(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.002)
