@@ -218,13 +218,18 @@ def summarize_run(report: dict[str, Any], page_min: dict[str, int] | None = None
     records = sum((p["records_received"] or 0) for p in providers.values())
     steps = [s for s in report["steps"].values() if "start_offset" in s]
     asset_seconds = sum((p["duration_seconds"] or 0.0) for p in providers.values())
-    # The providers sync concurrently inside the one step: the engine's share of the run is the
-    # slowest provider's duration, and the rest of the wall time is Dagster's bookkeeping (run
-    # creation, planned and materialization events per asset and partition, the step's events).
-    # The step's publish (once, after the providers) is the pipeline's work too, and so is drawing
-    # the dashboard (its own step, unpartitioned): neither is Dagster's bookkeeping.
+    # The providers sync concurrently inside the one step, at most MAX_CONCURRENT_ACCOUNTS at a
+    # time: the engine's share of the run is the step's span over every account and its one
+    # publish (``seconds_step_syncing_and_publishing``; runs that predate it: the slowest
+    # provider's duration plus the publish, which misses the time a provider waited for a slot).
+    # The rest of the wall time is Dagster's bookkeeping (run creation, planned and materialization
+    # events per asset and partition, the step's events). Drawing the dashboard (its own step,
+    # unpartitioned) is the pipeline's work too, not Dagster's bookkeeping.
     publish = max((p["seconds_publishing"] or 0.0) for p in providers.values()) if providers else 0.0
-    engine = max((p["duration_seconds"] or 0.0) for p in providers.values()) + publish
+    spans = [m.get("seconds_step_syncing_and_publishing") for m in report["providers"].values()]
+    engine = max((s for s in spans if s is not None), default=None)
+    if engine is None:
+        engine = max((p["duration_seconds"] or 0.0) for p in providers.values()) + publish
     dashboard = (report["steps"].get("feedback_dashboard") or {}).get("seconds") or 0.0
     dagster = wall - engine - dashboard
     asset_partitions = sum(1 for p in providers.values() if p["duration_seconds"] is not None) * report.get("partitions", 0)
@@ -467,7 +472,7 @@ def evaluate_targets(res: dict[str, Any]) -> list[dict[str, Any]]:
     per = back.get("dagster_ms_per_asset_partition")
     targets.append({
         "name": "Dagster time per asset-partition <= 1 ms (backfill)",
-        "value": f"{per:.2f} ms: run {back['wall_seconds']:.2f} s - slowest provider and publish {back['engine_seconds']:.2f} s - dashboard step "
+        "value": f"{per:.2f} ms: run {back['wall_seconds']:.2f} s - the step's syncing and publish {back['engine_seconds']:.2f} s - dashboard step "
         f"{back.get('dashboard_step_seconds') or 0.0:.2f} s, over {back['asset_partitions']:.0f} asset-partitions "
         f"({'the repository dagster.yaml (SQLite event log)' if cfg.get('instance') == 'project' else 'in-memory event log'})"
         if per is not None else "n/a",

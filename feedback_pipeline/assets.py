@@ -155,6 +155,9 @@ def build_feedback_assets(
             key = asset_key(provider)
             metadata = materialization_metadata(done, outcome.published, outcome.lake)
             metadata["accounts"] = dg.MetadataValue.md(accounts_table(done_accounts))
+            # The step's span over every account (a provider past the pool's size waits for a
+            # slot) and its one publish: the run's own work, as against Dagster's around it.
+            metadata["seconds_step_syncing_and_publishing"] = _seconds(outcome.seconds)
             # Dagster writes one materialization per partition of the range, each with the
             # result's metadata (serialized twice per event: the event row and the asset's
             # latest-materialization row). The run's full metadata goes on its last partition
