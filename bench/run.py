@@ -220,16 +220,13 @@ def summarize_run(report: dict[str, Any], page_min: dict[str, int] | None = None
     asset_seconds = sum((p["duration_seconds"] or 0.0) for p in providers.values())
     # The providers sync concurrently inside the one step, at most MAX_CONCURRENT_ACCOUNTS at a
     # time: the engine's share of the run is the step's span over every account and its one
-    # publish (``seconds_step_syncing_and_publishing``; runs that predate it: the slowest
-    # provider's duration plus the publish, which misses the time a provider waited for a slot).
-    # The rest of the wall time is Dagster's bookkeeping (run creation, planned and materialization
-    # events per asset and partition, the step's events). Drawing the dashboard (its own step,
+    # publish (``seconds_step_syncing_and_publishing``, the same on every provider's metadata;
+    # the slowest provider's duration would miss the time a provider waited for a slot). The rest
+    # of the wall time is Dagster's bookkeeping (run creation, planned and materialization events
+    # per asset and partition, the step's events). Drawing the dashboard (its own step,
     # unpartitioned) is the pipeline's work too, not Dagster's bookkeeping.
     publish = max((p["seconds_publishing"] or 0.0) for p in providers.values()) if providers else 0.0
-    spans = [m.get("seconds_step_syncing_and_publishing") for m in report["providers"].values()]
-    engine = max((s for s in spans if s is not None), default=None)
-    if engine is None:
-        engine = max((p["duration_seconds"] or 0.0) for p in providers.values()) + publish
+    engine = max((m.get("seconds_step_syncing_and_publishing") or 0.0 for m in report["providers"].values()), default=0.0)
     dashboard = (report["steps"].get("feedback_dashboard") or {}).get("seconds") or 0.0
     dagster = wall - engine - dashboard
     asset_partitions = sum(1 for p in providers.values() if p["duration_seconds"] is not None) * report.get("partitions", 0)
