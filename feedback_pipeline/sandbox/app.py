@@ -200,6 +200,7 @@ class Sandbox:
                 emulator.touch(record, now)
                 store.records[record_id] = record
             store._touch()
+            store.refresh()
         return chosen
 
     # -- control API ----------------------------------------------------------------------

@@ -60,6 +60,8 @@ class ProviderStore:
         self.version = 0
         self._indexes: dict[str, tuple[int, list[tuple[Any, str]]]] = {}
         self._derived: dict[str, tuple[int, Any]] = {}
+        # How each index and derived value was built, so ``refresh`` can rebuild them.
+        self._builders: dict[str, Callable[[], Any]] = {}
         self.lock = threading.RLock()
 
     def replace_all(self, records: Iterable[dict[str, Any]]) -> None:
@@ -92,6 +94,7 @@ class ProviderStore:
                 return cached[1]
             entries = sorted((key(r), rid) for rid, r in self.records.items())
             self._indexes[name] = (self.version, entries)
+            self._builders[f"index:{name}"] = lambda: self.index(name, key)
             return entries
 
     def derived(self, name: str, build: Callable[[], Any]) -> Any:
@@ -103,7 +106,20 @@ class ProviderStore:
                 return cached[1]
             value = build()
             self._derived[name] = (self.version, value)
+            self._builders[f"derived:{name}"] = lambda: self.derived(name, build)
             return value
+
+    def refresh(self) -> None:
+        """Rebuild now every index and derived value requests have used, after a bulk change.
+
+        Why: a real API maintains its indexes as it writes, so its first request after many
+        changes costs what any other does. Rebuilt lazily, that request would pay for sorting the
+        whole store instead (200,000 Mintlify records: ~0.13 s), and a benchmark timing the
+        pipeline's next run would count the sandbox's sort as the pipeline's. Indexes are rebuilt
+        in the order they were first built (a derived value may read an index)."""
+        with self.lock:
+            for build in list(self._builders.values()):
+                build()
 
 
 def seek(index: list[tuple[Any, str]], key: tuple[Any, str], *, inclusive: bool) -> int:
