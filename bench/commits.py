@@ -139,11 +139,43 @@ def backfill(env: dict[str, str], db: Path, first: date, last: date, timers: Tim
     return providers
 
 
+def hourly(env: dict[str, str], db: Path, first: date, last: date, timers: Timers) -> dict[str, Any]:
+    """The hourly schedule's run over ``first..last`` (paced re-reads), the five providers in turn
+    on one session, after the benchmark's 1% touch: what an incremental run's commits cost."""
+    window = Window.for_days(first, last)
+    providers: dict[str, Any] = {}
+    opened = Warehouse(db).session()
+    session = opened.__enter__()
+    try:
+        with instrumented(timers):
+            for name in C.PROVIDERS:
+                provider = provider_from_env(name, env)
+                with session.cursor() as cursor:
+                    report = sync(provider, cursor, window, paced=True)
+                providers[name] = {"records": report.records, "updated": report.counts.updated, "duration": report.duration}
+    finally:
+        with timers.time("close"):
+            opened.__exit__(*sys.exc_info())
+    return providers
+
+
+def _table(timers: Timers) -> list[str]:
+    """The stage table's lines (fills in ``other``: the commits' time outside the named stages)."""
+    timers.cpu["other"] = timers.cpu.get("commit", 0.0) - sum(timers.cpu.get(s, 0.0) for s in STAGES if s != "other")
+    timers.wall["other"] = timers.wall.get("commit", 0.0) - sum(timers.wall.get(s, 0.0) for s in STAGES if s != "other")
+    lines = ["| stage | CPU s | wall s | calls |", "|---|---|---|---|"]
+    for name in (*STAGES, "commit", "checks", "close"):
+        if name in timers.cpu:
+            lines.append(f"| {name} | {timers.cpu[name]:.3f} | {timers.wall[name]:.3f} | {timers.calls.get(name, '')} |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.commits", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=200_000, help="total records over the 5 providers and 365 days (default 200000)")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     parser.add_argument("--commit-rows", type=int, default=None, help=f"rows per commit (default sync.COMMIT_ROWS, {sync_module.COMMIT_ROWS})")
+    parser.add_argument("--hourly", action="store_true", help="then touch 1%% of each provider's records and time an hourly run's commits (the growth curve's incremental run)")
     parser.add_argument("--ranges", action="store_true", help="read long windows as concurrent day ranges, as runs do (stage CPU then includes the other ranges' threads)")
     args = parser.parse_args(argv)
     if args.commit_rows:
@@ -165,13 +197,16 @@ def main(argv: list[str] | None = None) -> int:
         cpu0, wall0 = time.process_time(), time.perf_counter()
         providers = backfill(sandbox.env, db, first, today, timers)
         cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+        hourly_timers, hourly_providers = Timers(), None
+        if args.hourly:
+            for name in C.PROVIDERS:
+                sandbox.control("POST", f"/_control/{name}/touch", {"fraction": C.TOUCH_FRACTION, "seed": 1000, "changes": C.TOUCH_CHANGES.get(name, {})})
+            hourly_providers = hourly(sandbox.env, db, max(first, today - timedelta(days=C.LOOKBACK_DAYS)), today, hourly_timers)
     finally:
         sandbox.stop()
     files = {p.name: p.stat().st_size for p in workdir.glob("feedback.duckdb*") if p.is_file()}
     commit_cpu = timers.cpu.get("commit", 0.0)
-    named = sum(timers.cpu.get(s, 0.0) for s in STAGES if s != "other")
-    timers.cpu["other"] = commit_cpu - named
-    timers.wall["other"] = timers.wall.get("commit", 0.0) - sum(timers.wall.get(s, 0.0) for s in STAGES if s != "other")
+    table = _table(timers)
     normalize = sum(p["seconds"]["normalize"] for p in providers.values())
     result = {
         "records": sum(p["records"] for p in providers.values()),
@@ -198,12 +233,22 @@ def main(argv: list[str] | None = None) -> int:
         f"COMMIT statements over {SLOW_COMMIT} s CPU (DuckDB's automatic checkpoints): "
         + (", ".join(f"#{i + 1} {c:.2f}" for i, c in enumerate(timers.commits) if c > SLOW_COMMIT) or "none"),
         "",
-        "| stage | CPU s | wall s | calls |",
-        "|---|---|---|---|",
+        *table,
     ]
-    for name in (*STAGES, "commit", "checks", "close"):
-        if name in timers.cpu:
-            lines.append(f"| {name} | {timers.cpu[name]:.2f} | {timers.wall[name]:.2f} | {timers.calls.get(name, '')} |")
+    if hourly_providers is not None:
+        result["hourly"] = {
+            "providers": hourly_providers,
+            "stages_cpu_seconds": {k: round(v, 4) for k, v in hourly_timers.cpu.items()},
+            "stages_wall_seconds": {k: round(v, 4) for k, v in hourly_timers.wall.items()},
+        }
+        lines += [
+            "",
+            f"## Hourly run after {C.TOUCH_FRACTION:.0%} of the records changed (paced, the last {C.LOOKBACK_DAYS} days and today)",
+            "",
+            "Per provider (s, updated rows): " + ", ".join(f"{n} {p['duration']:.3f} ({p['updated']})" for n, p in hourly_providers.items()),
+            "",
+            *_table(hourly_timers),
+        ]
     print("\n".join(lines))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2, default=str))
