@@ -321,3 +321,43 @@ def test_a_full_copy_of_several_row_groups_holds_every_row_once_in_both_files(wh
             assert con.execute(digest).fetchall() == expected, snapshot.name
         finally:
             con.close()
+
+
+def _located(wh: Warehouse) -> tuple | None:
+    """``changes.located_dates`` from the idle file's generation: what the next publish applies."""
+    with wh.session() as session, session.cursor() as cursor:
+        idle = publish._file_id(wh.files.idle())
+        held = cursor.con.execute("SELECT generation FROM pipeline_snapshot_files WHERE file = ?", [idle]).fetchone()[0]
+        return changes.located_dates(cursor.con, held)
+
+
+def test_publish_deletes_old_copies_of_moved_and_swept_keys_on_the_dates_the_log_located(wh: Warehouse):
+    """The publish deletes a snapshot's old copies only on the dates the log located them on: a
+    key whose collected date moved is located by the date its stored row had (previous_date)."""
+    day3 = "2026-03-03T10:00:00Z"
+    commit_batch(wh, batch_of({"id": "moves", "body": "v1"}, {"id": "swept"}, {"id": "stays", "created_at": day3}))
+    assert wh.publish_if_behind().mode == "full"  # both files at this generation
+    # Only the moved key changed since: the range must still reach back to its old date.
+    commit_batch(wh, batch_of({"id": "moves", "body": "v2", "created_at": day3}))
+    assert _located(wh) == (D1, D1 + timedelta(days=2))
+    assert wh.publish_if_behind().mode == "incremental"
+    assert snapshot_rows(wh, "SELECT feedback_id, collected_date FROM feedback ORDER BY ALL") == work_rows(
+        wh, "SELECT feedback_id, collected_date FROM feedback ORDER BY ALL"
+    ) == [("moves", D1 + timedelta(days=2)), ("stays", D1 + timedelta(days=2)), ("swept", D1)]
+    # A sweep logs where the deleted row was.
+    commit_batch(wh, batch_of({"id": "moves", "body": "v2", "created_at": day3}, {"id": "stays", "created_at": day3}), key="refresh:q", resume=None, sweep=True)
+    assert _located(wh) == (D1, D1 + timedelta(days=2))
+    assert wh.publish_if_behind().mode == "incremental"
+    assert [r[0] for r in snapshot_rows(wh)] == [r[0] for r in work_rows(wh)] == ["moves", "stays"]
+
+
+def test_a_delete_that_does_not_say_where_its_row_was_makes_the_publish_look_everywhere(wh: Warehouse):
+    commit_batch(wh, batch_of({"id": "a", "body": "x"}, {"id": "b"}))
+    wh.publish_if_behind()
+    with wh.session() as session, session.cursor() as cursor, transaction(cursor.con):
+        generation = changes.bump(cursor.con)
+        cursor.con.execute("DELETE FROM feedback WHERE feedback_id = 'a'")
+        cursor.con.execute(f"INSERT INTO pipeline_changes ({changes.LOG_COLUMNS}) VALUES (?, 'mapbox', 'acct', 'a', NULL)", [generation])
+    assert _located(wh) is None
+    assert wh.publish_if_behind().mode == "incremental"
+    assert [r[0] for r in snapshot_rows(wh)] == ["b"]

@@ -4,10 +4,14 @@
 each such transaction bumps it and, in the same transaction, logs what it changed in
 ``pipeline_changes`` at the new generation:
 
-* ``(provider, account_id, feedback_id, collected_date, ingested_at)``: that key's row was
-  inserted or updated and now has that collected date and ``ingested_at`` (NULL, NULL: the row
-  was deleted); publishing reads the current rows back within the changed dates and from
-  ``written_since`` on, so it scans the row groups the changes were appended to, not the table;
+* ``(provider, account_id, feedback_id, collected_date, ingested_at, previous_date)``: that key's
+  row was inserted or updated and now has that collected date and ``ingested_at`` (NULL, NULL:
+  the row was deleted); publishing reads the current rows back within the changed dates and from
+  ``written_since`` on, so it scans the row groups the changes were appended to, not the table.
+  ``previous_date`` is the collected date of the stored row the change replaced or deleted, NULL
+  when the key was new; a delete that does not know it (an erasure) logs NULL in both dates.
+  With every old row located, a publish deletes a snapshot's old copies only among the rows of
+  the logged dates (``located_dates``), not by scanning every key of the snapshot;
 * ``(provider, account_id, NULL, NULL)``: that account's rejects changed;
 * ``(NULL, NULL, NULL, NULL)``: anything may have changed (schema migration, reset): copy everything.
 
@@ -47,10 +51,11 @@ def log_keys(
     ingested_at: datetime | None = None,
 ) -> None:
     """Log the keys that ``keys_sql`` returns (columns ``feedback_id``, ``collected_date``: the
-    row's date now, NULL for a deleted row); ``ingested_at`` is the written rows' (None for
-    deleted rows)."""
+    row's date now, NULL for a deleted row; ``previous_date``: the replaced or deleted row's
+    date, NULL for a new key); ``ingested_at`` is the written rows' (None for deleted rows)."""
     con.execute(
-        f"INSERT INTO pipeline_changes ({LOG_COLUMNS}, ingested_at) SELECT $gen, $p_log, $a_log, feedback_id, collected_date, $at_log FROM ({keys_sql})",
+        f"INSERT INTO pipeline_changes ({LOG_COLUMNS}, ingested_at, previous_date) "
+        f"SELECT $gen, $p_log, $a_log, feedback_id, collected_date, $at_log, previous_date FROM ({keys_sql})",
         {**(params or {}), "gen": generation, "p_log": provider, "a_log": account_id, "at_log": ingested_at},
     )
 
@@ -75,6 +80,25 @@ def written_since(con: duckdb.DuckDBPyConnection, held: int) -> datetime | None:
         "SELECT CASE WHEN count(*) = count(ingested_at) THEN min(ingested_at) END FROM pipeline_changes WHERE generation > ? AND collected_date IS NOT NULL",
         [held],
     ).fetchone()[0]
+
+
+def located_dates(con: duckdb.DuckDBPyConnection, held: int) -> tuple[Any, Any] | None:
+    """The first and last collected date of every row a file at generation ``held`` may hold for
+    the keys changed since, or None when some change does not say where its old row was.
+
+    Why it holds: the first change of a key after ``held`` replaced or deleted the row the file
+    holds, and logged that row's date as ``previous_date`` (or the key was new then, and the file
+    has no row of it). A delete that logged no date at all (NULL, NULL) leaves the row unlocated.
+    Entries logged before migration 10 never reach this: that migration asked for a full copy."""
+    unlocated, first, last = con.execute(
+        """SELECT count(*) FILTER (WHERE collected_date IS NULL AND previous_date IS NULL),
+                  least(min(collected_date), min(previous_date)), greatest(max(collected_date), max(previous_date))
+        FROM pipeline_changes WHERE generation > ? AND feedback_id IS NOT NULL""",
+        [held],
+    ).fetchone()
+    if unlocated or first is None:
+        return None
+    return first, last
 
 
 def generations(con: duckdb.DuckDBPyConnection) -> tuple[int, int, int]:

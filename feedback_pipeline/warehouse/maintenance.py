@@ -27,7 +27,10 @@ def reset(con: duckdb.DuckDBPyConnection, provider: str, account_id: str | None 
     removed: dict[str, int] = {}
     with transaction(con):
         generation = changes.bump(con)
-        con.execute(f"INSERT INTO pipeline_changes ({changes.LOG_COLUMNS}) SELECT $gen, provider, account_id, feedback_id, NULL FROM feedback WHERE {where}", {**args, "gen": generation})
+        con.execute(
+            f"INSERT INTO pipeline_changes ({changes.LOG_COLUMNS}, previous_date) SELECT $gen, provider, account_id, feedback_id, NULL, collected_date FROM feedback WHERE {where}",
+            {**args, "gen": generation},
+        )
         con.execute(
             f"INSERT INTO pipeline_changes ({changes.LOG_COLUMNS}) SELECT DISTINCT $gen, provider, account_id, NULL, NULL FROM feedback_rejects WHERE {where}",
             {**args, "gen": generation},

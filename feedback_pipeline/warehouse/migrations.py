@@ -132,6 +132,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 9: when each logged row was written (its ``ingested_at``), so a publish reads the current
     # rows of the changed keys only from row groups written since (changes.written_since).
     ("ALTER TABLE pipeline_changes ADD COLUMN ingested_at TIMESTAMPTZ",),
+    # 10: the collected date a changed key's row had before the change (changes.py), so a
+    # publish deletes a snapshot's old copies within the dates they sit on.
+    ("ALTER TABLE pipeline_changes ADD COLUMN previous_date DATE",),
 )
 # The first schema version that has ``pipeline_publish``: migrations from then on mark the
 # snapshot behind, and (with the change log) due for a full copy.

