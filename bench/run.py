@@ -343,23 +343,35 @@ def aggregate(repeats: list[dict[str, Any]], section: str) -> dict[str, Any]:
     return summary
 
 
-def history_name(records: int, executor: str) -> str:
-    return f"records-{records}.json" if executor == "in_process" else f"records-{records}-{executor}.json"
+def history_name(records: int, executor: str, days: int = C.DAYS) -> str:
+    """The results file of one size (``records-<N>.json``), the executor and a history other than
+    a year (``--days``) named in it."""
+    parts = [f"records-{records}", *([f"days-{days}"] if days != C.DAYS else []), *([executor] if executor != "in_process" else [])]
+    return "-".join(parts) + ".json"
+
+
+def _history_file(path: Path, executor: str) -> dict[str, Any] | None:
+    """A results file's contents when it is one size's file of ``executor`` (see history_name)."""
+    try:
+        data = json.loads(path.read_text())
+        cfg = data["config"]
+        if (cfg.get("executor") or "in_process") != executor or path.name != history_name(int(cfg["records"]), executor, int(cfg.get("days") or C.DAYS)):
+            return None
+        return data
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def memory_history(results_dir: Path, records: int, peak_mb: float | None, executor: str) -> list[dict[str, Any]]:
     """Peak RSS of backfills of other sizes (``records-<N>.json``, same executor) plus this one."""
     points = {records: peak_mb} if peak_mb is not None else {}
     for path in results_dir.glob("records-*.json"):
-        try:
-            data = json.loads(path.read_text())
-            if (data["config"].get("executor") or "in_process") != executor or path.name != history_name(int(data["config"]["records"]), executor):
-                continue
-            n = int(data["config"]["records"])
-            if n != records:
-                points[n] = data["backfill"]["peak_rss_mb"]
-        except (ValueError, KeyError, TypeError):
+        data = _history_file(path, executor)
+        if data is None or (data["config"].get("days") or C.DAYS) != C.DAYS:
             continue
+        n = int(data["config"]["records"])
+        if n != records:
+            points[n] = data["backfill"].get("peak_rss_mb")
     return [{"records": n, "peak_rss_mb": points[n]} for n in sorted(points)]
 
 
@@ -382,6 +394,8 @@ def _growth_point(res: dict[str, Any]) -> dict[str, Any]:
 
     return {
         "records": res["config"]["records"],
+        "days": res["config"].get("days") or C.DAYS,
+        "per_day": res["config"].get("per_day"),
         "repeat": res["config"]["repeat"],
         "git_commit": res["config"].get("versions", {}).get("git_commit"),
         "incremental_no_change": run("incremental_no_change"),
@@ -390,19 +404,36 @@ def _growth_point(res: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _stored(point: dict[str, Any]) -> str:
+    """A growth point's stored size, with its history when it is not the default year."""
+    days = point.get("days") or C.DAYS
+    return f"{point['records']:,}" + (f" over {days} days" if days != C.DAYS else "")
+
+
 def growth_curve(results_dir: Path, res: dict[str, Any], executor: str) -> list[dict[str, Any]]:
-    """Incremental costs at every stored size with a ``records-<N>.json`` (same executor), this run's
-    size from this run: a regression in how a run's cost grows with what is stored shows side by side."""
-    points = {res["config"]["records"]: _growth_point(res)}
+    """Incremental costs at every stored size with a results file (same executor), this run's size
+    from this run: a regression in how a run's cost grows with what is stored shows side by side.
+
+    Over the default year (365 days) the sizes differ in records per day, so a larger size also
+    changes and re-reads more per run. A run with ``--days`` is compared with the files of the
+    same records per day instead (e.g. 200,000 over a year and 1,000,000 over five years, both
+    110 a day): then only the history grows, and a run's work per day stays the same."""
+    cfg = res["config"]
+    longer = (cfg.get("days") or C.DAYS) != C.DAYS
+
+    def comparable(other: dict[str, Any]) -> bool:
+        if longer:
+            return other.get("per_day") == cfg.get("per_day")
+        return (other.get("days") or C.DAYS) == C.DAYS
+
+    points = {cfg["records"]: _growth_point(res)}
     for path in results_dir.glob("records-*.json"):
-        try:
-            data = json.loads(path.read_text())
-            n = int(data["config"]["records"])
-            if n in points or path.name != history_name(n, executor):
-                continue
-            points[n] = _growth_point(data)
-        except (ValueError, KeyError, TypeError):
+        data = _history_file(path, executor)
+        if data is None or not comparable(data["config"]):
             continue
+        n = int(data["config"]["records"])
+        if n not in points:
+            points[n] = _growth_point(data)
     return [points[n] for n in sorted(points)]
 
 
@@ -479,10 +510,11 @@ def evaluate_targets(res: dict[str, Any]) -> list[dict[str, Any]]:
     growth = [p for p in res.get("growth_curve") or [] if p["records"] >= 200_000]
     if len(growth) >= 2:
         lo, hi = growth[0], growth[-1]
+        at_lo, at_hi = _stored(lo), _stored(hi)
         a, b = lo["incremental_changed"]["sync_step_seconds"], hi["incremental_changed"]["sync_step_seconds"]
         targets.append({
             "name": "growth: 1%-changed run at the largest stored size within 1.2x of the smallest (sync step)",
-            "value": f"{b:.2f} s at {hi['records']:,} vs {a:.2f} s at {lo['records']:,} = {b / a:.2f}x" if a and b else "-",
+            "value": f"{b:.2f} s at {at_hi} vs {a:.2f} s at {at_lo} = {b / a:.2f}x" if a and b else "-",
             "pass": (b / a <= 1.2) if a and b else None,
         })
         # The same without FeedbackKit, whose one-array download grows with what the API holds
@@ -492,13 +524,13 @@ def evaluate_targets(res: dict[str, Any]) -> list[dict[str, Any]]:
         )
         targets.append({
             "name": "growth: 1%-changed run at the largest stored size within 1.2x of the smallest (slowest paged provider + publish; FeedbackKit aside)",
-            "value": f"{pb:.2f} s at {hi['records']:,} vs {pa:.2f} s at {lo['records']:,} = {pb / pa:.2f}x" if pa and pb else "-",
+            "value": f"{pb:.2f} s at {at_hi} vs {pa:.2f} s at {at_lo} = {pb / pa:.2f}x" if pa and pb else "-",
             "pass": (pb / pa <= 1.2) if pa and pb else None,
         })
         big = hi["incremental_no_change"]
         paged = big.get("paged_providers_seconds")
         targets.append({
-            "name": f"growth: no-change run at {hi['records']:,} stored <= 1 s (slowest paged provider; FeedbackKit aside)",
+            "name": f"growth: no-change run at {at_hi} stored <= 1 s (slowest paged provider; FeedbackKit aside)",
             "value": f"slowest paged provider {paged:.2f} s, FeedbackKit {big['feedbackkit_seconds'] or 0.0:.2f} s, sync step {big['sync_step_seconds'] or 0.0:.2f} s"
             if paged is not None else "-",
             "pass": None if paged is None else paged <= 1.0,
@@ -657,7 +689,7 @@ def render(res: dict[str, Any]) -> str:
             for key in ("incremental_no_change", "incremental_changed"):
                 r = p[key]
                 cells.append(f"{_f(r['sync_step_seconds'])} / {_f(r['feedbackkit_seconds'])} / {_f(r['publish_seconds'])} / {_f(r['peak_rss_mb'], 0)}")
-            lines.append(f"| {p['records']:,} | {cells[0]} | {cells[1]} | {_f(p['backfill_peak_rss_mb'], 0)} | {p.get('git_commit') or '-'} |")
+            lines.append(f"| {_stored(p)} | {cells[0]} | {cells[1]} | {_f(p['backfill_peak_rss_mb'], 0)} | {p.get('git_commit') or '-'} |")
     profile = res.get("profile")
     if profile:
         lines += ["", f"Profile of one backfill (pyinstrument, wall {_f(profile['wall_seconds'])} s under the profiler; files in {profile['directory']}):", ""]
@@ -694,6 +726,14 @@ def _versions() -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=200_000, help="total records over the 5 providers and 365 days (default 200000)")
+    parser.add_argument(
+        "--days",
+        type=int,
+        default=C.DAYS,
+        help=f"days of history the sandbox serves (default {C.DAYS}); at the records per day of another size "
+        "(--records 1000000 --days 1825: 110 a day, as --records 200000 over a year) the growth curve compares "
+        "the two, so only the history grows",
+    )
     parser.add_argument("--repeat", type=int, default=3, help="repeats; the table shows medians (default 3)")
     parser.add_argument("--quick", action="store_true", help=f"tiny data ({C.QUICK_DAYS} days x {C.QUICK_PER_DAY}/day): a smoke test")
     parser.add_argument("--profile", action="store_true", help="also run one backfill under pyinstrument; profiles go next to the JSON")
@@ -726,8 +766,8 @@ def main(argv: list[str] | None = None) -> int:
     global EXECUTOR, INSTANCE
     EXECUTOR, INSTANCE = args.executor, args.instance
 
-    days = C.QUICK_DAYS if args.quick else C.DAYS
-    per_day = C.QUICK_PER_DAY if args.quick else C.per_day_for(args.records)
+    days = C.QUICK_DAYS if args.quick else args.days
+    per_day = C.QUICK_PER_DAY if args.quick else C.per_day_for(args.records, days)
     total = days * per_day * len(C.PROVIDERS)
     today = datetime.now(UTC).date()
     first = today - timedelta(days=days - 1)
@@ -856,7 +896,7 @@ def main(argv: list[str] | None = None) -> int:
 
     output.write_text(json.dumps(res, indent=1, default=str))
     if not args.quick:
-        (results_dir / history_name(total, args.executor)).write_text(json.dumps(res, indent=1, default=str))
+        (results_dir / history_name(total, args.executor, days)).write_text(json.dumps(res, indent=1, default=str))
     table = render(res)
     (output.with_suffix(".md")).write_text(table + "\n")
     print(table, flush=True)
