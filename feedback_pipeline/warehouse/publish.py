@@ -220,7 +220,7 @@ def _apply(con: duckdb.DuckDBPyConnection, held: int, generation: int) -> int:
     if keys:
         # The file's copies of the changed keys sit on the dates the log located them on: DuckDB
         # then reads the key columns only of rows on those dates (an hourly run's: a week of the
-        # table), not every key of the file (1M rows: ~4 ms against ~27 ms).
+        # table), not every key of the file (210 keys in a 1M-row file: 10.5 ms against 22.6 ms).
         located = changes.located_dates(con, held)
         on_dates = " AND f.collected_date BETWEEN $old_first AND $old_last" if located else ""
         con.execute(
