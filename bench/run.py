@@ -2,6 +2,8 @@
 
     python -m bench.run                        200,000 records, 3 repeats (medians)
     python -m bench.run --records 1000000 --repeat 1
+    python -m bench.run --records 1000000 --days 1825 --repeat 1
+                                               five years at 200,000's daily volume (growth curve)
     python -m bench.run --quick --repeat 1     tiny data: the smoke test (< 60 s)
     python -m bench.run --profile              also one backfill under pyinstrument
     python -m bench.run --executor job         runs with the job's own (multiprocess) executor
@@ -18,7 +20,8 @@ reads (a paced provider: today plus at most one older day; see ``sync.paced_days
 alone is timed in a child process with the sandbox idle (at least 7 repeats, graded on the
 fastest: see ``bench.normalization``). Prints a markdown table; writes JSON to
 ``bench/results/latest.json`` (``--output``) and, for full-size runs, ``records-<N>.json`` beside
-it, which later runs of another size read to judge whether peak memory is flat in the record count.
+it, which later runs of another size read to judge whether peak memory is flat in the record count
+and to print the incremental runs' growth curve (``records-<N>-days-<D>.json`` for ``--days``).
 """
 
 from __future__ import annotations
