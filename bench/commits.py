@@ -118,10 +118,13 @@ def instrumented(timers: Timers) -> Iterator[None]:
             setattr(owner, attr, value)
 
 
-def backfill(env: dict[str, str], db: Path, first: date, last: date, timers: Timers) -> dict[str, Any]:
-    """The five providers synced in turn over ``first..last`` into a fresh warehouse at ``db``."""
+def sync_in_turn(env: dict[str, str], db: Path, first: date, last: date, timers: Timers, *, paced: bool = False) -> dict[str, Any]:
+    """The five providers synced in turn over ``first..last`` on one session of the warehouse at
+    ``db``, each stage timed: a fresh warehouse's backfill (with each provider's checks' query
+    timed too), or with ``paced`` the hourly schedule's run (paced re-reads) after the benchmark's
+    1% touch. The providers' sync reports by name."""
     window = Window.for_days(first, last)
-    providers: dict[str, Any] = {}
+    reports: dict[str, Any] = {}
     opened = Warehouse(db).session()
     session = opened.__enter__()
     try:
@@ -129,34 +132,14 @@ def backfill(env: dict[str, str], db: Path, first: date, last: date, timers: Tim
             for name in C.PROVIDERS:
                 provider = provider_from_env(name, env)
                 with session.cursor() as cursor:
-                    report = sync(provider, cursor, window)
-                    with timers.time("checks"):
-                        cursor.check_stats(name, provider.account_id, first, last)
-                providers[name] = {"records": report.records, "inserted": report.counts.inserted, "seconds": report.seconds, "duration": report.duration}
+                    reports[name] = sync(provider, cursor, window, paced=paced)
+                    if not paced:
+                        with timers.time("checks"):
+                            cursor.check_stats(name, provider.account_id, first, last)
     finally:
         with timers.time("close"):
             opened.__exit__(*sys.exc_info())
-    return providers
-
-
-def hourly(env: dict[str, str], db: Path, first: date, last: date, timers: Timers) -> dict[str, Any]:
-    """The hourly schedule's run over ``first..last`` (paced re-reads), the five providers in turn
-    on one session, after the benchmark's 1% touch: what an incremental run's commits cost."""
-    window = Window.for_days(first, last)
-    providers: dict[str, Any] = {}
-    opened = Warehouse(db).session()
-    session = opened.__enter__()
-    try:
-        with instrumented(timers):
-            for name in C.PROVIDERS:
-                provider = provider_from_env(name, env)
-                with session.cursor() as cursor:
-                    report = sync(provider, cursor, window, paced=True)
-                providers[name] = {"records": report.records, "updated": report.counts.updated, "duration": report.duration}
-    finally:
-        with timers.time("close"):
-            opened.__exit__(*sys.exc_info())
-    return providers
+    return reports
 
 
 def _table(timers: Timers) -> list[str]:
@@ -195,13 +178,15 @@ def main(argv: list[str] | None = None) -> int:
         db = workdir / "feedback.duckdb"
         timers = Timers()
         cpu0, wall0 = time.process_time(), time.perf_counter()
-        providers = backfill(sandbox.env, db, first, today, timers)
+        reports = sync_in_turn(sandbox.env, db, first, today, timers)
+        providers = {n: {"records": r.records, "inserted": r.counts.inserted, "seconds": r.seconds, "duration": r.duration} for n, r in reports.items()}
         cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
         hourly_timers, hourly_providers = Timers(), None
         if args.hourly:
             for name in C.PROVIDERS:
                 sandbox.control("POST", f"/_control/{name}/touch", {"fraction": C.TOUCH_FRACTION, "seed": 1000, "changes": C.TOUCH_CHANGES.get(name, {})})
-            hourly_providers = hourly(sandbox.env, db, max(first, today - timedelta(days=C.LOOKBACK_DAYS)), today, hourly_timers)
+            hourly_reports = sync_in_turn(sandbox.env, db, max(first, today - timedelta(days=C.LOOKBACK_DAYS)), today, hourly_timers, paced=True)
+            hourly_providers = {n: {"records": r.records, "updated": r.counts.updated, "duration": r.duration} for n, r in hourly_reports.items()}
     finally:
         sandbox.stop()
     files = {p.name: p.stat().st_size for p in workdir.glob("feedback.duckdb*") if p.is_file()}
