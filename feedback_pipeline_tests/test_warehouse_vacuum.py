@@ -8,8 +8,10 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from feedback_pipeline.warehouse import Warehouse, vacuum
+from feedback_pipeline.warehouse import Warehouse, changes, vacuum
 from feedback_pipeline.warehouse.transaction import checkpoint, transaction
+
+from .conftest import batch_of, commit_batch
 
 ROWS = 3 * vacuum.ROW_GROUP_ROWS + 10  # three full row groups and a small last one
 
@@ -102,3 +104,63 @@ def test_a_database_without_the_feedback_table_has_nothing_to_merge():
     con = duckdb.connect()
     assert not vacuum.due(con)
     assert checkpoint(con)
+
+
+def _bound(con: duckdb.DuckDBPyConnection, file: str) -> tuple[int, int] | None:
+    return con.execute("SELECT extra, generation FROM pipeline_row_groups WHERE file = ?", [file]).fetchone()
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """Counts the storage-metadata counts (``vacuum.extra_row_groups``) made from now on."""
+    calls: list[str | None] = []
+    count = vacuum.extra_row_groups
+
+    def spy(con, database=None):
+        calls.append(database)
+        return count(con, database)
+
+    monkeypatch.setattr(vacuum, "extra_row_groups", spy)
+    return calls
+
+
+def test_the_working_file_counts_its_row_groups_only_once_its_bound_may_pass_the_limit(session, counted):
+    """Each hourly change bumps the generation (as every write does); the recorded count plus the
+    generations since bounds the row groups, so they are counted at the checkpoint where that
+    could first pass the limit, which merges them, as the count at every checkpoint did (test
+    above)."""
+    con = session._con
+    checkpoint(con, file=vacuum.WORK)  # no count recorded yet: counted once
+    start = changes.generations(con)[0]
+    assert counted == [None] and _bound(con, vacuum.WORK) == (0, start)
+    for hour in range(vacuum.EXTRA_ROW_GROUPS + 1):
+        hourly_change(con, hour)
+        with transaction(con):
+            changes.bump(con)
+        piled = len(blocks(con))
+        checkpoint(con, file=vacuum.WORK)
+        checkpoint(con, file=vacuum.WORK)
+        if hour < vacuum.EXTRA_ROW_GROUPS:
+            assert len(counted) == 1 and _bound(con, vacuum.WORK) == (0, start)  # nothing written either
+    # Counted when the bound reached EXTRA_ROW_GROUPS + 1, merged, and counted after the merge.
+    assert len(counted) == 3 and len(blocks(con)) <= 5 < piled
+    assert _bound(con, vacuum.WORK)[0] <= 2
+
+
+def test_a_publish_counts_a_snapshot_files_row_groups_only_once_its_bound_may_pass_the_limit(tmp_path: Path, counted):
+    wh = Warehouse(tmp_path / "feedback.duckdb")
+    commit_batch(wh, batch_of({"id": "a"}))
+    assert wh.publish_if_behind().mode == "full"
+    with wh.session() as s:
+        full = {f: _bound(s._con, f) for f in ("a", "b")}
+    assert full["a"] == full["b"] and full["a"][0] == 0  # counted in the new file, copied to the other
+    counted.clear()
+    for n in range(vacuum.EXTRA_ROW_GROUPS + 1):
+        commit_batch(wh, batch_of({"id": f"n{n}"}))  # one generation each
+        assert wh.publish_if_behind().mode == "incremental"
+        if n < vacuum.EXTRA_ROW_GROUPS - 1:
+            assert "snapshot" not in counted, n  # neither file's row groups counted
+    # File "b" (applied at n = 0, 2, ...) reaches generation 25 past its count at n = 24.
+    assert counted.count("snapshot") == 1
+    with wh.session() as s:
+        assert _bound(s._con, "b")[1] == full["b"][1] + vacuum.EXTRA_ROW_GROUPS + 1

@@ -135,6 +135,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 10: the collected date a changed key's row had before the change (changes.py), so a
     # publish deletes a snapshot's old copies within the dates they sit on.
     ("ALTER TABLE pipeline_changes ADD COLUMN previous_date DATE",),
+    # 11: per database file, an upper bound of the feedback table's row groups beyond what its
+    # rows fill, so a checkpoint counts them only when a merge may be due (vacuum.py).
+    ("CREATE TABLE pipeline_row_groups (file VARCHAR PRIMARY KEY, extra BIGINT NOT NULL, generation BIGINT NOT NULL)",),
 )
 # The first schema version that has ``pipeline_publish``: migrations from then on mark the
 # snapshot behind, and (with the change log) due for a full copy.

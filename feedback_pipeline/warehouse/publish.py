@@ -40,7 +40,7 @@ from pathlib import Path
 
 import duckdb
 
-from . import changes
+from . import changes, vacuum
 from .files import WarehouseFiles, fsync_dir, fsync_file
 from .migrations import migrate, schema_version
 from .model import PublishResult
@@ -112,6 +112,7 @@ def _publish_full(con: duckdb.DuckDBPyConnection, files: WarehouseFiles, target:
     # Recorded together once both are written: if the copy fails, the publish is redone from the
     # other file's older generation, which is still what that file holds.
     _replace_with(files, other, _byte_copy(files, target))
+    vacuum.copy_bound(con, _file_id(target), _file_id(other))
     with transaction(con):
         changes.record_snapshot(con, _file_id(other), generation, live=False)
         changes.record_snapshot(con, _file_id(target), generation, live=True)
@@ -123,9 +124,11 @@ def _file_id(snapshot: Path) -> str:
     return snapshot.name.rsplit(".", 1)[1]
 
 
-def _apply_changes(con: duckdb.DuckDBPyConnection, target: Path, generation: int, since: int) -> int | None:
+def _apply_changes(con: duckdb.DuckDBPyConnection, target: Path, generation: int, since: int, bound_file: str | None = None) -> int | None:
     """Apply the changes after the target's generation in place; rows applied, or None when the
-    target cannot serve as a base (see the module docstring)."""
+    target cannot serve as a base (see the module docstring). ``bound_file``: the snapshot file
+    whose row-group bound (vacuum.py) the target's checkpoint keeps, when the target is a copy
+    that will replace it."""
     if not os.path.exists(target):
         return None
     try:
@@ -141,7 +144,7 @@ def _apply_changes(con: duckdb.DuckDBPyConnection, target: Path, generation: int
             return None
         with transaction(con):
             rows = _apply(con, held, generation)
-        checkpoint(con, database=ALIAS)
+        checkpoint(con, database=ALIAS, file=bound_file or _file_id(target))
         return rows
     except duckdb.CatalogException:
         return None  # not a snapshot of this pipeline (no pipeline_publish)
@@ -159,12 +162,17 @@ def _patched_copy(
     if recorded is not None and not _worth_applying(con, recorded[0], since):
         return None  # decided before copying: a backfill's publish goes straight to a full copy
     copy = _byte_copy(files, live)
+    replaced = False
     try:
-        rows = _apply_changes(con, copy, generation, since)
+        vacuum.copy_bound(con, _file_id(live), _file_id(target))  # the copy's, once it replaces target
+        rows = _apply_changes(con, copy, generation, since, bound_file=_file_id(target))
         if rows is not None:
             _replace_with(files, target, copy)
+            replaced = True
         return rows
     finally:
+        if not replaced:
+            vacuum.forget(con, _file_id(target))  # target is as it was: its row groups get counted anew
         copy.unlink(missing_ok=True)
 
 
@@ -279,6 +287,7 @@ def _full_copy(con: duckdb.DuckDBPyConnection, files: WarehouseFiles, target: Pa
         finally:
             copier.close()
         con.execute(f"CHECKPOINT {ALIAS}")
+        vacuum.record(con, _file_id(target), vacuum.extra_row_groups(con, ALIAS) or 0, generation)
     finally:
         con.execute(f"DETACH {ALIAS}")
     _replace_with(files, target, tmp)

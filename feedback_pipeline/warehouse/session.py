@@ -23,7 +23,7 @@ import duckdb
 import pyarrow as pa
 from filelock import FileLock
 
-from . import changes, maintenance, publish, state, stats, writes
+from . import changes, maintenance, publish, state, stats, vacuum, writes
 from .files import WarehouseFiles
 from .migrations import migrate
 from .model import CursorRow, Progress, PublishResult, Scope, WriteCounts
@@ -130,7 +130,7 @@ class Session:
         """Write the WAL's changes into the working file (DuckDB's ``CHECKPOINT``), so a publish
         reads compressed row groups and the next session opens no WAL to replay."""
         with self._commits:
-            checkpoint(self._con)
+            checkpoint(self._con, file=vacuum.WORK)
 
     def publish_if_behind(self) -> PublishResult | None:
         """Publish once, when the snapshot is behind the working database; None when it is
@@ -138,7 +138,7 @@ class Session:
         with self._commits:
             if not publish.behind(self._con, self.files):
                 return None
-            checkpoint(self._con)
+            checkpoint(self._con, file=vacuum.WORK)
             return publish.publish(self._con, self.files)
 
     def feed(self, apply: Callable[[duckdb.DuckDBPyConnection, int], T]) -> T:
@@ -155,14 +155,14 @@ class Session:
     def publish(self) -> PublishResult:
         """Publish even when current (operators, tests)."""
         with self._commits:
-            checkpoint(self._con)
+            checkpoint(self._con, file=vacuum.WORK)
             return publish.publish(self._con, self.files)
 
     def reset(self, provider: str, account_id: str | None = None) -> dict[str, int]:
         """Forget a provider or one account of it, then publish."""
         with self._commits:
             removed = maintenance.reset(self._con, provider, account_id)
-            checkpoint(self._con)
+            checkpoint(self._con, file=vacuum.WORK)
             publish.publish_if_behind(self._con, self.files)
         return removed
 
@@ -172,7 +172,7 @@ class Session:
         Call ``compact`` after the last write of the session to clean the working file too."""
         with self._commits:
             result = maintenance.erase(self._con, kind, value, provider)
-            checkpoint(self._con)
+            checkpoint(self._con, file=vacuum.WORK)
             publish.rebuild(self._con, self.files)
         return result
 
@@ -225,7 +225,7 @@ class WarehouseCursor:
         than ``CHECKS_WAL_BYTES`` (see there)."""
         if self._wal is not None and _size(self._wal) > CHECKS_WAL_BYTES:
             with self._commits:
-                checkpoint(self.con)
+                checkpoint(self.con, file=vacuum.WORK)
         return stats.check_stats(self.con, provider, account_id, first_day, last_day)
 
     def query(self, sql: str, params: Any = None) -> list[tuple]:
