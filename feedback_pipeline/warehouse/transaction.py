@@ -46,10 +46,10 @@ def checkpoint(
     """``CHECKPOINT`` (of ``database``, an attached file, when given) once no other write
     transaction is active, retrying for up to ``wait`` seconds; row groups are merged only when
     :func:`vacuum.due` says the table's garbage is worth it, or, for a ``file`` the working
-    database keeps a bound for, :func:`vacuum.due_by_bound` (and then the bound is counted anew
-    after a merge). The caller holds the session's
-    commit lock, so only the ledger's short transactions can be in the way. True when it
-    checkpointed; after ``wait`` the last refusal is raised."""
+    database keeps a bound for, :func:`vacuum.due_by_bound` (the row groups are then counted
+    anew after a merge). The caller holds the session's commit lock, so only the ledger's short
+    transactions can be in the way. True when it checkpointed; after ``wait`` the last refusal
+    is raised."""
     statement = f"CHECKPOINT {database}" if database else "CHECKPOINT"
     deadline = time.monotonic() + wait
     merge = vacuum.due(con, database) if file is None else vacuum.due_by_bound(con, file, database)
