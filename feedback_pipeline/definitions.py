@@ -20,7 +20,7 @@ from .assets import asset_key, build_feedback_assets
 from .budget import RateBudget
 from .dashboard import DashboardResource, build_dashboard_asset, build_dashboard_refresh_sensor
 from .dashboard.asset import publish_hook as dashboard_publish_hook
-from .memory import limit_arenas
+from .memory import arrow_uses_malloc, limit_arenas
 from .partitions import feedback_partitions
 from .providers import asset_names, get_spec, names
 from .providers.base import ConfigurationError
@@ -40,8 +40,10 @@ BUDGET_WINDOW_VAR = "FEEDBACK_{}_BUDGET_WINDOW_SECONDS"
 dagster_env.apply()
 # Every process that imports this module exits without the interpreter's final collections (shutdown.py).
 skip_final_collection()
-# The run worker's threads (Dagster's and the step's) share two malloc arenas (memory.limit_arenas).
+# The run worker's threads (Dagster's and the step's) share two malloc arenas (memory.limit_arenas),
+# and Arrow's buffers live in them too (memory.arrow_uses_malloc).
 limit_arenas()
+arrow_uses_malloc()
 
 # BackfillPolicy is marked beta in this Dagster release; we pin the release, so the warning is noise.
 warnings.filterwarnings("ignore", category=dg.BetaWarning)

@@ -137,3 +137,20 @@ def test_building_and_committing_arrow_batches_never_loads_pandas(tmp_path: Path
     done = subprocess.run([sys.executable, "-c", ARROW_PROBE, str(tmp_path / "feedback.duckdb")], capture_output=True, text=True, check=True, timeout=120)
     # pandas stays out of the process (47 MB resident), and an explicit conversion still loads it
     assert done.stdout.splitlines() == ["False", "DataFrame"]
+
+
+# A process that imported the definitions (a run worker, a CLI run) builds an Arrow batch.
+POOL_PROBE = """
+import feedback_pipeline.definitions
+import pyarrow as pa
+batch = pa.array(["x" * 100] * 10_000)
+print(pa.default_memory_pool().backend_name, pa.system_memory_pool().bytes_allocated() >= 1_000_000)
+"""
+
+
+def test_a_process_with_the_definitions_puts_arrow_buffers_in_malloc():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", POOL_PROBE], capture_output=True, text=True, check=True, timeout=120)
+    assert done.stdout.split() == ["system", "True"]  # mimalloc (pyarrow's default) would hold them otherwise
