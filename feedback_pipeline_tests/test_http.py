@@ -256,6 +256,36 @@ def test_a_stream_that_never_becomes_an_array_fails_clearly_after_the_attempts()
     assert len(seen) == 4 and "failed after 4 attempt(s)" in str(info.value)
 
 
+def test_clients_opened_at_the_same_moment_build_the_tls_context_once(monkeypatch):
+    import threading
+    import time
+
+    import feedback_pipeline.http as http_module
+
+    built = []
+
+    def slow_context():
+        built.append(threading.get_ident())
+        time.sleep(0.05)  # as long as loading a CA bundle, so the threads overlap
+        return object()
+
+    monkeypatch.setattr(http_module, "_tls", None)
+    monkeypatch.setattr(http_module.httpx, "create_ssl_context", slow_context)
+    start = threading.Barrier(6)
+    seen = []
+
+    def open_client():
+        start.wait()
+        seen.append(http_module.tls_context())
+
+    threads = [threading.Thread(target=open_client) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(built) == 1 and len(seen) == 6 and all(c is seen[0] for c in seen)
+
+
 def test_every_client_of_a_process_verifies_servers_with_one_shared_tls_context():
     import ssl
 
