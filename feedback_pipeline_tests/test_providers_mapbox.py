@@ -386,6 +386,17 @@ def test_the_token_reaches_the_api_but_not_the_request_httpx_sees():
     assert TOKEN not in str(response.request.url)
 
 
+def test_the_token_transport_verifies_servers_with_the_process_tls_context():
+    from feedback_pipeline.http import tls_context
+
+    transport = AccessTokenTransport(TOKEN)
+    try:
+        inner = transport._transport_for(httpx.URL("https://api.mapbox.com/user-feedback/v1/feedback"))
+        assert inner._pool._ssl_context is tls_context()  # httpx 0.28's transport: no CA bundle of its own
+    finally:
+        transport.close()
+
+
 def test_environment_proxies_are_still_honoured(monkeypatch):
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
     monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")

@@ -30,7 +30,7 @@ from typing import Any
 
 import httpx
 
-from ..http import HttpClient, ProviderError, RetryPolicy
+from ..http import HttpClient, ProviderError, RetryPolicy, tls_context
 from ..normalize import FeedbackBatch, split
 from .base import Page, Provider, Query, check_cursor_page
 from .spec import ProviderResource, ProviderSpec, Setting
@@ -91,7 +91,8 @@ class AccessTokenTransport(httpx.BaseTransport):
             return self._inner
         proxy = _env_proxy(url)
         if proxy not in self._by_proxy:
-            self._by_proxy[proxy] = httpx.HTTPTransport(proxy=proxy)
+            # The process's one TLS context (http.tls_context), not a CA bundle loaded per transport.
+            self._by_proxy[proxy] = httpx.HTTPTransport(proxy=proxy, verify=tls_context())
         return self._by_proxy[proxy]
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
