@@ -61,7 +61,7 @@ def limit_arenas(count: int = ARENAS) -> bool:
     return bool(_mallopt(M_ARENA_MAX, count))
 
 
-def arrow_uses_malloc() -> bool:
+def arrow_uses_malloc() -> None:
     """Make the C library's malloc Arrow's default memory pool (pyarrow's ``system`` pool, what
     ``ARROW_DEFAULT_MEMORY_POOL=system`` sets at start-up) for the Arrow buffers made from now
     on. Why: pyarrow's wheels default to mimalloc, which keeps the pages a thread freed in that
@@ -71,15 +71,10 @@ def arrow_uses_malloc() -> bool:
     350-380 MB: peak 415.5 and 416.4 MB -> 387.1 and 393.2 MB in alternating runs of
     ``python -m bench.memory --records 1000000``, for 4-5% more CPU in that backfill (freed
     pages go back to the OS and are faulted in again). jemalloc with immediate decay kept
-    398.7-402.1 MB. True when set; False where pyarrow has no system pool."""
+    398.7-402.1 MB."""
     import pyarrow as pa
 
-    try:
-        pool = pa.system_memory_pool()
-    except (AttributeError, NotImplementedError):
-        return False
-    pa.set_memory_pool(pool)
-    return True
+    pa.set_memory_pool(pa.system_memory_pool())
 
 
 def can_trim() -> bool:

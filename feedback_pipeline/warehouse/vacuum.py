@@ -35,6 +35,8 @@ from contextlib import contextmanager
 
 import duckdb
 
+from . import changes
+
 # DuckDB's default ``row_group_size``: rows per full row group.
 ROW_GROUP_ROWS = 122_880
 # A checkpoint merges once a table holds this many row groups more than its live rows fill.
@@ -75,9 +77,9 @@ def due_by_bound(con: duckdb.DuckDBPyConnection, file: str, database: str | None
     ``pipeline_row_groups``: counted, and recorded, only when the recorded count plus the
     generations since could pass the limit (module docstring)."""
     try:
-        generation = con.execute("SELECT generation FROM pipeline_publish").fetchone()[0]
+        generation = changes.generations(con)[0]
         row = con.execute("SELECT extra, generation FROM pipeline_row_groups WHERE file = ?", [file]).fetchone()
-    except duckdb.CatalogException:
+    except (duckdb.CatalogException, duckdb.BinderException):
         return due(con, database)  # a schema before migration 11 (while an older one is migrated)
     if row is not None and row[0] + max(0, generation - row[1]) <= EXTRA_ROW_GROUPS:
         return False
@@ -89,7 +91,7 @@ def due_by_bound(con: duckdb.DuckDBPyConnection, file: str, database: str | None
 def record(con: duckdb.DuckDBPyConnection, file: str, extra: int, generation: int | None = None) -> None:
     """Store ``file``'s bound (at ``generation``, default the working database's current one)."""
     if generation is None:
-        generation = con.execute("SELECT generation FROM pipeline_publish").fetchone()[0]
+        generation = changes.generations(con)[0]
     con.execute("INSERT OR REPLACE INTO pipeline_row_groups VALUES (?, ?, ?)", [file, extra, generation])
 
 
