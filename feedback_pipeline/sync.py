@@ -358,6 +358,7 @@ def _run_query(
     # Pages normalized since the last commit, already turned into Arrow (see build).
     built: list[tuple[pa.Table, pa.Table]] = []
     snapshot = False
+    fresh = stored is None  # until the first commit: keys an earlier query under this key saw are not ours
     last_commit = time.monotonic()
     last_resume: Any = None
 
@@ -375,11 +376,11 @@ def _run_query(
         return sum(rows.num_rows + rejects.num_rows for rows, rejects in built) + len(batch) + batch.reject_count
 
     def commit(resume: Any) -> None:
-        nonlocal batch, last_commit
+        nonlocal batch, last_commit, fresh
         t0 = time.monotonic()
         progress = Progress(
             planned.key, planned.window.first_day, planned.window.last_day, query.changes_since,
-            started_at, pages, resume, sweep=planned.sweep or snapshot,
+            started_at, pages, resume, sweep=planned.sweep or snapshot, first=fresh,
         )
         build()
         if built:  # zero-copy: the tables' columns become chunked
@@ -390,6 +391,7 @@ def _run_query(
         # account's: only the Arrow tables are held meanwhile.
         built.clear()
         counts = warehouse.commit(scope, rows, rejects, progress)
+        fresh = False
         del rows, rejects
         report.counts.add(counts)
         release()  # the committed batch's memory goes back to the OS, not to this thread's arena

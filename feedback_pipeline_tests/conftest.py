@@ -157,12 +157,13 @@ def batch_of(*records: dict, provider: str = "mapbox") -> FeedbackBatch:
     return batch
 
 
-def commit_batch(wh: Warehouse, batch: FeedbackBatch, *, resume=None, key: str = "window:q", scope=None, sweep: bool = False):
-    """Commit ``batch`` as one page of query ``key`` over ``scope`` (default: mapbox/acct, 3 days)."""
+def commit_batch(wh: Warehouse, batch: FeedbackBatch, *, resume=None, key: str = "window:q", scope=None, sweep: bool = False, first: bool = False):
+    """Commit ``batch`` as one page of query ``key`` over ``scope`` (default: mapbox/acct, 3 days);
+    ``first``: the first commit of a query that started afresh."""
     from feedback_pipeline.warehouse import Progress, Scope
 
     scope = scope or Scope(batch.provider, "acct", WAREHOUSE_DAY, WAREHOUSE_DAY + timedelta(days=2))
-    progress = Progress(key, scope.first_day, scope.last_day, None, datetime(2026, 3, 4, tzinfo=UTC), 1, resume, sweep)
+    progress = Progress(key, scope.first_day, scope.last_day, None, datetime(2026, 3, 4, tzinfo=UTC), 1, resume, sweep, first)
     with wh.session() as session, session.cursor() as cursor:
         return cursor.commit(scope, batch.rows(), batch.rejects(), progress)
 

@@ -127,6 +127,36 @@ def test_full_refresh_removes_records_deleted_at_the_provider(sandbox, tmp_path:
     assert {r[2] for r in table(wh)} == expected_ids(sandbox, window)
 
 
+def test_an_ordinary_run_leaves_an_interrupted_full_refresh_to_resume_and_sweep(sandbox, tmp_path: Path):
+    wh, window = Warehouse(tmp_path / "f.duckdb"), recent_window(30)
+    run_sync(provider_for(sandbox), wh, window)
+    sandbox.sandbox.state.add_fault("formbricks", Fault(kind="server_error", after=2, count=None, status=503))
+    with pytest.raises(ProviderUnavailable):
+        run_sync(provider_for(sandbox), wh, window, full_refresh=True)  # stops after 2 of 3 pages
+    sandbox.sandbox.state.clear_faults()
+    with work_db(wh) as con:
+        seen = {key for (key,) in con.execute("SELECT feedback_id FROM pipeline_refresh_keys").fetchall()}
+    run_sync(provider_for(sandbox), wh, window)  # an hourly-like run over the same days finishes
+    victim = sorted(expected_ids(sandbox, window) - seen)[0]  # on the page the refresh has not read
+    sandbox.sandbox.delete("formbricks", victim)
+    report = run_sync(provider_for(sandbox), wh, window, full_refresh=True)
+    assert report.resumed == [f"refresh:{window}"]
+    assert report.counts.deleted == 1
+    assert {r[2] for r in table(wh)} == expected_ids(sandbox, window)
+
+
+def test_a_full_refresh_that_starts_afresh_sweeps_past_keys_left_under_its_name(sandbox, tmp_path: Path):
+    wh, provider, window = Warehouse(tmp_path / "f.duckdb"), provider_for(sandbox), recent_window(30)
+    run_sync(provider, wh, window)
+    victim = sorted(expected_ids(sandbox, window))[0]
+    with work_db(wh) as con:  # what an earlier version left when it dropped a refresh's cursor
+        con.execute("INSERT INTO pipeline_refresh_keys VALUES ('formbricks', 'tenant-sandbox', ?, ?)", [f"refresh:{window}", victim])
+    sandbox.sandbox.delete("formbricks", victim)
+    report = run_sync(provider, wh, window, full_refresh=True)
+    assert report.resumed == [] and report.counts.deleted == 1
+    assert victim not in {r[2] for r in table(wh)}
+
+
 def test_a_backfill_of_old_days_leaves_other_days_state_alone(sandbox, tmp_path: Path):
     wh, provider = Warehouse(tmp_path / "f.duckdb"), provider_for(sandbox)
     recent = recent_window(3)

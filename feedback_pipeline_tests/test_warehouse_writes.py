@@ -180,6 +180,39 @@ def test_a_dropped_cursor_is_forgotten_with_its_refresh_keys(wh: Warehouse):
     assert rows(wh, "SELECT count(*) FROM pipeline_refresh_keys") == [(0,)]
 
 
+def test_a_read_that_sweeps_nothing_leaves_an_unfinished_refresh_of_its_days_to_resume(wh: Warehouse):
+    commit(wh, batch_of({"id": "a"}, {"id": "b"}), key="refresh:q", resume={"after": "x"}, sweep=True, first=True)
+    commit(wh, batch_of({"id": "a"}, {"id": "b"}))  # an ordinary read of the same days finishes
+    assert stored_cursor(wh, "refresh:q") is not None, "feedback_resume must still find the refresh"
+    assert rows(wh, "SELECT feedback_id FROM pipeline_refresh_keys ORDER BY 1") == [("a",), ("b",)]
+
+
+def test_a_finished_sweep_drops_the_unfinished_queries_it_covers_with_the_keys_they_saw(wh: Warehouse):
+    one_day = Scope("mapbox", "acct", D1, D1)
+    commit(wh, batch_of({"id": "a"}), key="refresh:day", scope=one_day, resume={"after": "x"}, sweep=True, first=True)
+    commit(wh, batch_of({"id": "a"}), key="window:day", scope=one_day, resume={"after": "y"})
+    commit(wh, batch_of({"id": "a"}), key="refresh:q", sweep=True, first=True)  # covers both days, finishes
+    assert rows(wh, "SELECT query_key FROM pipeline_cursors") == []
+    assert rows(wh, "SELECT count(*) FROM pipeline_refresh_keys") == [(0,)]
+
+
+def test_keys_of_a_query_whose_cursor_is_gone_never_spare_a_row_from_a_later_sweep(wh: Warehouse):
+    commit(wh, batch_of({"id": "a"}, {"id": "b"}))
+    commit(wh, batch_of({"id": "a"}, {"id": "b"}), key="refresh:q", resume={"after": "x"}, sweep=True, first=True)
+    # Its cursor disappears but its keys stay (what an older version of finish_query left).
+    with wh.session() as session, session.cursor() as cursor:
+        cursor.con.execute("DELETE FROM pipeline_cursors")
+    # The provider deleted b; a refresh under the same key starts afresh and sees only a.
+    counts = commit(wh, batch_of({"id": "a"}), key="refresh:q", sweep=True, first=True)
+    assert counts.deleted == 1 and [r[0] for r in rows(wh)] == ["a"]
+    # And a finishing query clears such leftovers of its account.
+    commit(wh, batch_of({"id": "a"}), key="refresh:q", resume={"after": "x"}, sweep=True, first=True)
+    with wh.session() as session, session.cursor() as cursor:
+        cursor.con.execute("DELETE FROM pipeline_cursors")
+    commit(wh, batch_of({"id": "a"}))
+    assert rows(wh, "SELECT count(*) FROM pipeline_refresh_keys") == [(0,)]
+
+
 def test_other_providers_rows_are_untouched(wh: Warehouse):
     other = FeedbackBatch("mintlify", "acct")
     other.add({}, feedback_id="a", collected_at="2026-03-01T00:00:00Z", body="mintlify's")

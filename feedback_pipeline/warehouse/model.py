@@ -41,7 +41,8 @@ class Progress:
     ``resume`` None means the query finished: its days are marked synced with watermark
     ``started_at`` and its cursor is removed. ``sweep`` (full refresh, or an API that returns a
     complete snapshot) records every key the query returns, and when it finishes deletes the rows
-    of its days it did not return.
+    of its days it did not return. ``first`` marks the first commit of a query that started
+    afresh (no stored cursor): keys recorded earlier under its key belong to no run of it.
     """
 
     query_key: str
@@ -52,6 +53,7 @@ class Progress:
     pages: int
     resume: Mapping[str, Any] | None
     sweep: bool = False
+    first: bool = False
 
 
 @dataclass

@@ -53,6 +53,15 @@ def drop_cursor(con: duckdb.DuckDBPyConnection, provider: str, account_id: str, 
     con.execute("DELETE FROM pipeline_refresh_keys WHERE provider = ? AND account_id = ? AND query_key = ?", args)
 
 
+def forget_seen_keys(con: duckdb.DuckDBPyConnection, scope: Scope, query_key: str) -> None:
+    """Drop the keys recorded under ``query_key`` before a query under that key started afresh,
+    so its sweep judges the provider by what this query returns; call inside a transaction."""
+    con.execute(
+        "DELETE FROM pipeline_refresh_keys WHERE provider = ? AND account_id = ? AND query_key = ?",
+        [scope.provider, scope.account_id, query_key],
+    )
+
+
 def write_cursor(con: duckdb.DuckDBPyConnection, scope: Scope, progress: Progress, now: datetime) -> None:
     """Store where the query resumes (or, finished, that it has nothing to resume)."""
     con.execute("DELETE FROM pipeline_cursors WHERE provider = ? AND account_id = ? AND query_key = ?", [scope.provider, scope.account_id, progress.query_key])
@@ -68,11 +77,23 @@ def write_cursor(con: duckdb.DuckDBPyConnection, scope: Scope, progress: Progres
 
 def finish_query(con: duckdb.DuckDBPyConnection, scope: Scope, progress: Progress, now: datetime) -> None:
     """A query read its days whole: mark them synced with watermark ``started_at`` (everything
-    changed before the query started is known) and drop cursors the finished query covers."""
+    changed before the query started is known) and drop cursors the finished query covers.
+
+    A covered full refresh that is still unfinished (its cursor has seen keys) is dropped only by
+    a query that swept too: a read that deletes nothing does not do a refresh's job, so its
+    cursor stays for ``feedback_resume``. Seen keys go with their cursor, those of queries whose
+    cursor is gone included: a later refresh under the same key must not skip them in its sweep."""
     who = {"p": scope.provider, "a": scope.account_id}
     span = {**who, "first": progress.first_day, "last": progress.last_day}
-    con.execute("DELETE FROM pipeline_refresh_keys WHERE provider = $p AND account_id = $a AND query_key = $k", {**who, "k": progress.query_key})
-    con.execute("DELETE FROM pipeline_cursors WHERE provider = $p AND account_id = $a AND first_day >= $first AND last_day <= $last", span)
+    covered = "provider = $p AND account_id = $a AND first_day >= $first AND last_day <= $last"
+    if not progress.sweep:
+        covered += " AND query_key NOT IN (SELECT query_key FROM pipeline_refresh_keys WHERE provider = $p AND account_id = $a)"
+    con.execute(f"DELETE FROM pipeline_cursors WHERE {covered}", span)
+    con.execute(
+        """DELETE FROM pipeline_refresh_keys WHERE provider = $p AND account_id = $a
+        AND query_key NOT IN (SELECT query_key FROM pipeline_cursors WHERE provider = $p AND account_id = $a)""",
+        who,
+    )
     con.execute(
         """INSERT INTO pipeline_sync_days
         SELECT $p, $a, d::DATE, $now, $started
