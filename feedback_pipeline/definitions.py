@@ -28,7 +28,7 @@ from .providers.spec import ProviderResource
 from .resume import build_resume_sensor, read_resume_state
 from .schedules import build_hourly_schedule, build_reconcile_schedule
 from .settings import FULL_REFRESH_TAG, PROVIDERS_TAG, PipelineResource, PipelineSettings
-from .shutdown import skip_final_collection
+from .collector import freeze_imports, skip_final_collection
 
 # Test and operator knobs for a provider's request budget (documented in the README):
 # FEEDBACK_<PROVIDER>_BUDGET_LIMIT requests per FEEDBACK_<PROVIDER>_BUDGET_WINDOW_SECONDS.
@@ -38,7 +38,7 @@ BUDGET_WINDOW_VAR = "FEEDBACK_{}_BUDGET_WINDOW_SECONDS"
 # Dagster's event-log switches (one planned event per asset for a partition range, batched event
 # writes) for the CLI, the code server and run workers, which all import this module: see dagster_env.
 dagster_env.apply()
-# Every process that imports this module exits without the interpreter's final collections (shutdown.py).
+# Every process that imports this module exits without the interpreter's final collections (collector.py).
 skip_final_collection()
 # The run worker's threads (Dagster's and the step's) share two malloc arenas (memory.limit_arenas),
 # and Arrow's buffers live in them too (memory.arrow_uses_malloc).
@@ -199,3 +199,6 @@ def min_room(budgets: Mapping[str, RateBudget]) -> int:
 
 
 defs = build_definitions()
+# Dagster, the libraries and the definitions live as long as the process: later full collections
+# skip them (collector.py).
+freeze_imports()
