@@ -108,6 +108,10 @@ def paced_days(days: list[date], synced: dict[date, tuple[datetime, datetime]], 
       older day is re-read about once per ``interval`` (status changes of older feedback show up
       within it), and once the window was read whole a run costs at most today's pages plus one
       day's, whatever the volume.
+
+    When a day was read is when its last whole read *started* (the watermark, ``synced[day][1]``),
+    not when it finished: a read resumed after midnight (a budget wait, ``feedback_resume``)
+    continues a keyset chain that never sees feedback created after its first page.
     """
     today = now.astimezone(UTC).date()
     due: list[date] = []
@@ -118,10 +122,12 @@ def paced_days(days: list[date], synced: dict[date, tuple[datetime, datetime]], 
         ended = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
         if day >= today or read is None:
             due.append(day)
-        elif read[0] < ended:
+            continue
+        started = read[1]
+        if started < ended:
             unfinished.append(day)
-        elif read[0] <= now - interval and (stale is None or read[0] < stale[0]):
-            stale = (read[0], day)
+        elif started <= now - interval and (stale is None or started < stale[0]):
+            stale = (started, day)
     if unfinished:
         due.append(unfinished[-1])
     elif stale is not None:

@@ -271,6 +271,19 @@ def test_a_paced_run_rereads_a_day_last_read_before_it_ended_as_its_one_older_da
     assert paced_days(PACE_DAYS, synced, interval=timedelta(days=1), now=PACE_NOW) == [yesterday, PACE_DAYS[-1]]
 
 
+def test_a_paced_run_judges_a_day_by_when_its_read_started_not_when_it_finished():
+    # Yesterday's read started at 23:58 and, resumed after a budget wait, finished at 00:30: its
+    # keyset chain never saw feedback created after its first page, so it is read again.
+    yesterday, midnight = PACE_DAYS[-2], datetime(2026, 5, 10, tzinfo=UTC)
+    synced = {d: (PACE_NOW - timedelta(hours=3),) * 2 for d in PACE_DAYS[:-2]}
+    synced[yesterday] = (midnight + timedelta(minutes=30), midnight - timedelta(minutes=2))  # (synced_at, watermark)
+    assert paced_days(PACE_DAYS, synced, interval=timedelta(days=1), now=PACE_NOW) == [yesterday, PACE_DAYS[-1]]
+    # Staleness too: a day whose read started 30 hours ago is due, though it finished 3 hours ago.
+    synced[yesterday] = read_at(yesterday, 2)
+    synced[PACE_DAYS[3]] = (PACE_NOW - timedelta(hours=3), PACE_NOW - timedelta(hours=30))
+    assert paced_days(PACE_DAYS, synced, interval=timedelta(days=1), now=PACE_NOW) == [PACE_DAYS[3], PACE_DAYS[-1]]
+
+
 def test_a_paced_run_rereads_at_most_one_stale_older_day_the_stalest():
     # Every older day read after it ended; three of them more than a day ago.
     synced = {d: (PACE_NOW - timedelta(hours=3),) * 2 for d in PACE_DAYS[:-1]}
@@ -280,6 +293,39 @@ def test_a_paced_run_rereads_at_most_one_stale_older_day_the_stalest():
     assert paced_days(PACE_DAYS, synced, interval=timedelta(days=1), now=PACE_NOW) == [PACE_DAYS[4], PACE_DAYS[-1]]
     synced[PACE_DAYS[4]] = (PACE_NOW,) * 2  # read by this run: the next stalest is next
     assert paced_days(PACE_DAYS, synced, interval=timedelta(days=1), now=PACE_NOW + timedelta(hours=1)) == [PACE_DAYS[1], PACE_DAYS[-1]]
+
+
+def test_a_mintlify_read_resumed_after_midnight_leaves_its_day_to_the_next_paced_run(sandbox_server, sandbox, tmp_path: Path):
+    from feedback_pipeline.providers import provider_from_env
+
+    sandbox_server.reset(days=3, per_day=250)  # three pages a day; the defaults come back at the end
+    try:
+        mintlify = lambda: provider_from_env("mintlify", sandbox_server.env(), policy=FAST_RETRIES)  # noqa: E731
+        today = datetime.now(UTC).date()
+        yesterday = today - timedelta(days=1)
+        wh = Warehouse(tmp_path / "f.duckdb")
+        # The read of yesterday stops after its first page (an outage, a spent budget) at 23:58.
+        sandbox_server.sandbox.state.add_fault("mintlify", Fault(kind="server_error", after=1, count=None, status=503))
+        with pytest.raises(ProviderUnavailable):
+            run_sync(mintlify(), wh, Window.for_days(yesterday, yesterday))
+        sandbox_server.sandbox.state.clear_faults()
+        started = datetime(yesterday.year, yesterday.month, yesterday.day, 23, 58, tzinfo=UTC)
+        with work_db(wh) as con:
+            con.execute("UPDATE pipeline_cursors SET started_at = ?", [started])
+        # Feedback arrives at 23:59; the read resumes (feedback_resume) after midnight and finishes.
+        late = {"id": "0123456789abcdef01234567", "path": "/faq", "comment": "late", "createdAt": f"{yesterday}T23:59:30.000Z", "status": "pending", "source": "agent"}
+        sandbox_server.sandbox.add("mintlify", late)
+        assert run_sync(mintlify(), wh, Window.for_days(yesterday, yesterday)).resumed == [f"window:{yesterday}..{yesterday}"]
+        # Its chain, newest first from a stored key, never saw the late record: the next hourly run
+        # reads yesterday again, and gets it.
+        with wh.session() as session, session.cursor() as cursor:
+            planned = plan_queries(mintlify(), cursor, Window.for_days(yesterday, today), full_refresh=False, paced=True)
+        assert [q.key for q in planned] == [f"window:{yesterday}..{today}"]
+        run_sync(mintlify(), wh, Window.for_days(yesterday, today), paced=True)
+        with work_db(wh) as con:
+            assert con.execute("SELECT count(*) FROM feedback WHERE feedback_id = ?", [late["id"]]).fetchone()[0] == 1
+    finally:
+        sandbox_server.reset()
 
 
 def test_only_paced_runs_of_a_provider_with_a_reread_interval_are_planned_by_day(sandbox_server, sandbox, tmp_path: Path):
