@@ -8,8 +8,14 @@ random salt (created once), ``pipeline_erasures`` keeps a salted SHA-256 of the 
 ``pipeline_suppressions`` lists those digests; writes drop matching records before they are stored
 (counted as ``rows_suppressed``, never written to rejects).
 
-Digests are computed by DuckDB's ``sha256`` over ``salt || kind || ':' || value`` (e-mail lowercased),
-so the same formula filters whole batches inside SQL.
+Digests are computed by DuckDB's ``sha256`` over ``salt || kind || ':' || value`` (e-mail lowercased
+by DuckDB's ``lower``, on the typed address and the stored ones alike: Python's ``str.lower``
+differs for a few letters, Greek final sigma and Turkish dotted I among them), so the same
+formula filters whole batches inside SQL.
+
+A user id reaches ``feedback.user_id`` as text, but a payload keeps it as the provider sent it,
+often a JSON number (``"userId": 42``): payload values are matched by their text whether they are
+strings or numbers; e-mail addresses only as strings.
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ DDL = (
 
 # The digest of a value of kind $kind, as SQL over an expression `{value}`.
 _DIGEST = "sha256($salt || $kind || ':' || {value})"
+# json_tree types of the payload values an identifier of each kind is compared with (as text).
+_LEAF_TYPES = {USER_ID: "('VARCHAR', 'BIGINT', 'UBIGINT', 'DOUBLE')", EMAIL: "('VARCHAR')"}
 
 
 @dataclass(frozen=True)
@@ -72,10 +80,6 @@ def ensure_salt(con: duckdb.DuckDBPyConnection) -> str:
     return salt
 
 
-def _normalized(kind: str, value: str) -> str:
-    return value.lower() if kind == EMAIL else value
-
-
 def erase(con: duckdb.DuckDBPyConnection, *, kind: str, value: str, provider: str | None) -> ErasureResult:
     """Remove one person's rows and rejects and suppress them, in the caller's open transaction.
 
@@ -85,20 +89,20 @@ def erase(con: duckdb.DuckDBPyConnection, *, kind: str, value: str, provider: st
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}")
     salt = ensure_salt(con)
-    params = {"salt": salt, "kind": kind, "value": _normalized(kind, value), "provider": provider}
-    digest = con.execute(f"SELECT {_DIGEST.format(value='$value')}", {k: params[k] for k in ("salt", "kind", "value")}).fetchall()[0][0]
-    column = "user_id = $value" if kind == USER_ID else "lower(user_email) = $value"
+    typed = "$value" if kind == USER_ID else "lower($value)"
+    digest = con.execute(f"SELECT {_DIGEST.format(value=typed)}", {"salt": salt, "kind": kind, "value": value}).fetchall()[0][0]
+    column = "user_id" if kind == USER_ID else "lower(user_email)"
     scope = "($provider IS NULL OR provider = $provider)"
     keys = con.execute(
-        f"DELETE FROM feedback WHERE {column} AND {scope} RETURNING provider, account_id, feedback_id",
-        {"value": params["value"], "provider": provider},
+        f"DELETE FROM feedback WHERE {column} = {typed} AND {scope} RETURNING provider, account_id, feedback_id",
+        {"value": value, "provider": provider},
     ).fetchall()
     leaf = "t.value ->> '$'" if kind == USER_ID else "lower(t.value ->> '$')"
     rejected = con.execute(
         f"""DELETE FROM feedback_rejects r WHERE {scope} AND r.payload IS NOT NULL AND EXISTS (
-            SELECT 1 FROM json_tree(r.payload) t WHERE t.type = 'VARCHAR' AND {leaf} = $value)
+            SELECT 1 FROM json_tree(r.payload) t WHERE t.type IN {_LEAF_TYPES[kind]} AND {leaf} = {typed})
         RETURNING provider, account_id""",
-        {"value": params["value"], "provider": provider},
+        {"value": value, "provider": provider},
     ).fetchall()
     rejects = len(rejected)
     now = datetime.now(UTC)
@@ -139,6 +143,7 @@ def suppressed_payload_sql(relation: str, provider_param: str = "$p") -> str:
     holds a suppressed identifier anywhere. Needs ``$salt`` and the provider parameter."""
     return f"""({relation}.payload IS NOT NULL AND EXISTS (
         SELECT 1 FROM json_tree({relation}.payload) t, pipeline_suppressions s
-        WHERE t.type = 'VARCHAR' AND (s.provider IS NULL OR s.provider = {provider_param})
+        WHERE t.type IN {_LEAF_TYPES[USER_ID]} AND (s.provider IS NULL OR s.provider = {provider_param})
           AND ((s.kind = '{USER_ID}' AND s.identifier_hash = sha256($salt || '{USER_ID}:' || (t.value ->> '$')))
-            OR (s.kind = '{EMAIL}' AND s.identifier_hash = sha256($salt || '{EMAIL}:' || lower(t.value ->> '$'))))))"""
+            OR (s.kind = '{EMAIL}' AND t.type IN {_LEAF_TYPES[EMAIL]}
+                AND s.identifier_hash = sha256($salt || '{EMAIL}:' || lower(t.value ->> '$'))))))"""

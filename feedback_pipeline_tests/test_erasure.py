@@ -108,3 +108,28 @@ def test_the_suppression_filter_recognises_the_persons_records_in_a_new_batch(co
     con.execute("CREATE TEMP TABLE rej AS SELECT * FROM (VALUES ('r1', '{\"contact\": \"ADA@EXAMPLE.COM\"}'::JSON), ('r2', '{\"contact\": \"x@y.z\"}'::JSON)) t(record_key, payload)")
     flagged = con.execute(f"SELECT record_key FROM rej WHERE {suppressed_payload_sql('rej')}", {"salt": salt, "p": "mintlify"}).fetchall()
     assert flagged == [("r1",)]
+
+
+def test_a_user_id_a_payload_holds_as_a_json_number_is_erased_and_suppressed(con):
+    # Providers often send user ids as numbers: the row stores the text "42", the payload 42.
+    con.execute("INSERT INTO feedback_rejects VALUES ('mapbox', 'default', NULL, 'sha256:2', 'missing_id', ?, ?)", [orjson.dumps({"metadata": {"userId": 42}}).decode(), NOW])
+    con.execute("INSERT INTO feedback_rejects VALUES ('mapbox', 'default', NULL, 'sha256:3', 'missing_id', ?, ?)", [orjson.dumps({"votes": 42.5, "flag": True}).decode(), NOW])
+    result = erase(con, kind="user_id", value="42", provider=None)
+    assert result.rejects_removed == 1
+    assert {r[0] for r in con.execute("SELECT record_key FROM feedback_rejects").fetchall()} == {"sha256:1", "sha256:3", "m9", "m8"}
+    con.execute("CREATE TEMP TABLE rej AS SELECT * FROM (VALUES ('r1', '{\"user\": {\"id\": 42}}'::JSON), ('r2', '{\"user\": {\"id\": 421}}'::JSON), ('r3', '{\"e\": 42}'::JSON)) t(record_key, payload)")
+    flagged = con.execute(f"SELECT record_key FROM rej WHERE {suppressed_payload_sql('rej')} ORDER BY 1", {"salt": ensure_salt(con), "p": "mapbox"}).fetchall()
+    assert flagged == [("r1",), ("r3",)]  # the number 42 anywhere in a later reject's payload
+
+
+@pytest.mark.parametrize("stored", ["ΟΔΥΣΣΕΑΣ@example.gr", "İLKER@example.com"])
+def test_an_address_is_lowercased_the_same_way_when_typed_and_when_stored(con, stored):
+    # Python's str.lower and DuckDB's lower differ on Greek final sigma and Turkish dotted I.
+    con.execute(
+        "INSERT INTO feedback (provider, account_id, feedback_id, collected_at, collected_date, user_email, ingested_at) VALUES ('mintlify', 'docs', 'u1', ?, ?, ?, ?)",
+        [NOW, NOW.date(), stored, NOW],
+    )
+    assert erase(con, kind="email", value=stored, provider=None).rows_removed == 1
+    con.execute("CREATE TEMP TABLE batch AS SELECT 'mintlify' AS provider, 'n1' AS feedback_id, NULL::VARCHAR AS user_id, ? AS user_email", [stored])
+    flagged = con.execute(f"SELECT feedback_id FROM batch WHERE {suppressed_rows_sql('batch')}", {"salt": ensure_salt(con)}).fetchall()
+    assert flagged == [("n1",)]
