@@ -194,7 +194,9 @@ def cmd_erase(args: argparse.Namespace) -> int:
     Under the writer lock: one transaction removes the rows and rejects, records the audit and
     the suppression and logs the change; both snapshot files are rebuilt as full copies; the
     Iceberg copy (when configured) commits the removal and drops its older snapshots and their
-    files; last, the working file is rewritten compactly. Prints counts, never the identifier."""
+    files; last, the working file is rewritten compactly. Then the dashboard file, when there is
+    one, is drawn again from the new snapshot (its list of latest texts may quote the person), or
+    removed if that fails. Prints counts, never the identifier."""
     from .erasure import EMAIL, USER_ID
     from .lake import LakeSettings
     from .settings import PipelineSettings
@@ -216,6 +218,7 @@ def cmd_erase(args: argparse.Namespace) -> int:
             except Exception as exc:  # noqa: BLE001 - the next run's apply finishes it; compact first
                 lake_error = exc
         session.compact()
+    dashboard = _redraw_dashboard(path)
     per_provider = ", ".join(f"{p} {n}" for p, n in sorted(result.rows_by_provider().items())) or "none"
     scope = f"provider {args.provider}" if args.provider else "every provider"
     print(
@@ -224,6 +227,7 @@ def cmd_erase(args: argparse.Namespace) -> int:
         f"their records are suppressed in later runs; audit row added to pipeline_erasures; "
         f"both snapshot files and the working file rewritten"
         + (f"; Iceberg copy: {purge.snapshots_expired} older snapshot(s) expired, {purge.files_deleted} file(s) deleted" if purge else "")
+        + (f"; {dashboard}" if dashboard else "")
         + "."
     )
     if lake_error is not None:
@@ -234,6 +238,24 @@ def cmd_erase(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def _redraw_dashboard(db_path: str) -> str | None:
+    """Draw the dashboard file (``FEEDBACK_DASHBOARD``) again from the snapshot at ``db_path``
+    after an erasure; when drawing fails, remove the file rather than keep the person's texts in
+    it. What happened, for the command's output; None when there is no dashboard file."""
+    from .dashboard.asset import DEFAULT_DASHBOARD
+    from .dashboard.build import build_dashboard_in_child
+
+    page = Path(os.environ.get("FEEDBACK_DASHBOARD") or DEFAULT_DASHBOARD)
+    if not page.exists():
+        return None
+    try:
+        build_dashboard_in_child(db_path, page)
+    except Exception as exc:  # noqa: BLE001 - the page must not outlive the erasure either way
+        page.unlink(missing_ok=True)
+        return f"the dashboard could not be drawn again ({type(exc).__name__}) and was removed; the next run draws it"
+    return f"dashboard {page} drawn again"
 
 
 def _identifier(text: str) -> str:

@@ -50,3 +50,38 @@ def test_an_erasure_prints_counts_per_provider_and_never_the_identifier(db: Path
     assert "2 feedback row(s) removed (mapbox 2), 0 reject(s) removed" in out
     assert PERSON not in out.lower()
     assert [r[0] for r in work_rows(Warehouse(db))] == ["b"]
+
+
+def test_an_erasure_draws_the_dashboard_again_without_the_persons_texts(db: Path, tmp_path: Path, monkeypatch, capsys):
+    from feedback_pipeline.dashboard.build import build_dashboard
+
+    page = tmp_path / "dashboard.html"
+    monkeypatch.setenv("FEEDBACK_DASHBOARD", str(page))
+    batch = FeedbackBatch("mapbox", "acct")
+    batch.add({"id": "a"}, feedback_id="a", collected_at="2026-03-01T10:00:00Z", user_email=PERSON, body="Grace here, diagnosed with condition X")
+    batch.add({"id": "b"}, feedback_id="b", collected_at="2026-03-01T11:00:00Z", user_email="other@example.com", body="nice maps")
+    commit_batch(Warehouse(db), batch)
+    Warehouse(db).publish_if_behind()
+    build_dashboard(db, page)  # what a run's feedback_dashboard step drew
+    assert "condition X" in page.read_text(encoding="utf-8")
+    assert main(["erase", "--email", PERSON]) == 0
+    html = page.read_text(encoding="utf-8")
+    assert "condition X" not in html and "nice maps" in html
+    assert f"dashboard {page} drawn again" in capsys.readouterr().out
+
+
+def test_a_dashboard_that_cannot_be_drawn_after_an_erasure_is_removed(db: Path, tmp_path: Path, monkeypatch, capsys):
+    import feedback_pipeline.dashboard.build as build
+
+    page = tmp_path / "dashboard.html"
+    page.write_text("<p>Grace here, diagnosed with condition X</p>", encoding="utf-8")
+    monkeypatch.setenv("FEEDBACK_DASHBOARD", str(page))
+    commit_batch(Warehouse(db), FeedbackBatch("mapbox", "acct"))
+
+    def broken(*args, **kwargs):
+        raise build.DashboardChildError("drawing the dashboard failed")
+
+    monkeypatch.setattr(build, "build_dashboard_in_child", broken)
+    assert main(["erase", "--email", PERSON]) == 0
+    assert not page.exists()
+    assert "could not be drawn again (DashboardChildError) and was removed" in capsys.readouterr().out

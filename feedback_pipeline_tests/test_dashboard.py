@@ -353,6 +353,29 @@ def test_it_redraws_only_when_the_snapshot_or_the_day_changed(tmp_path: Path):
     assert build_dashboard(rebuilt.path, out, now=now + timedelta(days=1)).written
 
 
+def test_a_page_drawn_while_an_erasure_published_shows_the_erased_snapshot(tmp_path: Path, monkeypatch):
+    wh = Warehouse(tmp_path / "feedback.duckdb")
+    put(wh, "feedbackkit", [
+        {"feedback_id": "1", "collected_at": "2026-04-01T13:00:00Z", "body": "Ada here, diagnosed with condition X", "user_email": "ada@example.com"},
+        {"feedback_id": "2", "collected_at": "2026-04-01T14:00:00Z", "body": "nice maps", "user_email": "bob@example.com"},
+    ])
+    out, real_render, erased = tmp_path / "dashboard.html", build_module.render_page, []
+
+    def render_then_erase(*args, **kwargs):  # `feedback-pipeline erase` finishes while the page is drawn
+        page = real_render(*args, **kwargs)
+        if not erased:
+            with wh.session() as session:
+                session.erase("email", "ada@example.com", None)
+            erased.append(True)
+        return page
+
+    monkeypatch.setattr(build_module, "render_page", render_then_erase)
+    result = build_dashboard(wh.path, out, now=datetime(2026, 4, 2, 8, tzinfo=UTC))
+    html = out.read_text(encoding="utf-8")
+    assert "condition X" not in html and "nice maps" in html
+    assert result.key == build_module.current_key(wh.path, datetime(2026, 4, 2, 8, tzinfo=UTC))
+
+
 def test_a_failed_write_leaves_the_previous_file_and_no_temporary_file(tmp_path: Path, monkeypatch):
     wh = Warehouse(tmp_path / "feedback.duckdb")
     store(wh, "mapbox", [{"id": "1", "status": "received"}])

@@ -58,25 +58,47 @@ class DashboardResult:
     early: bool = False  # drawn by a child the provider step started (early.py)
 
 
+# Times a build draws again when the snapshot changed while it drew (see build_dashboard).
+REDRAWS = 3
+
+
 def build_dashboard(db_path: str | os.PathLike[str], out_path: str | os.PathLike[str], *, force: bool = False, now: datetime | None = None) -> DashboardResult:
     """Write the dashboard of the snapshot at ``db_path`` to ``out_path``, unless the file already
-    shows this snapshot as of today (``force`` rebuilds anyway)."""
+    shows this snapshot as of today (``force`` rebuilds anyway).
+
+    A page is written only if the snapshot is still the one it was drawn from: one published
+    meanwhile, an erasure's above all, is drawn instead (up to ``REDRAWS`` times), so a build
+    that was drawing while ``feedback-pipeline erase`` ran cannot put the erased person's texts
+    back after the erase redrew the page."""
     started = time.perf_counter()
     now = now or datetime.now(UTC)
     out = Path(out_path)
-    con = queries.connect(db_path)
-    try:
-        key = build_key(con, now)
-        if not force and (skipped := unchanged(out, now, key, started)):
-            return skipped
-        data = queries.load(con, now.date())
-    finally:
-        con.close()
-    queried = time.perf_counter()
-    html = render_page(data, draw(data), built_at=now, key=key or "", source=Path(db_path).name)
-    drawn = time.perf_counter()
+    for _ in range(REDRAWS):
+        con = queries.connect(db_path)
+        try:
+            key = build_key(con, now)
+            if not force and (skipped := unchanged(out, now, key, started)):
+                return skipped
+            data = queries.load(con, now.date())
+        finally:
+            con.close()
+        queried = time.perf_counter()
+        html = render_page(data, draw(data), built_at=now, key=key or "", source=Path(db_path).name)
+        drawn = time.perf_counter()
+        if key is None or current_key(db_path, now) == key:
+            break
+        force = True  # the page on disk is not this snapshot's either: draw the new one
     size = write_atomically(out, html.encode("utf-8"))
     return DashboardResult(out, now, True, key, time.perf_counter() - started, size, data, queried - started, drawn - queried)
+
+
+def current_key(db_path: str | os.PathLike[str], now: datetime) -> str | None:
+    """:func:`build_key` of the snapshot ``db_path`` names now."""
+    con = queries.connect(db_path)
+    try:
+        return build_key(con, now)
+    finally:
+        con.close()
 
 
 def unchanged(out: Path, now: datetime, key: str | None, started: float) -> DashboardResult | None:
