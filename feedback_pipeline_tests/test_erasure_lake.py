@@ -63,3 +63,34 @@ def test_the_next_apply_after_an_erasure_expires_older_snapshots_and_deletes_the
     commit_batch(wh, batch(("c", "carol@example.com", "new")))
     assert feed("run-4").last_purge is None  # purged once per erasure
     assert len(open_catalog(settings).load_table(TABLE).snapshots()) == 2
+
+
+def test_a_purge_that_fails_while_deleting_files_is_repeated_by_the_next_apply(tmp_path: Path, monkeypatch):
+    import feedback_pipeline.lake.expiry as expiry
+
+    wh = Warehouse(tmp_path / "feedback.duckdb")
+    settings = LakeSettings.from_env({"FEEDBACK_LAKE_WAREHOUSE": str(tmp_path / "lake")}, db_path=wh.path)
+
+    def feed(run_id: str) -> LakeMirror:
+        mirror = LakeMirror(settings)
+        with wh.session() as session:
+            session.feed(lambda con, generation: mirror.apply(con, generation, run_id))
+        return mirror
+
+    commit_batch(wh, batch(("a", PERSON, "first"), ("b", "bob@example.com", "first")))
+    feed("run-1")
+    with wh.session() as session:
+        session.erase("email", PERSON, None)
+    real = expiry._delete_unreferenced
+
+    def storage_error(table):  # an object store's 500, or a kill, while the files are deleted
+        raise OSError("storage unavailable")
+
+    monkeypatch.setattr(expiry, "_delete_unreferenced", storage_error)
+    with pytest.raises(OSError):
+        feed("erase")
+    assert parquet_holding(tmp_path / "lake", PERSON) != []
+    monkeypatch.setattr(expiry, "_delete_unreferenced", real)
+    assert feed("run-2").last_purge is not None, "the purge is still owed"
+    assert parquet_holding(tmp_path / "lake", PERSON) == []
+    assert feed("run-3").last_purge is None

@@ -10,7 +10,9 @@ pyarrow's FileSystem (the one behind pyiceberg's default FileIO: local paths and
 so files an earlier age-based expiry or a killed commit left behind go too. Metadata JSON files
 stay: they hold snapshot lists and properties, never rows.
 
-The count of erasures purged is a table property, so a failed purge is retried by the next apply.
+The count of erasures purged is a table property, committed only once the files are deleted, so
+a purge that fails at any point (a storage error while listing or deleting, a kill) is pending
+again and the next apply repeats it.
 """
 
 from __future__ import annotations
@@ -49,17 +51,19 @@ def pending(con: duckdb.DuckDBPyConnection, table: Table) -> int | None:
 
 
 def purge(table: Table, erasures_purged: int) -> Purge:
-    """Expire every unprotected snapshot but the current one, record ``erasures_purged``, then
-    delete the files no remaining snapshot references (see the module docstring). Readers on
+    """Expire every unprotected snapshot but the current one, delete the files no remaining
+    snapshot references, then record ``erasures_purged`` (see the module docstring). Readers on
     other engines holding an expired snapshot lose its files: that is the point of an erasure."""
     protected = {ref.snapshot_id for ref in table.metadata.refs.values() if ref.snapshot_ref_type in (SnapshotRefType.BRANCH, SnapshotRefType.TAG)}
     old = [s.snapshot_id for s in table.snapshots() if s.snapshot_id not in protected]
-    with table.transaction() as txn:
-        if old:
+    if old:
+        with table.transaction() as txn:
             ExpireSnapshots(txn).by_ids(old).commit()
+        table = table.refresh()
+    deleted = _delete_unreferenced(table)
+    with table.transaction() as txn:
         txn.set_properties({PURGED_PROPERTY: str(erasures_purged)})
-    table = table.refresh()
-    return Purge(len(old), _delete_unreferenced(table))
+    return Purge(len(old), deleted)
 
 
 def _referenced(table: Table) -> tuple[set[str], set[str]]:
