@@ -104,3 +104,40 @@ def test_compacting_leaves_no_bytes_of_deleted_rows_and_the_session_keeps_workin
     assert not Path(f"{wh.files.work}.wal").exists()
     commit_batch(wh, batch({"id": "c", "email": "carol@example.com"}))
     assert [r[0] for r in work_rows(wh)] == ["b", "c"]
+
+
+@pytest.mark.parametrize("killed_in", ["rebuild", "compact"])
+def test_an_erasure_killed_after_its_commit_is_finished_by_the_next_session(wh: Warehouse, monkeypatch, killed_in: str):
+    import feedback_pipeline.warehouse.maintenance as maintenance
+    import feedback_pipeline.warehouse.publish as publish
+
+    commit_batch(wh, batch({"id": "a", "email": PERSON, "body": "remember me"}, {"id": "b", "email": "bob@example.com"}))
+    wh.publish_if_behind()
+    wh.publish_if_behind()  # both snapshot files hold the person
+
+    def killed(*args, **kwargs):  # a kill, or a full disk, after the erasure's transaction committed
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(*((publish, "rebuild") if killed_in == "rebuild" else (maintenance, "compact_copy")), killed)
+    with pytest.raises(KeyboardInterrupt), wh.session() as session:
+        session.erase("email", PERSON, None)
+        session.compact()
+    monkeypatch.undo()
+    assert wh.files.erasing.exists()
+    commit_batch(wh, batch({"id": "c", "email": "carol@example.com"}))  # the next run's session
+    assert not wh.files.erasing.exists()
+    files = [wh.files.work, *wh.files.snapshots]
+    assert [p.name for p in files if PERSON.encode() in p.read_bytes()] == []
+    assert [r[0] for r in work_rows(wh)] == ["b", "c"]
+
+
+def test_a_finished_erasure_leaves_no_marker_and_sessions_after_it_do_no_extra_work(wh: Warehouse, monkeypatch):
+    import feedback_pipeline.warehouse.publish as publish
+
+    commit_batch(wh, batch({"id": "a", "email": PERSON}))
+    with wh.session() as session:
+        session.erase("email", PERSON, None)
+        session.compact()
+    assert not wh.files.erasing.exists()
+    monkeypatch.setattr(publish, "rebuild", lambda *a, **k: pytest.fail("no erasure is owed"))
+    commit_batch(wh, batch({"id": "b", "email": "bob@example.com"}))

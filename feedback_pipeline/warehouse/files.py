@@ -7,7 +7,9 @@ Next to ``FEEDBACK_DB`` (``path``):
 * ``<path>.a`` and ``<path>.b``: two snapshot files used in turn;
 * ``<path>`` itself: a symlink to one of them (relative, so the directory can move). Readers open
   the symlink; ``os.replace`` of a new symlink switches them to the other file atomically, and a
-  session that opened the old one keeps reading the inode it holds.
+  session that opened the old one keeps reading the inode it holds;
+* ``<path>.erasing``: an empty file that exists from just before an erasure's transaction until
+  its person's bytes are gone from every file (see ``Session.erase``).
 """
 
 from __future__ import annotations
@@ -38,6 +40,11 @@ class WarehouseFiles:
     @property
     def lock(self) -> Path:
         return self._sibling("lock")
+
+    @property
+    def erasing(self) -> Path:
+        """Exists while an erasure still owes the rewrite of the files (Session.erase)."""
+        return self._sibling("erasing")
 
     @property
     def snapshots(self) -> tuple[Path, Path]:

@@ -24,7 +24,7 @@ import pyarrow as pa
 from filelock import FileLock
 
 from . import changes, maintenance, publish, state, stats, vacuum, writes
-from .files import WarehouseFiles
+from .files import WarehouseFiles, fsync_dir
 from .migrations import migrate
 from .model import CursorRow, Progress, PublishResult, Scope, WriteCounts
 from .transaction import checkpoint, transaction
@@ -67,6 +67,8 @@ class Warehouse:
             session = Session(self.files, self._connect(), connect=self._connect)
             try:
                 migrate(session._con)
+                if self.files.erasing.exists():
+                    session.finish_erasure()
                 yield session
                 session.checkpoint()
             finally:
@@ -169,12 +171,26 @@ class Session:
     def erase(self, kind: str, value: str, provider: str | None) -> ErasureResult:
         """Erase one person (maintenance.erase: one transaction), then rebuild BOTH snapshot
         files as full compacted copies, so neither keeps the person's bytes in free blocks.
-        Call ``compact`` after the last write of the session to clean the working file too."""
+        Call ``compact`` after the last write of the session to clean the working file too.
+
+        ``files.erasing`` is created (durably) before the transaction and removed by
+        ``compact``: when the process dies in between, the next session rebuilds and compacts
+        before anything else (``finish_erasure``), so the bytes never outlive a killed erase."""
         with self._commits:
+            self.files.erasing.touch()
+            fsync_dir(self.files.path.parent)
             result = maintenance.erase(self._con, kind, value, provider)
             checkpoint(self._con, file=vacuum.WORK)
             publish.rebuild(self._con, self.files)
         return result
+
+    def finish_erasure(self) -> None:
+        """What an erasure owes the files after its transaction (both snapshot files rebuilt,
+        the working file compacted), for one a killed process left unfinished."""
+        with self._commits:
+            checkpoint(self._con, file=vacuum.WORK)
+            publish.rebuild(self._con, self.files)
+        self.compact()
 
     def compact(self) -> None:
         """Rewrite the working database into a new file and swap it in:
@@ -187,6 +203,8 @@ class Session:
             self._con.close()
             maintenance.swap_in(copy, self.files)
             self._con = self._connect()
+            # The erasure (if any) is complete: no file keeps its person's bytes.
+            self.files.erasing.unlink(missing_ok=True)
 
 
 class WarehouseCursor:
