@@ -121,7 +121,8 @@ def read_resume_state(db_path: str | os.PathLike[str], budgets: Mapping[str, Rat
     if not warehouse.files.work.exists():
         return ResumeState([], {})
     try:
-        with warehouse.session() as session, session.cursor() as cursor:
+        # A quick read under the lock: an unfinished erasure's rewrite is left to the next run.
+        with warehouse.session(finish_erasure=False) as session, session.cursor() as cursor:
             rows = cursor.query("SELECT provider, account_id, query_key, first_day, last_day, updated_at FROM pipeline_cursors")
             room = {provider: least_room(cursor.con, provider, budget) for provider, budget in budgets.items()}
     except Timeout:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime, timezone
 
 import dagster as dg
+import pytest
 
 from feedback_pipeline.resume import ResumeState, Unfinished, busy_providers, plan_resumes
 
@@ -158,3 +159,15 @@ def test_the_sensor_skips_while_a_run_holds_the_working_database(tmp_path: Path)
     with wh.session():
         assert read_resume_state(wh.path, {}, lock_timeout=0.1) is None
     assert read_resume_state(wh.path, {}) == ResumeState([], {})
+
+
+def test_the_sensor_leaves_an_unfinished_erasure_to_the_next_run(tmp_path: Path, monkeypatch):
+    import feedback_pipeline.warehouse.publish as publish
+
+    wh = Warehouse(tmp_path / "f.duckdb")
+    with wh.session():
+        pass
+    wh.files.erasing.touch()  # what an erase killed after its transaction leaves
+    monkeypatch.setattr(publish, "rebuild", lambda *a, **k: pytest.fail("a sensor evaluation must stay quick"))
+    assert read_resume_state(wh.path, {}) == ResumeState([], {})
+    assert wh.files.erasing.exists()

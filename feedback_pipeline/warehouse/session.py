@@ -60,14 +60,16 @@ class Warehouse:
         return self.files.path
 
     @contextmanager
-    def session(self) -> Iterator["Session"]:
-        """Take the writer lock, open and migrate the working database; both held until exit."""
+    def session(self, *, finish_erasure: bool = True) -> Iterator["Session"]:
+        """Take the writer lock, open and migrate the working database; both held until exit.
+        An erasure a killed process left unfinished is finished first, unless
+        ``finish_erasure`` is False (a sensor's quick read leaves it to the next run)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(self.files.lock), timeout=self.lock_timeout):
             session = Session(self.files, self._connect(), connect=self._connect)
             try:
                 migrate(session._con)
-                if self.files.erasing.exists():
+                if finish_erasure and self.files.erasing.exists():
                     session.finish_erasure()
                 yield session
                 session.checkpoint()
