@@ -19,6 +19,7 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -182,7 +183,7 @@ def cmd_reset(args: argparse.Namespace) -> int:
     from .settings import PipelineSettings
     from .warehouse import Warehouse
 
-    path = PipelineSettings.from_env().db_path
+    path = PipelineSettings.from_env(_environment()).db_path
     removed = Warehouse(path).reset(args.provider, args.account)
     print(f"{path}: removed " + ", ".join(f"{n} from {t}" for t, n in removed.items()))
     return 0
@@ -203,8 +204,9 @@ def cmd_erase(args: argparse.Namespace) -> int:
     from .warehouse import Warehouse
 
     kind, value = (USER_ID, args.user_id) if args.user_id is not None else (EMAIL, args.email)
-    path = PipelineSettings.from_env().db_path
-    lake = LakeSettings.from_env(os.environ, db_path=path)
+    env = _environment()
+    path = PipelineSettings.from_env(env).db_path
+    lake = LakeSettings.from_env(env, db_path=path)
     purge, lake_error = None, None
     with Warehouse(path).session() as session:
         result = session.erase(kind, value, args.provider)
@@ -218,7 +220,7 @@ def cmd_erase(args: argparse.Namespace) -> int:
             except Exception as exc:  # noqa: BLE001 - the next run's apply finishes it; compact first
                 lake_error = exc
         session.compact()
-    dashboard = _redraw_dashboard(path)
+    dashboard = _redraw_dashboard(path, env)
     per_provider = ", ".join(f"{p} {n}" for p, n in sorted(result.rows_by_provider().items())) or "none"
     scope = f"provider {args.provider}" if args.provider else "every provider"
     print(
@@ -240,14 +242,27 @@ def cmd_erase(args: argparse.Namespace) -> int:
     return 0
 
 
-def _redraw_dashboard(db_path: str) -> str | None:
+def _environment() -> dict[str, str]:
+    """The process environment with the working directory's ``.env`` over it, as the ``dagster``
+    CLI reads its configuration (CONTRACT section 3): ``erase`` and ``reset`` act on the
+    warehouse the runs use, also when ``FEEDBACK_DB`` is set only in that file."""
+    from dotenv import dotenv_values
+
+    env = dict(os.environ)
+    dotenv = Path.cwd() / ".env"
+    if dotenv.is_file():
+        env.update({key: value for key, value in dotenv_values(dotenv).items() if value is not None})
+    return env
+
+
+def _redraw_dashboard(db_path: str, env: Mapping[str, str]) -> str | None:
     """Draw the dashboard file (``FEEDBACK_DASHBOARD``) again from the snapshot at ``db_path``
     after an erasure; when drawing fails, remove the file rather than keep the person's texts in
     it. What happened, for the command's output; None when there is no dashboard file."""
     from .dashboard.asset import DEFAULT_DASHBOARD
     from .dashboard.build import build_dashboard_in_child
 
-    page = Path(os.environ.get("FEEDBACK_DASHBOARD") or DEFAULT_DASHBOARD)
+    page = Path(env.get("FEEDBACK_DASHBOARD") or DEFAULT_DASHBOARD)
     if not page.exists():
         return None
     try:

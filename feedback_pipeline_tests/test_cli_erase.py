@@ -85,3 +85,19 @@ def test_a_dashboard_that_cannot_be_drawn_after_an_erasure_is_removed(db: Path, 
     assert main(["erase", "--email", PERSON]) == 0
     assert not page.exists()
     assert "could not be drawn again (DashboardChildError) and was removed" in capsys.readouterr().out
+
+
+def test_erase_reads_the_warehouse_from_the_working_directorys_env_file(tmp_path: Path, monkeypatch, capsys):
+    # FEEDBACK_DB set only in .env, as the dagster CLI reads it: the erasure must act there,
+    # not on the default data/feedback.duckdb.
+    path = tmp_path / "warehouse" / "feedback.duckdb"
+    monkeypatch.delenv("FEEDBACK_DB", raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text(f"FEEDBACK_DB={path}\n", encoding="utf-8")
+    batch = FeedbackBatch("mapbox", "acct")
+    batch.add({"id": "a"}, feedback_id="a", collected_at="2026-03-01T10:00:00Z", user_email=PERSON)
+    commit_batch(Warehouse(path), batch)
+    assert main(["erase", "--email", PERSON]) == 0
+    assert f"{path}: erased one person" in capsys.readouterr().out
+    assert work_rows(Warehouse(path)) == []
+    assert not (tmp_path / "data").exists()
