@@ -154,8 +154,8 @@ def test_one_range_query_per_window_with_the_largest_page(sb: SandboxServer) -> 
     assert len(log) == 6  # 600 records / 100, never one query per day
     for i, entry in enumerate(log):
         query = dict(entry.query)
-        assert query["dateFrom"] == window.first_day.isoformat()
-        assert query["dateTo"] == (today + timedelta(days=1)).isoformat()  # exclusive upper limit
+        assert query["dateFrom"] == f"{window.first_day.isoformat()}T00:00:00Z"  # UTC days, whatever the API's zone
+        assert query["dateTo"] == f"{(today + timedelta(days=1)).isoformat()}T00:00:00Z"  # exclusive upper limit
         assert query["limit"] == "100"
         assert ("cursor" in query) == (i > 0)
 

@@ -10,9 +10,10 @@ the vendored ``mintlify-analytics.openapi.json``):
   (``limit=100``), and leaves 429 handling to the shared client (backoff with the Retry-After
   floor, attempts and total wait capped; the next run resumes from the cursor).
 * ``dateFrom`` is inclusive and ``dateTo`` exclusive ("results include dates before, but not on,
-  the specified date"), both accept ``YYYY-MM-DD``: the window ``[start, end)`` maps to
-  ``dateFrom=<first day>&dateTo=<day after the last>`` exactly. The engine drops anything that
-  still falls outside the window.
+  the specified date"), both "ISO 8601 or YYYY-MM-DD". The page does not say in which time zone
+  a bare date is read, so the window ``[start, end)`` is sent as UTC instants
+  (``dateFrom=<first day>T00:00:00Z&dateTo=<day after the last>T00:00:00Z``): partitions are UTC
+  days whatever the API's default zone. The engine drops anything that still falls outside.
 * Paging: follow ``nextCursor`` while ``hasMore`` is true. The order is not documented, so
   nothing here depends on it. A stored cursor the API no longer accepts comes back as 400
   ("Invalid query parameters"): :class:`StaleCursor`, the engine restarts the query.
@@ -27,7 +28,7 @@ the vendored ``mintlify-analytics.openapi.json``):
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import quote
 
@@ -81,8 +82,8 @@ class MintlifyProvider(Provider):
         # One range query for the whole window (100 requests/hour per organization); changes_since
         # cannot be honoured (no update timestamp), so it is ignored.
         params: dict[str, Any] = {
-            "dateFrom": query.window.start.date().isoformat(),
-            "dateTo": query.window.end.date().isoformat(),  # exclusive, per the docs
+            "dateFrom": _utc_instant(query.window.start),
+            "dateTo": _utc_instant(query.window.end),  # exclusive, per the docs
             "limit": PAGE_SIZE,
         }
         cursor = (query.resume or {}).get("cursor")
@@ -100,6 +101,11 @@ class MintlifyProvider(Provider):
                 raise ProviderError("mintlify: the API returned the same nextCursor twice; stopping to avoid a loop")
             cursor = next_cursor
 
+
+
+def _utc_instant(when: datetime) -> str:
+    """``2026-03-01T00:00:00Z``: ISO 8601 with an explicit zone (see the module docstring)."""
+    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 SPEC = ProviderSpec(
