@@ -143,22 +143,35 @@ class BudgetGate:
     """What the HTTP client calls before sending each request (retries included).
 
     Waits for a slot when the wait is at most ``max_wait_seconds`` in total for this run, else
-    raises :class:`BudgetSpent` naming when the budget allows the next request.
+    raises :class:`BudgetSpent` naming when the budget allows the next request. The total is
+    wall-clock time during which any of the run's threads waited (an account's day ranges
+    share one gate and often wait at the same moment): ``waited``.
     """
 
-    def __init__(self, ledger: RequestLedger, *, max_wait_seconds: float, sleep: Callable[[float], None] = time.sleep, describe: str = "the request budget"):
+    def __init__(
+        self,
+        ledger: RequestLedger,
+        *,
+        max_wait_seconds: float,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        describe: str = "the request budget",
+    ):
         self.ledger = ledger
         self.max_wait_seconds = max_wait_seconds
         self.waited = 0.0
         self._sleep = sleep
+        self._clock = clock
         self._describe = describe
+        self._lock = threading.Lock()
+        self._waits_until = float("-inf")  # when the latest wait planned so far ends
 
     def __call__(self) -> None:
         while True:
             wait = self.ledger.reserve()
             if wait == 0.0:
                 return
-            if self.waited + wait > self.max_wait_seconds:
+            if not self._may_wait(wait):
                 resume_at = datetime.now(UTC) + timedelta(seconds=wait)
                 budget = self.ledger.budget
                 raise BudgetSpent(
@@ -168,8 +181,20 @@ class BudgetGate:
                     "feedback_resume continues it when the budget allows.",
                     resume_at=resume_at,
                 )
-            self.waited += wait
             self._sleep(wait)
+
+    def _may_wait(self, wait: float) -> bool:
+        """Count a wait of ``wait`` seconds from now, unless it would take the run's waiting past
+        ``max_wait_seconds``. Waits start now or later, so their union grows by what this one
+        adds past the end of the latest one planned."""
+        with self._lock:
+            now = self._clock()
+            more = max(0.0, now + wait - max(now, self._waits_until))
+            if self.waited + more > self.max_wait_seconds:
+                return False
+            self.waited += more
+            self._waits_until = max(self._waits_until, now + wait)
+            return True
 
 
 def least_room(con: duckdb.DuckDBPyConnection, provider: str, budget: RateBudget, now: datetime | None = None) -> int:

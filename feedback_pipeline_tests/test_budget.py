@@ -113,7 +113,7 @@ def test_threads_sharing_a_ledger_never_exceed_the_budget(tmp_path: Path):
 def test_the_gate_waits_for_a_short_wait_and_stops_on_a_long_one(tmp_path: Path):
     clock = Clock()
     book = ledger(tmp_path / "w.duckdb", clock, RateBudget(2, timedelta(seconds=60), timedelta(0)))
-    gate = BudgetGate(book, max_wait_seconds=90, sleep=clock.sleep, describe="mintlify's hourly budget")
+    gate = BudgetGate(book, max_wait_seconds=90, sleep=clock.sleep, clock=lambda: clock.now.timestamp(), describe="mintlify's hourly budget")
     gate()
     gate()
     gate()  # waits the 60 s window out
@@ -295,3 +295,28 @@ def test_the_hourly_schedules_runs_reread_today_not_the_whole_lookback(mintlify_
     assert requests() == full  # any other run re-reads its whole range
     # The schedule's run: today only (its records fit one page); every older day was read after it ended.
     assert requests(**{"dagster/schedule_name": "feedback_ingest_hourly"}) == 1
+
+
+class ScriptedLedger:
+    """A ledger whose reservations answer the waits given, in order (0: a slot now)."""
+
+    budget = HOUR
+
+    def __init__(self, *waits: float):
+        self.waits = list(waits)
+
+    def reserve(self) -> float:
+        return self.waits.pop(0)
+
+
+def test_waits_of_several_threads_at_the_same_time_count_once_toward_the_runs_limit():
+    # An account's day ranges share one gate: two of them waiting 60 s from the same moment wait
+    # 60 s of the run's 90, not 120.
+    now, slept = [1000.0], []
+    gate = BudgetGate(ScriptedLedger(60, 0, 60, 0, 40, 0), max_wait_seconds=90, sleep=slept.append, clock=lambda: now[0])
+    gate()
+    gate()  # the second range, at the same moment
+    assert gate.waited == pytest.approx(60) and slept == [60, 60]
+    now[0] += 60
+    with pytest.raises(BudgetSpent):
+        gate()  # 40 s more would make 100 s of waiting
