@@ -259,7 +259,7 @@ class HttpClient:
                     validate(body)
                 return body
             except BadPage as bad:
-                attempt.fail(f"unexpected response body: {bad}", self._excerpt(response))
+                attempt.fail(f"unexpected response body: {bad}", _shape(response))
         raise AssertionError("unreachable: _attempts ends by raising")
 
     def stream_json_items(
@@ -457,6 +457,22 @@ class ItemStream:
                     "the next run repeats the request.",
                     status=attempt.status,
                 )
+
+
+def _shape(response: httpx.Response) -> str:
+    """What a 2xx body that is not the expected page looks like, without its values: its records
+    may hold end users' personal data, and a failure's text reaches logs, Dagster's run metadata
+    and chat alerts. Top-level keys are field names; nothing below them is shown."""
+    try:
+        body = loads_json(response.content)
+    except ValueError:
+        return f"{len(response.content)} bytes that are not JSON"
+    if isinstance(body, dict):
+        keys = sorted(str(key)[:40] for key in body)
+        return "a JSON object with keys " + ", ".join(keys[:20]) + (", ..." if len(keys) > 20 else "") if keys else "an empty JSON object"
+    if isinstance(body, list):
+        return f"a JSON array of {len(body)} item(s)"
+    return f"a JSON {type(body).__name__}"
 
 
 def _refuse_html(response: httpx.Response) -> None:

@@ -130,6 +130,23 @@ def test_a_wrong_envelope_is_a_bad_page():
     assert len(seen) == 2
 
 
+def test_a_bad_page_is_described_by_its_shape_never_by_its_records():
+    # The failure's text reaches logs, run metadata and chat alerts; the page's records may hold
+    # end users' personal data.
+    page = {"feedback": [{"id": "fb-1", "contact": "ada.lovelace@example.com", "comment": "Call me on +44 7700 900123"}], "hasMore": "true"}
+
+    def validate(body):
+        if not isinstance(body.get("hasMore"), bool):
+            raise BadPage("hasMore is not a boolean")
+
+    transport, _ = scripted(httpx.Response(200, json=page))
+    with pytest.raises(ProviderUnavailable) as info:
+        client(transport).get_json("http://api/x", endpoint="list", validate=validate)
+    message = str(info.value)
+    assert "hasMore is not a boolean; body: a JSON object with keys feedback, hasMore" in message
+    assert "ada.lovelace" not in message and "7700" not in message
+
+
 def test_a_retry_after_beyond_the_wait_budget_fails_without_sleeping():
     transport, _ = scripted(httpx.Response(429, headers={"Retry-After": "3600"}))
     sleeps: list[float] = []
