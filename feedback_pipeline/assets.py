@@ -125,7 +125,9 @@ def build_feedback_assets(
 
         refs = [AccountRef(p, k) for p in selected for k in account_keys[p]]
         only = context.run.tags.get(ACCOUNT_TAG)
+        others: list[AccountRef] = []  # accounts a one-account run leaves alone
         if only:
+            others = [r for r in refs if account_id(r) != only]
             refs = [r for r in refs if account_id(r) == only]
             context.log.info(f"{ACCOUNT_TAG}={only}: syncing only that account of {', '.join(selected)}")
 
@@ -143,6 +145,7 @@ def build_feedback_assets(
             if not outcome.failed:  # the snapshot is final: what reads it can start now
                 start_hooks(context, after_publish)
             unsynced = unsynced_checks(selected_checks, outcome, session, window)
+            behind = accounts_behind(others, session, window, account_id)
         if outcome.stopped_by_budget:
             context.instance.add_run_tags(context.run_id, {STOPPED_TAG: STOPPED_BY_BUDGET})
         # Check results are yielded as evaluations (see `evaluations`), each provider's after its
@@ -151,6 +154,14 @@ def build_feedback_assets(
         for provider, done_accounts in outcome.by_provider().items():
             if any(o.error is not None for o in done_accounts):
                 continue  # the provider's partitions are not done: the Failure names the account
+            if behind.get(provider):
+                # A one-account run (feedback_resume's) finished its account, but the provider's
+                # partitions are done only once every account has read them whole.
+                context.log.warning(
+                    f"{provider}: account {only} is done; the range is not marked materialized because "
+                    f"account(s) {', '.join(behind[provider])} have not read all its days (a run of the provider reads them)"
+                )
+                continue
             done = merged(done_accounts)
             key = asset_key(provider)
             metadata = materialization_metadata(done, outcome.published, outcome.lake)
@@ -172,6 +183,19 @@ def build_feedback_assets(
             raise failure(outcome) from outcome.failed[0].error
 
     return feedback_sync
+
+
+def accounts_behind(refs: Sequence[AccountRef], session: Session, window: Window, account_id: Callable[[AccountRef], str]) -> dict[str, list[str]]:
+    """Per provider, the accounts of ``refs`` that have not read every day of ``window`` whole
+    (``pipeline_sync_days``): a provider's partitions are not done while any account lags."""
+    behind: dict[str, list[str]] = {}
+    days = len(window.days())
+    with session.cursor() as cursor:
+        for ref in refs:
+            account = account_id(ref)
+            if len(cursor.sync_days(ref.provider, account, window.first_day, window.last_day)) < days:
+                behind.setdefault(ref.provider, []).append(account)
+    return behind
 
 
 def start_hooks(context: dg.AssetExecutionContext, hooks: Sequence[PublishHook]) -> None:

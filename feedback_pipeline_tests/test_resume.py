@@ -171,3 +171,51 @@ def test_the_sensor_leaves_an_unfinished_erasure_to_the_next_run(tmp_path: Path,
     monkeypatch.setattr(publish, "rebuild", lambda *a, **k: pytest.fail("a sensor evaluation must stay quick"))
     assert read_resume_state(wh.path, {}) == ResumeState([], {})
     assert wh.files.erasing.exists()
+
+
+@pytest.mark.parametrize("other_account_down", [True, False], ids=["other account behind", "other account done"])
+def test_a_one_account_resume_run_marks_the_range_done_only_when_every_account_read_it(tmp_path: Path, monkeypatch, other_account_down: bool):
+    import duckdb
+
+    from feedback_pipeline.definitions import provider_budgets
+    from feedback_pipeline.providers import asset_names
+    from feedback_pipeline.resume import plan_resumes
+    from feedback_pipeline.sandbox.core import Fault
+
+    server = make_sandbox(accounts=2)
+    try:
+        today = datetime.now(timezone.utc).date()
+        env = {
+            **server.env(), **server.write_accounts_file(tmp_path / "accounts.yaml"),
+            "FEEDBACK_DB": str(tmp_path / "feedback.duckdb"), "FEEDBACK_DASHBOARD": str(tmp_path / "d.html"),
+            "FEEDBACK_START_DATE": (today - timedelta(days=40)).isoformat(), "FEEDBACK_HTTP_MAX_ATTEMPTS": "1",
+        }
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        job = build_definitions(env).resolve_job_def("feedback_ingest")
+        tags = {RANGE_START_TAG: (today - timedelta(days=29)).isoformat(), RANGE_END_TAG: today.isoformat()}
+        state = server.sandbox.state
+        state.add_fault("mintlify", Fault("server_error", count=None, after=2, account=1))  # stops part-way: a cursor
+        if other_account_down:
+            state.add_fault("mintlify", Fault("server_error", count=None, after=0, account=2))
+        quiet = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+        first = job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), raise_on_error=False, run_config=quiet, tags=tags, asset_selection=[dg.AssetKey("mintlify_feedback")])
+        assert not first.success and not first.get_asset_materialization_events()
+        state.clear_faults("mintlify")
+        if other_account_down:
+            state.add_fault("mintlify", Fault("server_error", count=None, after=0, account=2))
+        requests, _ = plan_resumes(
+            read_resume_state(env["FEEDBACK_DB"], provider_budgets(env)), asset_names=asset_names(), busy_providers=set(), min_room=10,
+            now=datetime.now(timezone.utc), full_refresh_tag="feedback/full_refresh", providers_tag="feedback/providers",
+        )
+        (request,) = requests
+        resumed = job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), raise_on_error=False, run_config=quiet, tags=request.tags, asset_selection=list(request.asset_selection))
+        assert resumed.success
+        marked = {e.partition for e in resumed.get_asset_materialization_events() if e.asset_key == dg.AssetKey("mintlify_feedback")}
+        con = duckdb.connect(env["FEEDBACK_DB"], read_only=True)
+        accounts = con.execute("SELECT count(DISTINCT account_id) FROM feedback WHERE provider = 'mintlify'").fetchone()[0]
+        con.close()
+        assert accounts == (1 if other_account_down else 2)
+        assert len(marked) == (0 if other_account_down else 30)
+    finally:
+        server.stop()
