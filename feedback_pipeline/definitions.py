@@ -120,6 +120,7 @@ def build_definitions(environ: dict[str, str] | None = None) -> dg.Definitions:
             min_room=min_room(budgets),
             full_refresh_tag=FULL_REFRESH_TAG,
             providers_tag=PROVIDERS_TAG,
+            accounts={name: {a.account_id for a in accounts if a.provider == name} for name in covered},
         )
     )
     core = dg.Definitions(

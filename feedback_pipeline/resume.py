@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 
@@ -83,14 +84,23 @@ def plan_resumes(
     now: datetime,
     full_refresh_tag: str,
     providers_tag: str,
+    accounts: Mapping[str, AbstractSet[str]] | None = None,
 ) -> tuple[list[dg.RunRequest], list[str]]:
-    """The run requests for ``state``, and a line per unfinished query that waits (and why)."""
+    """The run requests for ``state``, and a line per unfinished query that waits (and why).
+    ``accounts`` (each provider's configured account ids) leaves out the queries of an account
+    no longer configured: a run of it would sync nothing, and the sensor would ask again every
+    hour."""
     requests: list[dg.RunRequest] = []
     waiting: list[str] = []
     for item in sorted(state.unfinished, key=lambda u: (u.provider, u.first_day, u.account_id, u.query_key)):
         label = f"{item.provider}/{item.account_id} {item.query_key}"
         if item.provider not in asset_names:
             waiting.append(f"{label}: provider no longer defined")
+            continue
+        if accounts is not None and item.account_id not in accounts.get(item.provider, ()):
+            waiting.append(
+                f"{label}: account no longer configured (`feedback-pipeline reset {item.provider} --account {item.account_id}` forgets it)"
+            )
             continue
         if item.provider in busy_providers:
             waiting.append(f"{label}: a run covering {item.provider} is queued or in progress")
@@ -161,6 +171,7 @@ def build_resume_sensor(
     min_room: int,
     full_refresh_tag: str,
     providers_tag: str,
+    accounts: Mapping[str, AbstractSet[str]] | None = None,
     interval_seconds: int = 300,
 ) -> dg.SensorDefinition:
     """The ``feedback_resume`` sensor (see the module docstring). It ships running: it acts only
@@ -192,6 +203,7 @@ def build_resume_sensor(
             now=datetime.now(UTC),
             full_refresh_tag=full_refresh_tag,
             providers_tag=providers_tag,
+            accounts=accounts,
         )
         if not requests:
             return dg.SkipReason("unfinished queries are waiting: " + "; ".join(waiting))

@@ -33,6 +33,32 @@ def test_an_unfinished_query_gets_one_run_over_exactly_its_window():
     assert "feedback/full_refresh" not in request.tags
 
 
+def test_a_query_of_an_account_no_longer_configured_is_not_resumed():
+    # Its run would sync nothing and leave the cursor: the same request every hour, for ever.
+    gone = Unfinished("mapbox", "old-proj", "window:2026-01-01..2026-01-31", date(2026, 1, 1), date(2026, 1, 31), NOW)
+    state = ResumeState([gone, unfinished("mintlify", "window:2026-02-01..2026-02-28", "2026-02-01", "2026-02-28")], {})
+    requests, waiting = plan_resumes(
+        state, asset_names=NAMES, busy_providers=set(), min_room=10, now=NOW, full_refresh_tag="feedback/full_refresh",
+        providers_tag="feedback/providers", accounts={"mapbox": {"acct"}, "mintlify": {"acct"}},
+    )
+    assert [r.tags["feedback/providers"] for r in requests] == ["mintlify"]
+    assert waiting == ["mapbox/old-proj window:2026-01-01..2026-01-31: account no longer configured (`feedback-pipeline reset mapbox --account old-proj` forgets it)"]
+
+
+def test_the_sensor_requests_no_run_for_a_cursor_of_an_account_removed_from_the_configuration(sandbox, tmp_path: Path):
+    env = {**sandbox.env(), "FEEDBACK_DB": str(tmp_path / "f.duckdb")}
+    day = date(2026, 1, 5)
+    with Warehouse(env["FEEDBACK_DB"]).session() as session, session.cursor() as cursor:
+        cursor.con.execute(
+            "INSERT INTO pipeline_cursors (provider, account_id, query_key, first_day, last_day, started_at, resume, pages, updated_at) "
+            "VALUES ('mapbox', 'old-proj', ?, ?, ?, now(), '{\"cursor\": \"x\"}', 1, now())",
+            [f"window:{day}..{day}", day, day],
+        )
+    sensor = build_definitions(env).resolve_sensor_def("feedback_resume")
+    result = sensor(dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral()))
+    assert isinstance(result, dg.SkipReason) and "mapbox/old-proj" in result.skip_message and "no longer configured" in result.skip_message
+
+
 def test_an_unfinished_full_refresh_is_resumed_as_a_full_refresh():
     state = ResumeState([unfinished("mapbox", "refresh:2026-01-01..2026-01-31", "2026-01-01", "2026-01-31")], {})
     (request,), _ = plan(state)
