@@ -164,7 +164,7 @@ def build_feedback_assets(
                 continue
             done = merged(done_accounts)
             key = asset_key(provider)
-            metadata = materialization_metadata(done, outcome.published, outcome.lake)
+            metadata = materialization_metadata(done, outcome.published, outcome.lake, publish_error=outcome.publish_error)
             metadata["accounts"] = dg.MetadataValue.md(accounts_table(done_accounts))
             # The step's span over every account (a provider past the pool's size waits for a
             # slot) and its one publish: the run's own work, as against Dagster's around it.
@@ -342,19 +342,25 @@ def accounts_table(outcomes: Sequence[AccountOutcome]) -> str:
     return "\n".join(lines)
 
 
-def materialization_metadata(done: AccountOutcome, published: PublishResult | None, lake: Any = None) -> dict[str, Any]:
+def materialization_metadata(
+    done: AccountOutcome, published: PublishResult | None, lake: Any = None, *, publish_error: BaseException | None = None
+) -> dict[str, Any]:
     """A provider's full materialization metadata for the run: counts, requests, timings and the
-    publish over the run's whole window (it goes on the run's last partition: see the step)."""
+    publish over the run's whole window (it goes on the run's last partition: see the step).
+    ``publish_error``: the publish failed, so analysts do not see the rows yet."""
     report, stats = done.report, done.stats
     assert report is not None and stats is not None
     counts = report.counts
     snapshot = published is not None
+    if publish_error is not None:
+        publish = f"analysts' snapshot NOT published ({type(publish_error).__name__}): analysts see these rows once a later run publishes"
+    else:
+        publish = "analysts' snapshot published" if snapshot else "analysts' snapshot already current"
     return {
         "summary": (
             f"{counts.inserted} new, {counts.updated} updated, {counts.unchanged} unchanged, {counts.deleted} deleted, "
             f"{counts.rejected} rejected in {report.window.first_day}..{report.window.last_day} "
-            f"from {report.records} records in {report.requests} requests; "
-            + ("analysts' snapshot published" if snapshot else "analysts' snapshot already current")
+            f"from {report.records} records in {report.requests} requests; " + publish
         ),
         "window": f"{report.window.first_day}..{report.window.last_day}",
         "full_refresh": report.full_refresh,

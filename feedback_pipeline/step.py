@@ -111,6 +111,11 @@ class StepOutcome:
         """Every account that did not finish stopped on a spent request budget (and one did)."""
         return bool(self.failed) and all(o.budget_stop for o in self.failed)
 
+    @property
+    def publish_error(self) -> BaseException | None:
+        """Why the analysts' snapshot could not be published, when it could not."""
+        return next((o.error for o in self.outcomes if o.provider == "publish" and not o.key), None)
+
     def by_provider(self) -> dict[str, list[AccountOutcome]]:
         """The accounts' outcomes grouped by provider (publish and lake outcomes left out)."""
         grouped: dict[str, list[AccountOutcome]] = {}

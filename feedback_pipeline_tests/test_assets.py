@@ -304,3 +304,19 @@ def test_a_launch_of_checks_only_evaluates_them_over_the_stored_rows_without_a_s
     assert check.description == "Evaluated without this run's sync of formbricks: this run launched its checks without syncing it"
     assert set(checks_of(result, "formbricks")) == {"unique_keys"}
     assert len(sandbox.sandbox.state.requests_for("formbricks")) == requests  # no sync
+
+
+def test_a_failed_publish_is_said_in_the_materialization_and_fails_the_run(sandbox, tmp_path: Path, monkeypatch):
+    from feedback_pipeline.warehouse.session import Session
+
+    assets = build_feedback_assets(feedback_partitions(today() - timedelta(days=60)))
+    db, day = tmp_path / "f.duckdb", today() - timedelta(days=2)
+
+    def disk_full(self):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Session, "publish_if_behind", disk_full)
+    result = run(assets, resources(sandbox, db), day, day, providers=("formbricks",))
+    assert not result.success
+    meta = metadata(result, "formbricks")
+    assert "analysts' snapshot NOT published (OSError)" in meta["summary"] and meta["analyst_snapshot_published"] is False
