@@ -24,7 +24,7 @@ from .providers import asset_names, get_spec, names
 from .providers.base import Provider, Window
 from .resume import ACCOUNT_TAG
 from .schema import COLUMN_DESCRIPTIONS, FEEDBACK_COLUMNS
-from .settings import FULL_REFRESH_TAG, PROVIDERS_TAG, PipelineResource
+from .settings import FULL_REFRESH_TAG, PROVIDERS_TAG, PUBLISHED_TAG, PipelineResource
 from .step import AccountOutcome, AccountRef, StepOutcome, describe, failure, run_providers
 from .sync import SyncReport
 from .warehouse import PublishResult, Session, Warehouse, WindowStats
@@ -148,6 +148,8 @@ def build_feedback_assets(
             behind = accounts_behind(others, session, window, account_id)
         if outcome.stopped_by_budget:
             context.instance.add_run_tags(context.run_id, {STOPPED_TAG: STOPPED_BY_BUDGET})
+        if outcome.published is not None:
+            context.instance.add_run_tags(context.run_id, {PUBLISHED_TAG: "true"})
         # Check results are yielded as evaluations (see `evaluations`), each provider's after its
         # materialization; the planned checks of a provider not synced in full get theirs too.
         partitions = planned_check_partitions(context.run)

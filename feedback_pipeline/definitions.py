@@ -18,6 +18,7 @@ from .accounts import ACCOUNTS_FILE_VAR, Account, AccountsFileError, ProviderSet
 from .alerts import alert_definitions
 from .assets import asset_key, build_feedback_assets
 from .budget import RateBudget
+from .dashboard import ASSET_NAME as DASHBOARD_ASSET
 from .dashboard import DashboardResource, build_dashboard_asset, build_dashboard_refresh_sensor
 from .dashboard.asset import publish_hook as dashboard_publish_hook
 from .memory import arrow_uses_malloc, limit_arenas
@@ -121,6 +122,7 @@ def build_definitions(environ: dict[str, str] | None = None) -> dg.Definitions:
             full_refresh_tag=FULL_REFRESH_TAG,
             providers_tag=PROVIDERS_TAG,
             accounts={name: {a.account_id for a in accounts if a.provider == name} for name in covered},
+            also_select=[dg.AssetKey(DASHBOARD_ASSET)],
         )
     )
     core = dg.Definitions(

@@ -85,11 +85,13 @@ def plan_resumes(
     full_refresh_tag: str,
     providers_tag: str,
     accounts: Mapping[str, AbstractSet[str]] | None = None,
+    also_select: Sequence[dg.AssetKey] = (),
 ) -> tuple[list[dg.RunRequest], list[str]]:
     """The run requests for ``state``, and a line per unfinished query that waits (and why).
     ``accounts`` (each provider's configured account ids) leaves out the queries of an account
     no longer configured: a run of it would sync nothing, and the sensor would ask again every
-    hour."""
+    hour. ``also_select``: assets every resume run materializes too (the dashboard, so what a
+    resumed run publishes is drawn)."""
     requests: list[dg.RunRequest] = []
     waiting: list[str] = []
     for item in sorted(state.unfinished, key=lambda u: (u.provider, u.first_day, u.account_id, u.query_key)):
@@ -119,7 +121,7 @@ def plan_resumes(
         if item.full_refresh:
             tags[full_refresh_tag] = "true"
         run_key = f"resume:{item.provider}:{item.account_id}:{item.query_key}:{item.updated_at.astimezone(UTC):%Y%m%dT%H%M%S}:{now:%Y%m%d%H}"
-        requests.append(dg.RunRequest(run_key=run_key, asset_selection=[dg.AssetKey(asset_names[item.provider])], tags=tags))
+        requests.append(dg.RunRequest(run_key=run_key, asset_selection=[dg.AssetKey(asset_names[item.provider]), *also_select], tags=tags))
         busy_providers = busy_providers | {item.provider}  # one resume run per provider at a time
     return requests, waiting
 
@@ -172,6 +174,7 @@ def build_resume_sensor(
     full_refresh_tag: str,
     providers_tag: str,
     accounts: Mapping[str, AbstractSet[str]] | None = None,
+    also_select: Sequence[dg.AssetKey] = (),
     interval_seconds: int = 300,
 ) -> dg.SensorDefinition:
     """The ``feedback_resume`` sensor (see the module docstring). It ships running: it acts only
@@ -204,6 +207,7 @@ def build_resume_sensor(
             full_refresh_tag=full_refresh_tag,
             providers_tag=providers_tag,
             accounts=accounts,
+            also_select=also_select,
         )
         if not requests:
             return dg.SkipReason("unfinished queries are waiting: " + "; ".join(waiting))

@@ -29,6 +29,9 @@ DEFAULT_RECONCILE_DAYS = 90
 FULL_REFRESH_TAG = "feedback/full_refresh"
 # The providers a run covers, comma-separated (the runs list shows it).
 PROVIDERS_TAG = "feedback/providers"
+# Set on a run whose step published the analysts' snapshot (failed runs included: what was
+# committed before the failure is published), so the dashboard's failure sensor redraws after it.
+PUBLISHED_TAG = "feedback/published"
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,9 @@ import pytest
 from feedback_pipeline.providers import asset_names
 from feedback_pipeline.dashboard import ASSET_NAME, DEFAULT_DASHBOARD, REFRESH_JOB, SENSOR_NAME, early
 from feedback_pipeline.definitions import build_definitions
+from feedback_pipeline.dashboard.sensor import build_dashboard_refresh_sensor
 from feedback_pipeline.schedules import RANGE_END_TAG, RANGE_START_TAG
+from feedback_pipeline.warehouse import Warehouse
 
 UTC = timezone.utc
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
@@ -135,6 +137,7 @@ def test_after_a_run_that_failed_part_way_the_sensor_requests_a_redraw(sandbox, 
 
 def test_a_failed_run_that_changed_nothing_asks_for_no_redraw(tmp_path: Path, monkeypatch):
     monkeypatch.setenv("FEEDBACK_DB", str(tmp_path / "feedback.duckdb"))
+    Warehouse(tmp_path / "feedback.duckdb").publish_if_behind()  # the snapshot exists and is current
     defs = build_definitions({"FEEDBACK_DB": str(tmp_path / "feedback.duckdb")})  # no provider configured: every step fails
     instance = dg.DagsterInstance.ephemeral()
     today = datetime.now(UTC).date().isoformat()
@@ -144,6 +147,29 @@ def test_a_failed_run_that_changed_nothing_asks_for_no_redraw(tmp_path: Path, mo
     [failure] = [e for e in failed.all_events if e.event_type == dg.DagsterEventType.RUN_FAILURE]
     context = dg.build_run_status_sensor_context(SENSOR_NAME, failure, instance, failed.dagster_run).for_run_failure()
     assert isinstance(defs.resolve_sensor_def(SENSOR_NAME)(context), dg.SkipReason)
+
+
+def test_a_run_stopped_by_its_budget_after_publishing_pages_asks_for_a_redraw(sandbox, tmp_path: Path):
+    # It materializes nothing (Mintlify did not finish), but the pages it committed were published.
+    from feedback_pipeline.assets import build_feedback_assets
+    from feedback_pipeline.budget import RateBudget
+    from feedback_pipeline.partitions import feedback_partitions
+    from feedback_pipeline.providers import asset_names
+    from feedback_pipeline.settings import PipelineResource
+
+    from .test_assets import published, resources, run
+
+    today = datetime.now(UTC).date()
+    assets = build_feedback_assets(feedback_partitions(today - timedelta(days=60)), budgets={"mintlify": RateBudget(2, timedelta(hours=1))})
+    db = tmp_path / "f.duckdb"
+    pipeline = PipelineResource(db_path=str(db), http_max_wait_seconds=0, http_base_delay_seconds=0.01, retry_after_floor_seconds=0.01, http_max_attempts=2)
+    instance = dg.DagsterInstance.ephemeral()
+    result = run(assets, resources(sandbox, db, pipeline=pipeline), today - timedelta(days=29), today, providers=("mintlify",), instance=instance, checks=False)
+    assert not result.success and not result.get_asset_materialization_events()
+    assert published(db, "SELECT count(*) FROM feedback WHERE provider = 'mintlify'")[0][0] > 0
+    sensor = build_dashboard_refresh_sensor(list(asset_names().values()))
+    context = dg.build_run_status_sensor_context(SENSOR_NAME, result.get_run_failure_event(), instance, instance.get_run_by_id(result.run_id)).for_run_failure()
+    assert sensor(context) == dg.RunRequest(run_key=f"after-{result.run_id}")
 
 
 # -- the drawing happens in a child process --------------------------------------------------------

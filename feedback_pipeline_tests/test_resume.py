@@ -57,6 +57,11 @@ def test_the_sensor_requests_no_run_for_a_cursor_of_an_account_removed_from_the_
     sensor = build_definitions(env).resolve_sensor_def("feedback_resume")
     result = sensor(dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral()))
     assert isinstance(result, dg.SkipReason) and "mapbox/old-proj" in result.skip_message and "no longer configured" in result.skip_message
+    # A cursor of a configured account is resumed, and the run draws the dashboard too.
+    with Warehouse(env["FEEDBACK_DB"]).session() as session, session.cursor() as cursor:
+        cursor.con.execute("UPDATE pipeline_cursors SET account_id = ?", [sandbox.env()["MAPBOX_ACCOUNT"]])
+    (request,) = sensor(dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral())).run_requests
+    assert request.asset_selection == [dg.AssetKey("mapbox_feedback"), dg.AssetKey("feedback_dashboard")]
 
 
 def test_an_unfinished_full_refresh_is_resumed_as_a_full_refresh():
@@ -163,7 +168,7 @@ def test_a_backfill_larger_than_the_budget_completes_through_the_sensor(tmp_path
                 continue
             for request in data.run_requests:
                 assert request.tags[RANGE_START_TAG] == first and request.tags[RANGE_END_TAG] == today.isoformat()
-                assert request.tags[ACCOUNT_TAG] and request.asset_selection == [dg.AssetKey("mintlify_feedback")]
+                assert request.tags[ACCOUNT_TAG] and request.asset_selection == [dg.AssetKey("mintlify_feedback"), dg.AssetKey("feedback_dashboard")]
                 result = job.execute_in_process(
                     instance=instance, asset_selection=request.asset_selection, tags=request.tags, run_config=QUIET, raise_on_error=False
                 )
@@ -174,8 +179,10 @@ def test_a_backfill_larger_than_the_budget_completes_through_the_sensor(tmp_path
             got = session.query("SELECT feedback_id, body, status FROM feedback ORDER BY feedback_id")
         assert got == want
         assert_within_budget(server)
-        # The last resumed run materialized the whole range: the UI shows those partitions done.
-        assert len(resumed[-1].get_asset_materialization_events()) == 30
+        # The last resumed run materialized the whole range (the UI shows those partitions done)
+        # and drew the dashboard from what it published.
+        marked = [e.asset_key for e in resumed[-1].get_asset_materialization_events()]
+        assert marked.count(dg.AssetKey("mintlify_feedback")) == 30 and dg.AssetKey("feedback_dashboard") in marked
     finally:
         server.stop()
 

@@ -1,9 +1,11 @@
 """Redraw the dashboard after a run that failed part-way but still changed data.
 
 Dagster does not run the steps downstream of a failed step, so when one provider fails, the
-``feedback_dashboard`` step of that run never starts, although the other providers committed
-and published. The sensor ``feedback_dashboard_after_failure`` sees such a run (one that
-materialized a provider asset before failing) and requests one run of the job
+``feedback_dashboard`` step of that run never starts, although what was committed was published:
+the other providers' rows, and the pages a failed account fetched before it stopped (a run
+stopped by its request budget publishes them without materializing anything). The sensor
+``feedback_dashboard_after_failure`` sees such a run (one the step tagged ``feedback/published``,
+or one that materialized a provider asset) and requests one run of the job
 ``feedback_dashboard_refresh``, which redraws the file (or leaves it, if the snapshot did not
 change after all). It runs in the daemon (``make ui`` starts one), is on by default since it only
 reacts to failures, and requests at most one run per failed run (the run key).
@@ -14,6 +16,7 @@ from collections.abc import Sequence
 
 import dagster as dg
 
+from ..settings import PUBLISHED_TAG
 from .asset import ASSET_NAME
 
 SENSOR_NAME = "feedback_dashboard_after_failure"
@@ -41,9 +44,10 @@ def build_dashboard_refresh_sensor(upstream: Sequence[dg.AssetKey | str]) -> dg.
         run = context.dagster_run
         if run.job_name == REFRESH_JOB:
             return dg.SkipReason("the dashboard's own refresh failed; not retrying it")
-        records = context.instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION, limit=1000).records
-        if not any(r.asset_key in providers for r in records):
-            return dg.SkipReason(f"run {run.run_id} materialized no provider asset: nothing new to draw")
+        if run.tags.get(PUBLISHED_TAG) != "true":
+            records = context.instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION, limit=1000).records
+            if not any(r.asset_key in providers for r in records):
+                return dg.SkipReason(f"run {run.run_id} published nothing and materialized no provider asset: nothing new to draw")
         return dg.RunRequest(run_key=f"after-{run.run_id}")
 
     return feedback_dashboard_after_failure
