@@ -146,6 +146,8 @@ def build_feedback_assets(
                 start_hooks(context, after_publish)
             unsynced = unsynced_checks(selected_checks, outcome, session, window)
             behind = accounts_behind(others, session, window, account_id)
+            # A one-account run's counts are its account's; the asset's rows are every account's.
+            rows_in_window = {p: session.check_stats(p, None, window.first_day, window.last_day).rows_in_window for p in {r.provider for r in refs}} if only else {}
         if outcome.stopped_by_budget:
             context.instance.add_run_tags(context.run_id, {STOPPED_TAG: STOPPED_BY_BUDGET})
         if outcome.published is not None:
@@ -168,6 +170,8 @@ def build_feedback_assets(
             key = asset_key(provider)
             metadata = materialization_metadata(done, outcome.published, outcome.lake, publish_error=outcome.publish_error)
             metadata["accounts"] = dg.MetadataValue.md(accounts_table(done_accounts))
+            if provider in rows_in_window:
+                metadata["dagster/row_count"] = rows_in_window[provider]
             # The step's span over every account (a provider past the pool's size waits for a
             # slot) and its one publish: the run's own work, as against Dagster's around it.
             metadata["seconds_step_syncing_and_publishing"] = _seconds(outcome.seconds)
@@ -179,7 +183,8 @@ def build_feedback_assets(
             last_partition = context.partition_key_range.end
             context.add_asset_metadata(metadata, asset_key=key, partition_key=last_partition)
             yield dg.MaterializeResult(asset_key=key, metadata=partition_metadata(metadata, last_partition))
-            yield from evaluations(check_results(key, done.report, done.stats, done.reasons), selected_checks, partitions, context.assets_def)
+            results = check_results(key, done.report, done.stats, done.reasons, every_account=len(done_accounts) > 1)
+            yield from evaluations(results, selected_checks, partitions, context.assets_def)
         yield from evaluations(unsynced, selected_checks, partitions, context.assets_def)
         if outcome.failed:
             raise failure(outcome) from outcome.failed[0].error

@@ -31,8 +31,9 @@ def check_specs(key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
     return [dg.AssetCheckSpec(name, asset=key, description=text) for name, text in CHECKS.items()]
 
 
-def check_results(key: dg.AssetKey, report: SyncReport, stats: WindowStats, reasons: Counter[str]) -> list[dg.AssetCheckResult]:
-    """The three checks' results for one provider's part of a run."""
+def check_results(key: dg.AssetKey, report: SyncReport, stats: WindowStats, reasons: Counter[str], *, every_account: bool = False) -> list[dg.AssetCheckResult]:
+    """The three checks' results for one provider's part of a run (``every_account``: the report
+    adds up several accounts, so the SQL that lists the rejects covers all of them)."""
     counts = report.counts
     rejected = counts.rejected
     # Every record the run received for its window either became a row (new, changed or the same
@@ -40,7 +41,7 @@ def check_results(key: dg.AssetKey, report: SyncReport, stats: WindowStats, reas
     received = counts.inserted + counts.updated + counts.unchanged + rejected
     scope = {"window": f"{report.window.first_day}..{report.window.last_day}"}
     received_entry = {"records_received_for_window": received}
-    return _results(key, scope, stats, rejected, received_entry, reasons, rejects_sql(report.provider, report.account_id))
+    return _results(key, scope, stats, rejected, received_entry, reasons, rejects_sql(report.provider, None if every_account else report.account_id))
 
 
 def unsynced_check_results(

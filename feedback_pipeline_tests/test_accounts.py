@@ -178,3 +178,47 @@ def test_an_entry_reading_an_unset_variable_fails_at_load_naming_entry_key_and_v
     path = write(tmp_path, FILE)
     with pytest.raises(AccountsFileError, match=r"mapbox\[1\]: key 'access_token' reads variable MAPBOX_TOKEN_EU, which is not set"):
         build_definitions({"FEEDBACK_ACCOUNTS_FILE": str(path), "MINTLIFY_API_KEY_DOCS_SDK": SECRET})
+
+
+def test_with_two_accounts_the_metadata_covers_both_the_rejects_query_and_a_one_account_runs_row_count(tmp_path: Path, monkeypatch):
+    from datetime import datetime, timedelta, timezone
+
+    import duckdb
+
+    from feedback_pipeline.resume import ACCOUNT_TAG
+    from feedback_pipeline.schedules import RANGE_END_TAG, RANGE_START_TAG
+
+    from .conftest import make_sandbox
+
+    server = make_sandbox(accounts=2)
+    try:
+        today = datetime.now(timezone.utc).date()
+        env = {
+            **server.env(), **server.write_accounts_file(tmp_path / "accounts.yaml"), "FEEDBACK_DB": str(tmp_path / "feedback.duckdb"),
+            "FEEDBACK_DASHBOARD": str(tmp_path / "d.html"), "FEEDBACK_START_DATE": (today - timedelta(days=40)).isoformat(),
+        }
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        job = build_definitions(env).resolve_job_def("feedback_ingest")
+        day = today - timedelta(days=20)  # a day the sandbox serves a bad record on, per account
+        tags = {RANGE_START_TAG: day.isoformat(), RANGE_END_TAG: day.isoformat()}
+        quiet = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+
+        def query(sql: str) -> list[tuple]:
+            con = duckdb.connect(env["FEEDBACK_DB"], read_only=True)
+            try:
+                return con.execute(sql).fetchall()
+            finally:
+                con.close()
+
+        both = job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), tags=tags, run_config=quiet, asset_selection=[dg.AssetKey("mintlify_feedback")])
+        [reject_rate] = [e for e in both.get_asset_check_evaluations() if e.check_name == "reject_rate"]
+        listed = query(reject_rate.metadata["list_them"].value.strip("`\nsql"))
+        assert len(listed) == reject_rate.metadata["records_rejected"].value == 2  # one bad record per account
+        accounts = [a for (a,) in query("SELECT DISTINCT account_id FROM feedback WHERE provider = 'mintlify' ORDER BY 1")]
+        one = job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), tags={**tags, ACCOUNT_TAG: accounts[-1]}, run_config=quiet, asset_selection=[dg.AssetKey("mintlify_feedback")])
+        [materialization] = one.get_asset_materialization_events()
+        stored = query(f"SELECT count(*) FROM feedback WHERE provider = 'mintlify' AND collected_date = DATE '{day}'")[0][0]
+        assert materialization.materialization.metadata["dagster/row_count"].value == stored
+    finally:
+        server.stop()
