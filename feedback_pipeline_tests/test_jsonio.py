@@ -43,3 +43,18 @@ def test_integers_beyond_64_bits_and_lone_surrogates_serialize_like_orjson_would
 def test_json_nested_deeper_than_any_parser_is_a_value_error():
     with pytest.raises(ValueError):
         loads_json(b"[" * 100_000 + b"]" * 100_000)
+
+
+def test_integers_beyond_64_bits_are_read_exactly_so_distinct_ids_stay_distinct():
+    # orjson reads them as the nearest float: both ids below would become 1.8446744073709552e+19.
+    page = b'{"items": [{"id": 18446744073709551617}, {"id": 18446744073709551618}], "n": [-9223372036854775809, 123456789012345678901234567890]}'
+    body = loads_json(page)
+    assert [item["id"] for item in body["items"]] == [18446744073709551617, 18446744073709551618]
+    assert body["n"] == [-9223372036854775809, 123456789012345678901234567890]
+    assert loads_json(page.decode()) == body
+
+
+def test_a_nul_inside_attributes_becomes_u_fffd_like_in_every_text_column():
+    text = dumps_json({"code": "a\x00b", "nested": ["\x00"], "literal": "a\\u0000b"})
+    assert "\\u0000" not in text.replace("\\\\u0000", "")
+    assert orjson.loads(text) == {"code": "a\ufffdb", "nested": ["\ufffd"], "literal": "a\\u0000b"}
