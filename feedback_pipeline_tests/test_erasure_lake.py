@@ -94,3 +94,21 @@ def test_a_purge_that_fails_while_deleting_files_is_repeated_by_the_next_apply(t
     assert feed("run-2").last_purge is not None, "the purge is still owed"
     assert parquet_holding(tmp_path / "lake", PERSON) == []
     assert feed("run-3").last_purge is None
+
+
+@pytest.mark.parametrize("folder", ["lake#1", "lake?v=1"])
+def test_the_purge_keeps_the_current_snapshots_files_whatever_the_lakes_folder_is_called(tmp_path: Path, folder: str):
+    # A '#' or '?' in the path is part of it: read as a URL's fragment or query it cut every
+    # referenced path short, and the purge deleted the whole table.
+    wh = Warehouse(tmp_path / "feedback.duckdb")
+    settings = LakeSettings.from_env({"FEEDBACK_LAKE_WAREHOUSE": str(tmp_path / folder)}, db_path=wh.path)
+    commit_batch(wh, batch(("a", PERSON, "first"), ("b", "bob@example.com", "first")))
+    mirror = LakeMirror(settings)
+    with wh.session() as session:
+        session.feed(lambda con, generation: mirror.apply(con, generation, "run-1"))
+    with wh.session() as session:
+        session.erase("email", PERSON, None)
+        session.feed(lambda con, generation: mirror.apply(con, generation, "erase"))
+    assert mirror.last_purge is not None
+    assert open_catalog(settings).load_table(TABLE).scan().to_arrow().column("feedback_id").to_pylist() == ["b"]
+    assert parquet_holding(tmp_path / folder, PERSON) == []

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from urllib.parse import urlparse
 
 import duckdb
 from pyarrow import fs
@@ -94,11 +93,16 @@ def _delete_unreferenced(table: Table) -> int:
 
 
 def _fs_path(uri: str) -> str:
-    """A location as pyarrow's FileSystem names it: a local path, or ``bucket/key``."""
-    parsed = urlparse(uri)
-    if parsed.scheme in ("", "file"):
-        return _normalized(parsed.path)
-    return _normalized(parsed.netloc + parsed.path)
+    """A location as pyarrow's FileSystem names it: a local path, or ``bucket/key``. Split by hand,
+    not with ``urlparse``: a ``#`` or ``?`` in a folder name is part of the path here, and read
+    as a fragment or query it would cut every referenced path short, so the purge would delete
+    the current snapshot's own files."""
+    scheme, separator, rest = uri.partition("://")
+    if separator and "/" not in scheme:
+        return _normalized(rest)  # file:///x -> /x; s3://bucket/key -> bucket/key
+    if uri.startswith("file:"):
+        return _normalized(uri[len("file:"):])  # file:/x -> /x
+    return _normalized(uri)  # a plain path
 
 
 def _normalized(path: str) -> str:
