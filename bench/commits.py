@@ -31,7 +31,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     from .run import SandboxProcess, log  # the sandbox child and its helpers, as bench.run uses them
 
     days, per_day = C.DAYS, C.per_day_for(args.records)
-    today = date.today()
+    today = datetime.now(timezone.utc).date()  # the pipeline's day is UTC's
     first = today - timedelta(days=days - 1)
     workdir = Path(tempfile.mkdtemp(prefix="feedback-bench-commits-"))
     sandbox = SandboxProcess(days, per_day, workdir)

@@ -70,8 +70,13 @@ def sb(server: SandboxServer) -> SandboxServer:
     return server
 
 
+# One "today" for the module: the cases below are built when it is imported and the windows when
+# each test runs, so a suite that crosses midnight UTC in between must not see two days.
+TODAY = datetime.now(UTC).date()
+
+
 def today() -> date:
-    return datetime.now(UTC).date()
+    return TODAY
 
 
 def window() -> Window:

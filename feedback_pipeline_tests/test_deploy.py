@@ -282,7 +282,9 @@ def test_a_ui_backfill_survives_a_daemon_kill_and_a_schedule_tick_runs_with_exac
     )
     assert [r["status"] for r in tick_runs] == ["SUCCESS"], tick_runs
     tags = {t["key"]: t["value"] for t in tick_runs[0]["tags"]}
-    assert tags["dagster/schedule_name"] == SCHEDULE and tags["dagster/asset_partition_range_end"] == today.isoformat()
+    # The owed tick is `hour`'s: its range ends on that tick's day (not `today`, which may be the
+    # day before when the test started just before midnight).
+    assert tags["dagster/schedule_name"] == SCHEDULE and tags["dagster/asset_partition_range_end"] == hour.date().isoformat()
 
     # Exact data: the same table as one uninterrupted in-process run of the same range.
     reference = tmp_path / "reference.duckdb"

@@ -39,6 +39,11 @@ from .conftest import FAST_RETRIES, fetch_all, module_sandbox, recent_window
 UTC = timezone.utc
 
 
+def utc_today() -> date:
+    """Today in UTC, the pipeline's (and the sandbox's) day: the machine's local date may differ."""
+    return datetime.now(timezone.utc).date()
+
+
 class Clock:
     """An injectable clock (epoch seconds) that tests move by hand."""
 
@@ -175,7 +180,7 @@ def test_a_retry_after_a_long_wait_is_signed_with_a_fresh_token(sb):
     sb.sandbox.state.add_fault("usersnap", Fault(kind="rate_limit", retry_after="250"))
     p.open().close()
     http = p.http_client(auth=p.auth, sleep=clock.advance)
-    window = Window.for_days(date.today() - timedelta(days=2), date.today())
+    window = Window.for_days(utc_today() - timedelta(days=2), utc_today())
     with http:
         pages = list(p.fetch(Query(window), http))
     assert pages and [e.status for e in filter_requests(sb)] == [429, 200]
@@ -230,7 +235,7 @@ def test_a_window_returns_exactly_the_sandbox_records_collected_in_it(sb):
 
 
 def test_the_request_is_a_created_at_window_filter_with_the_maximum_page_size(sb):
-    window = Window.for_days(date.today() - timedelta(days=4), date.today() - timedelta(days=2))
+    window = Window.for_days(utc_today() - timedelta(days=4), utc_today() - timedelta(days=2))
     fetch_all(provider(sb), Query(window))
     (entry,) = filter_requests(sb)
     assert entry.method == "POST" and dict(entry.query) == {"limit": "100"}
@@ -252,7 +257,7 @@ def _record(sb, created: datetime, **fields: Any) -> dict[str, Any]:
 
 
 def test_midnight_boundaries_land_on_the_right_date(sb):
-    day = date.today() - timedelta(days=3)
+    day = utc_today() - timedelta(days=3)
     midnight = datetime.combine(day, datetime.min.time(), UTC)
     next_midnight = midnight + timedelta(days=1)
     at_start = _record(sb, midnight)
@@ -273,7 +278,7 @@ def test_midnight_boundaries_land_on_the_right_date(sb):
 
 def test_paging_across_many_pages_uses_the_fewest_requests(sb):
     sb.reset(days=12, per_day=100)
-    window = Window.for_days(date.today() - timedelta(days=10), date.today() - timedelta(days=1))
+    window = Window.for_days(utc_today() - timedelta(days=10), utc_today() - timedelta(days=1))
     batch, resumes, stats = fetch_all(provider(sb), Query(window))
     expected = expected_ids(sb, window)
     got = [r["feedback_id"] for r in rows(batch)]
@@ -286,7 +291,7 @@ def test_paging_across_many_pages_uses_the_fewest_requests(sb):
 
 def test_resume_from_a_page_fetches_only_the_rest(sb):
     sb.reset(days=12, per_day=100)
-    window = Window.for_days(date.today() - timedelta(days=10), date.today() - timedelta(days=1))
+    window = Window.for_days(utc_today() - timedelta(days=10), utc_today() - timedelta(days=1))
     p = provider(sb)
     pages: list[tuple[list[str], Any]] = []
     with p.open() as http:
@@ -336,7 +341,7 @@ def test_a_resume_of_the_other_mode_is_ignored(sb):
 
 def test_changes_query_stops_once_past_the_watermark(sb):
     sb.reset(days=12, per_day=100)
-    window = Window.for_days(date.today() - timedelta(days=10), date.today() - timedelta(days=1))
+    window = Window.for_days(utc_today() - timedelta(days=10), utc_today() - timedelta(days=1))
     in_window = sorted(expected_ids(sb, window))
     watermark = datetime.now(UTC) + timedelta(seconds=1)
     time.sleep(1.1)
@@ -358,7 +363,7 @@ def test_changes_query_stops_once_past_the_watermark(sb):
 
 def test_changes_query_resumes_after_its_last_committed_page(sb):
     sb.reset(days=12, per_day=100)
-    window = Window.for_days(date.today() - timedelta(days=10), date.today() - timedelta(days=1))
+    window = Window.for_days(utc_today() - timedelta(days=10), utc_today() - timedelta(days=1))
     watermark = datetime.now(UTC) + timedelta(seconds=1)
     time.sleep(1.1)
     touched = sorted(expected_ids(sb, window))[:250]

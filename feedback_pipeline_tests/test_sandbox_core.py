@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from feedback_pipeline.sandbox.app import Sandbox
 from feedback_pipeline.sandbox.core import ProviderStore, SandboxState
 
@@ -57,3 +59,18 @@ def test_a_bulk_touch_leaves_every_used_index_current_and_sorted():
     # The touched records moved to the end of the update-time order (updated "now").
     newest = {rid for _, rid in store._indexes["updated_at"][1][-len(touched):]}
     assert newest == touched
+
+
+@pytest.mark.parametrize("elapsed", [0.0, 0.3, 0.999, 1.5, 3600.0])
+def test_todays_generated_times_never_lie_in_the_future_even_in_the_first_second_of_the_day(elapsed):
+    # A record "touched now" must be the newest: within a second of midnight, today's records
+    # once got times up to 00:00:01.
+    import random
+    from datetime import date, datetime, timedelta, timezone
+
+    from feedback_pipeline.sandbox.data import day_times
+
+    day = date(2026, 12, 8)
+    now = datetime(2026, 12, 8, tzinfo=timezone.utc) + timedelta(seconds=elapsed)
+    times = day_times(random.Random(1), day, 50, now)
+    assert len(times) == 50 and all(t <= now for t in times)

@@ -413,7 +413,11 @@ def test_unfinished_ranges_inside_a_window_read_are_kept_and_only_the_days_betwe
 
 @pytest.fixture(scope="module")
 def chains():
-    server = make_sandbox(("mintlify", "usersnap"), days=CHAIN_DAYS, per_day=30)
+    """The sandbox, with ``window``: its data ends on the day it was made, and the tests read
+    that window, so a suite that crosses midnight UTC between them does not move it."""
+    window = recent_window(CHAIN_DAYS)
+    server = make_sandbox(("mintlify", "usersnap"), days=CHAIN_DAYS, per_day=30, end=window.last_day)
+    server.window = window  # type: ignore[attr-defined]
     yield server
     server.stop()
 
@@ -456,7 +460,7 @@ def rows(wh: Warehouse) -> list[tuple]:
 def test_a_long_window_is_fetched_as_four_concurrent_ranges_with_the_rows_of_one_chain(chains, tmp_path: Path, name: str):
     state = chains.sandbox.state
     state.clear_faults()
-    window = recent_window(CHAIN_DAYS)
+    window = chains.window
     one_chain = Warehouse(tmp_path / "one.duckdb")
     state.clear_log()
     report = run_sync(chain_provider(chains, name, 1), one_chain, window)
@@ -489,7 +493,7 @@ def requests_by_range(state) -> Counter[str]:
 def test_ranges_that_fail_keep_what_they_fetched_and_the_rerun_resumes_each_after_its_last_page(chains, tmp_path: Path):
     state = chains.sandbox.state
     state.clear_faults()
-    window = recent_window(CHAIN_DAYS)
+    window = chains.window
     reference = Warehouse(tmp_path / "ref.duckdb")
     state.clear_log()
     run_sync(chain_provider(chains, "mintlify", 4), reference, window)

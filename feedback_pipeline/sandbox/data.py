@@ -91,7 +91,7 @@ def day_times(rng: random.Random, day: date, count: int, now: datetime) -> list[
     start = datetime.combine(day, time(0), tzinfo=UTC)
     span = 86_400.0
     if day == now.date():
-        span = max(1.0, (now - start).total_seconds() - 1.0)
+        span = max(0.0, (now - start).total_seconds() - 1.0)  # a second short of now, or none at all
     times = sorted(start + timedelta(seconds=rng.uniform(0, span)) for _ in range(count))
     times = [t.replace(microsecond=(t.microsecond // 1000) * 1000) for t in times]  # millisecond precision
     if count and day.toordinal() % 5 == 0:
