@@ -152,11 +152,7 @@ def start_build_in_child(
     started = time.perf_counter()
     now = now or datetime.now(UTC)
     out = Path(out_path)
-    con = queries.connect(db_path)
-    try:
-        key = build_key(con, now)
-    finally:
-        con.close()
+    key = current_key(db_path, now)
     if skipped := unchanged(out, now, key, started):
         return skipped
     folder = tempfile.TemporaryDirectory(prefix="feedback-dashboard-")

@@ -23,8 +23,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import queries
-from .build import ChildBuild, DashboardResult, build_key, start_build_in_child, write_atomically
+from .build import ChildBuild, DashboardResult, current_key, start_build_in_child, write_atomically
 
 UTC = timezone.utc
 
@@ -43,11 +42,7 @@ class EarlyBuild:
         snapshot at ``db_path`` as of ``now``; None (the child stopped) when it does not. Raises
         the build's exception like :meth:`ChildBuild.wait`."""
         try:
-            con = queries.connect(db_path)
-            try:
-                key = build_key(con, now or datetime.now(UTC))
-            finally:
-                con.close()
+            key = current_key(db_path, now or datetime.now(UTC))
             if key is None or key != self.build.key:
                 return None  # the child is stopped below
             result = self.build.wait()
