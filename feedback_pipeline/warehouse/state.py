@@ -48,18 +48,15 @@ def _cursor_row(row: tuple[Any, ...]) -> CursorRow:
 
 def drop_cursor(con: duckdb.DuckDBPyConnection, provider: str, account_id: str, query_key: str) -> None:
     """Forget an unfinished query (its cursor was refused by the API); call inside a transaction."""
-    args = [provider, account_id, query_key]
-    con.execute("DELETE FROM pipeline_cursors WHERE provider = ? AND account_id = ? AND query_key = ?", args)
-    con.execute("DELETE FROM pipeline_refresh_keys WHERE provider = ? AND account_id = ? AND query_key = ?", args)
+    con.execute("DELETE FROM pipeline_cursors WHERE provider = ? AND account_id = ? AND query_key = ?", [provider, account_id, query_key])
+    forget_seen_keys(con, provider, account_id, query_key)
 
 
-def forget_seen_keys(con: duckdb.DuckDBPyConnection, scope: Scope, query_key: str) -> None:
-    """Drop the keys recorded under ``query_key`` before a query under that key started afresh,
-    so its sweep judges the provider by what this query returns; call inside a transaction."""
-    con.execute(
-        "DELETE FROM pipeline_refresh_keys WHERE provider = ? AND account_id = ? AND query_key = ?",
-        [scope.provider, scope.account_id, query_key],
-    )
+def forget_seen_keys(con: duckdb.DuckDBPyConnection, provider: str, account_id: str, query_key: str) -> None:
+    """Drop the keys recorded under ``query_key`` (with its cursor, or before a query under that
+    key starts afresh, so its sweep judges the provider by what this query returns); call inside
+    a transaction."""
+    con.execute("DELETE FROM pipeline_refresh_keys WHERE provider = ? AND account_id = ? AND query_key = ?", [provider, account_id, query_key])
 
 
 def write_cursor(con: duckdb.DuckDBPyConnection, scope: Scope, progress: Progress, now: datetime) -> None:

@@ -47,7 +47,7 @@ def commit(con: duckdb.DuckDBPyConnection, scope: Scope, rows: pa.Table, rejects
         with transaction(con):
             salt = suppression_salt(con)  # None (the usual case): no erasure in force, no filter
             if progress.sweep and progress.first:
-                state.forget_seen_keys(con, scope, progress.query_key)
+                state.forget_seen_keys(con, scope.provider, scope.account_id, progress.query_key)
             staged = stage(con, scope, rows, counts)
             if staged and salt is not None:
                 staged = suppress(con, staged, salt, counts)
