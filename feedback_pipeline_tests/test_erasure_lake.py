@@ -4,6 +4,7 @@ snapshot references; later applies do not purge again."""
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import pyarrow.compute as pc
@@ -31,19 +32,27 @@ def batch(*records: tuple[str, str, str]) -> FeedbackBatch:
     return out
 
 
+def lake_warehouse(tmp_path: Path, folder: str = "lake") -> tuple[Warehouse, LakeSettings]:
+    """A warehouse in ``tmp_path`` with its Iceberg copy in ``tmp_path / folder``."""
+    wh = Warehouse(tmp_path / "feedback.duckdb")
+    return wh, LakeSettings.from_env({"FEEDBACK_LAKE_WAREHOUSE": str(tmp_path / folder)}, db_path=wh.path)
+
+
+def feed_lake(wh: Warehouse, settings: LakeSettings, run_id: str) -> LakeMirror:
+    """What a run does after its publish: bring the Iceberg copy up to the working database."""
+    mirror = LakeMirror(settings)
+    with wh.session() as session:
+        session.feed(lambda con, generation: mirror.apply(con, generation, run_id))
+    return mirror
+
+
 def parquet_holding(root: Path, text: str) -> list[Path]:
     return [p for p in root.rglob("*.parquet") if pc.any(pc.equal(pq.read_table(p).column("user_email"), text)).as_py()]
 
 
 def test_the_next_apply_after_an_erasure_expires_older_snapshots_and_deletes_their_files(tmp_path: Path):
-    wh = Warehouse(tmp_path / "feedback.duckdb")
-    settings = LakeSettings.from_env({"FEEDBACK_LAKE_WAREHOUSE": str(tmp_path / "lake")}, db_path=wh.path)
-
-    def feed(run_id: str) -> LakeMirror:
-        mirror = LakeMirror(settings)
-        with wh.session() as session:
-            session.feed(lambda con, generation: mirror.apply(con, generation, run_id))
-        return mirror
+    wh, settings = lake_warehouse(tmp_path)
+    feed = partial(feed_lake, wh, settings)
 
     commit_batch(wh, batch(("a", PERSON, "first"), ("b", "bob@example.com", "first")))
     feed("run-1")
@@ -68,14 +77,8 @@ def test_the_next_apply_after_an_erasure_expires_older_snapshots_and_deletes_the
 def test_a_purge_that_fails_while_deleting_files_is_repeated_by_the_next_apply(tmp_path: Path, monkeypatch):
     import feedback_pipeline.lake.expiry as expiry
 
-    wh = Warehouse(tmp_path / "feedback.duckdb")
-    settings = LakeSettings.from_env({"FEEDBACK_LAKE_WAREHOUSE": str(tmp_path / "lake")}, db_path=wh.path)
-
-    def feed(run_id: str) -> LakeMirror:
-        mirror = LakeMirror(settings)
-        with wh.session() as session:
-            session.feed(lambda con, generation: mirror.apply(con, generation, run_id))
-        return mirror
+    wh, settings = lake_warehouse(tmp_path)
+    feed = partial(feed_lake, wh, settings)
 
     commit_batch(wh, batch(("a", PERSON, "first"), ("b", "bob@example.com", "first")))
     feed("run-1")
@@ -100,15 +103,11 @@ def test_a_purge_that_fails_while_deleting_files_is_repeated_by_the_next_apply(t
 def test_the_purge_keeps_the_current_snapshots_files_whatever_the_lakes_folder_is_called(tmp_path: Path, folder: str):
     # A '#' or '?' in the path is part of it: read as a URL's fragment or query it cut every
     # referenced path short, and the purge deleted the whole table.
-    wh = Warehouse(tmp_path / "feedback.duckdb")
-    settings = LakeSettings.from_env({"FEEDBACK_LAKE_WAREHOUSE": str(tmp_path / folder)}, db_path=wh.path)
+    wh, settings = lake_warehouse(tmp_path, folder)
     commit_batch(wh, batch(("a", PERSON, "first"), ("b", "bob@example.com", "first")))
-    mirror = LakeMirror(settings)
-    with wh.session() as session:
-        session.feed(lambda con, generation: mirror.apply(con, generation, "run-1"))
+    feed_lake(wh, settings, "run-1")
     with wh.session() as session:
         session.erase("email", PERSON, None)
-        session.feed(lambda con, generation: mirror.apply(con, generation, "erase"))
-    assert mirror.last_purge is not None
+    assert feed_lake(wh, settings, "erase").last_purge is not None
     assert open_catalog(settings).load_table(TABLE).scan().to_arrow().column("feedback_id").to_pylist() == ["b"]
     assert parquet_holding(tmp_path / folder, PERSON) == []
