@@ -5,11 +5,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import duckdb
 import pytest
 
 import feedback_pipeline.warehouse.state as state
+import feedback_pipeline.warehouse.writes as writes
 from feedback_pipeline.normalize import FeedbackBatch
-from feedback_pipeline.warehouse import Progress, Scope, Warehouse
+from feedback_pipeline.warehouse import Progress, Scope, Warehouse, WriteCounts
 
 from .conftest import WAREHOUSE_DAY as D1
 from .conftest import batch_of, commit_batch, work_rows
@@ -112,6 +114,22 @@ def test_rows_outside_the_run_range_are_not_written(wh: Warehouse):
     counts = commit(wh, batch_of({"id": "in", "created_at": "2026-03-03T23:59:59.999999Z"}, {"id": "out", "created_at": "2026-03-04T00:00:00Z"}))
     assert counts.out_of_window == 1
     assert [r[0] for r in rows(wh)] == ["in"]
+
+
+def test_a_batch_wholly_inside_the_run_range_is_staged_without_a_copy():
+    batch = batch_of({"id": "a"}, {"id": "b", "created_at": "2026-03-03T23:59:59Z"}).rows()
+    inside = Scope("mapbox", "acct", D1, D1 + timedelta(days=2))
+    assert writes._in_scope(batch, inside) is batch
+    assert writes._in_scope(batch, Scope("mapbox", "acct", D1 + timedelta(days=1), D1 + timedelta(days=2))).num_rows == 1
+
+
+def test_attributes_are_staged_as_json_so_the_insert_parses_no_text(wh: Warehouse):
+    con = duckdb.connect()
+    batch = batch_of({"id": "a", "attributes": {"k": [1, 2], "s": "é"}})
+    staged = writes.stage(con, Scope("mapbox", "acct", D1, D1), batch.rows(), WriteCounts())
+    assert con.execute(f"SELECT typeof(attributes), attributes::VARCHAR FROM {staged}").fetchall() == [("JSON", '{"k":[1,2],"s":"é"}')]
+    commit(wh, batch)
+    assert rows(wh, "SELECT typeof(attributes), attributes->>'$.s', json_array_length(attributes->'$.k') FROM feedback") == [("JSON", "é", 2)]
 
 
 def test_rejects_are_upserted_and_cleared_when_the_record_is_stored(wh: Warehouse):
