@@ -121,8 +121,12 @@ class FeedbackKitEmulator(Emulator):
             records.append(record)
         if data.bad_record_day(day, self.state.last_day(now)) is not None:
             # A record the connector must reject (data.bad_record_day): the day's last one that
-            # no merge refers to.
-            _break(next(r for r in reversed(records) if "mergedIntoId" not in r and "mergedFeedbackIds" not in r))
+            # no merge refers to (on a day of very few records, one whose merge fields are null).
+            unmerged = (r for r in reversed(records) if "mergedIntoId" not in r and "mergedFeedbackIds" not in r)
+            nulled = (r for r in reversed(records) if not r.get("mergedIntoId") and not r.get("mergedFeedbackIds"))
+            victim = next(unmerged, None) or next(nulled, None)
+            if victim is not None:
+                _break(victim)
         return records
 
     def touch(self, record: dict[str, Any], now: datetime) -> None:
