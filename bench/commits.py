@@ -13,12 +13,13 @@ query and closes the session. Each stage of ``warehouse.writes.commit`` is wrapp
 * outside the commits: ``checks`` (``check_stats`` per provider) and ``close`` (the session's
   end: its final checkpoint, if any).
 
-Times are CPU seconds of this process (DuckDB's threads included; the fetch thread works at most
-``PREFETCH_PAGES`` pages ahead while a commit runs) and wall seconds. So that a stage's CPU time
-is the commit's own, each provider's window is read as one query (the run reads a long window of
-Mintlify or Usersnap as concurrent day ranges, whose threads would add their parsing and
-normalizing to whichever stage is timing; ``--ranges`` keeps them). Prints a markdown table and
-the working file's size; ``--json`` writes the numbers.
+Times are CPU seconds of this process (DuckDB's threads included) and wall seconds. So that a
+stage's CPU time is its own, no other Python thread runs meanwhile: pages are fetched in the
+syncing thread, between the stages, not by ``sync``'s prefetch thread (which works
+``PREFETCH_PAGES`` pages ahead while a commit runs, so its parsing would count in whichever stage
+is timing; ``--prefetch`` keeps it), and each provider's window is read as one query (a run reads
+a long window of Mintlify or Usersnap as concurrent day ranges; ``--ranges`` keeps them). Prints a
+markdown table and the working file's size; ``--json`` writes the numbers.
 """
 
 from __future__ import annotations
@@ -35,13 +36,16 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from feedback_pipeline.normalize import FeedbackBatch
 from feedback_pipeline.providers import provider_from_env
 from feedback_pipeline.providers.base import Window
 import feedback_pipeline.sync as sync_module
 from feedback_pipeline.sync import sync
 from feedback_pipeline.warehouse import Warehouse, state, writes
+from feedback_pipeline.warehouse.files import WarehouseFiles
 
 from . import common as C
+from . import insert_floor
 
 SLOW_COMMIT = 0.05
 STAGES = ("stage", "suppress", "classify", "delete", "insert", "replace", "rejects", "cursor", "log", "COMMIT", "other")
@@ -93,6 +97,8 @@ def instrumented(timers: Timers) -> Iterator[None]:
     patch(state, "write_cursor", "cursor")
     patch(state, "finish_query", "cursor")
     patch(writes, "commit", "commit")
+    patch(FeedbackBatch, "rows", "arrow")  # building a batch's Arrow tables: part of normalizing
+    patch(FeedbackBatch, "rejects", "arrow")
 
     original_transaction = writes.transaction
 
@@ -131,6 +137,7 @@ def sync_in_turn(env: dict[str, str], db: Path, first: date, last: date, timers:
         with instrumented(timers):
             for name in C.PROVIDERS:
                 provider = provider_from_env(name, env)
+                provider.normalize = timers.wrap("normalize", provider.normalize)  # type: ignore[method-assign]
                 with session.cursor() as cursor:
                     reports[name] = sync(provider, cursor, window, paced=paced)
                     if not paced:
@@ -142,12 +149,23 @@ def sync_in_turn(env: dict[str, str], db: Path, first: date, last: date, timers:
     return reports
 
 
+def _pages_inline(pages: Iterator[Any]) -> Iterator[tuple[Any, float]]:
+    """``sync._prefetch`` without its thread: each page is fetched when the sync asks for it."""
+    while True:
+        started = time.monotonic()
+        try:
+            page = next(pages)
+        except StopIteration:
+            return
+        yield page, time.monotonic() - started
+
+
 def _table(timers: Timers) -> list[str]:
     """The stage table's lines (fills in ``other``: the commits' time outside the named stages)."""
     timers.cpu["other"] = timers.cpu.get("commit", 0.0) - sum(timers.cpu.get(s, 0.0) for s in STAGES if s != "other")
     timers.wall["other"] = timers.wall.get("commit", 0.0) - sum(timers.wall.get(s, 0.0) for s in STAGES if s != "other")
     lines = ["| stage | CPU s | wall s | calls |", "|---|---|---|---|"]
-    for name in (*STAGES, "commit", "checks", "close"):
+    for name in (*STAGES, "commit", "normalize", "arrow", "checks", "close"):
         if name in timers.cpu:
             lines.append(f"| {name} | {timers.cpu[name]:.3f} | {timers.wall[name]:.3f} | {timers.calls.get(name, '')} |")
     return lines
@@ -160,7 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--commit-rows", type=int, default=None, help=f"rows per commit (default sync.COMMIT_ROWS, {sync_module.COMMIT_ROWS})")
     parser.add_argument("--hourly", action="store_true", help="then touch 1%% of each provider's records and time an hourly run's commits (the growth curve's incremental run)")
     parser.add_argument("--ranges", action="store_true", help="read long windows as concurrent day ranges, as runs do (stage CPU then includes the other ranges' threads)")
+    parser.add_argument("--floor", action="store_true", help="then time DuckDB alone storing the same rows (bench.insert_floor)")
+    parser.add_argument("--prefetch", action="store_true", help="fetch pages in sync's prefetch thread, as runs do (stage CPU then includes its parsing)")
     args = parser.parse_args(argv)
+    if not args.prefetch:
+        sync_module._prefetch = _pages_inline
     if args.commit_rows:
         sync_module.COMMIT_ROWS = args.commit_rows
     if not args.ranges:
@@ -193,12 +215,14 @@ def main(argv: list[str] | None = None) -> int:
     commit_cpu = timers.cpu.get("commit", 0.0)
     table = _table(timers)
     normalize = sum(p["seconds"]["normalize"] for p in providers.values())
+    normalize_cpu = timers.cpu.get("normalize", 0.0) + timers.cpu.get("arrow", 0.0)
     result = {
         "records": sum(p["records"] for p in providers.values()),
         "commits": timers.calls.get("commit", 0),
         "cpu_seconds": cpu,
         "wall_seconds": wall,
         "normalize_wall_seconds": normalize,
+        "normalize_cpu_seconds": normalize_cpu,
         "commit_cpu_seconds": commit_cpu,
         "commit_wall_seconds": timers.wall.get("commit", 0.0),
         "stages_cpu_seconds": {k: round(v, 3) for k, v in timers.cpu.items()},
@@ -212,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"## Commits of a backfill: {result['records']:,} records, {result['commits']} commits of up to {sync_module.COMMIT_ROWS:,} rows",
         "",
-        f"Whole backfill in this process: {wall:.2f} s wall, {cpu:.2f} s CPU; normalizing {normalize:.2f} s wall; "
+        f"Whole backfill in this process: {wall:.2f} s wall, {cpu:.2f} s CPU; normalizing {normalize:.2f} s wall, "
+        f"{normalize_cpu:.2f} s CPU (records {timers.cpu.get('normalize', 0.0):.2f}, Arrow {timers.cpu.get('arrow', 0.0):.2f}); "
         f"commits {commit_cpu:.2f} s CPU ({result['commit_wall_seconds']:.2f} s wall); peak RSS {result['peak_rss_mb']:.0f} MB; "
         f"files: {', '.join(f'{k} {v} MB' for k, v in result['files_mb'].items())}",
         f"COMMIT statements over {SLOW_COMMIT} s CPU (DuckDB's automatic checkpoints): "
@@ -233,6 +258,17 @@ def main(argv: list[str] | None = None) -> int:
             "Per provider (s, updated rows): " + ", ".join(f"{n} {p['duration']:.3f} ({p['updated']})" for n, p in hourly_providers.items()),
             "",
             *_table(hourly_timers),
+        ]
+    if args.floor:
+        floors = insert_floor.measure_variants(WarehouseFiles(db).work)
+        result["floor_cpu_seconds"] = dict(floors)
+        lines += [
+            "",
+            f"## DuckDB alone storing the same rows (bench.insert_floor: a bare INSERT and COMMIT per {sync_module.COMMIT_ROWS:,} rows), CPU s",
+            "",
+            "| variant | insert | COMMIT | closing checkpoint | total | normalizing |",
+            "|---|---|---|---|---|---|",
+            *(f"| {name} | {f['insert']:.2f} | {f['commit']:.2f} | {f['checkpoint']:.2f} | {f['total']:.2f} | {normalize_cpu:.2f} |" for name, f in floors),
         ]
     print("\n".join(lines))
     if args.json:

@@ -69,3 +69,25 @@ def test_quick_benchmark_writes_every_section(tmp_path: Path) -> None:
     # The markdown table is printed and saved beside the JSON.
     assert "| measure | value | target | result |" in proc.stdout
     assert output.with_suffix(".md").exists()
+
+
+def test_commit_stage_benchmark_times_the_commits_normalizing_and_duckdb_alone(tmp_path: Path) -> None:
+    output = tmp_path / "commits.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.commits", "--records", "2000", "--floor", "--json", str(output)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, f"bench.commits failed ({proc.returncode}):\n{proc.stderr[-4000:]}"
+    result = json.loads(output.read_text())
+    assert result["records"] >= 2000 and result["commits"] >= len(PROVIDERS)
+    assert result["commit_cpu_seconds"] > 0 and result["normalize_cpu_seconds"] > 0
+    assert result["stages_cpu_seconds"]["normalize"] > 0 and result["stages_cpu_seconds"]["arrow"] > 0
+    stored = sum(p["inserted"] for p in result["providers"].values())
+    floors = result["floor_cpu_seconds"]
+    assert len(floors) == 3
+    for floor in floors.values():
+        assert floor["rows"] == stored  # DuckDB alone stored every row the backfill stored
+        assert floor["total"] > 0
