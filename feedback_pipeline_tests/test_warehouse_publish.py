@@ -190,7 +190,7 @@ def test_a_regular_file_left_by_an_older_version_is_replaced_by_the_symlink(wh: 
 
 @pytest.mark.parametrize("failing", ["_apply", "fsync_file"], ids=["in-place apply", "full copy"])
 def test_a_failed_publish_changes_nothing_analysts_see_and_is_redone(wh: Warehouse, monkeypatch, failing: str):
-    monkeypatch.setattr(publish, "FULL_COPY_MIN_KEYS", 0)
+    monkeypatch.setattr(changes, "FULL_COPY_MIN_KEYS", 0)
     commit_batch(wh, batch_of(*({"id": f"a{i}"} for i in range(10))))
     wh.publish_if_behind()
     # One new key of 11 is applied in place; 20 new keys of 30 ask for a full copy.
@@ -232,7 +232,7 @@ def test_the_reset_command_uses_feedback_db(tmp_path: Path, monkeypatch, capsys)
 
 
 def test_a_file_behind_by_a_large_share_of_the_table_is_rebuilt_in_full(wh: Warehouse, monkeypatch):
-    monkeypatch.setattr(publish, "FULL_COPY_MIN_KEYS", 0)
+    monkeypatch.setattr(changes, "FULL_COPY_MIN_KEYS", 0)
     commit_batch(wh, batch_of(*({"id": f"r{i}"} for i in range(20))))
     wh.publish_if_behind()
     with wh.session() as session:
@@ -246,7 +246,7 @@ def test_a_file_behind_by_a_large_share_of_the_table_is_rebuilt_in_full(wh: Ware
 def test_a_publish_after_a_large_change_writes_a_full_copy_then_copies_it_over_the_other_file(wh: Warehouse, monkeypatch):
     """The live file is not copied first (it is too far behind to patch); the new file is, over the
     other name, so the next publish applies one run's changes instead of copying the file."""
-    monkeypatch.setattr(publish, "FULL_COPY_MIN_KEYS", 0)
+    monkeypatch.setattr(changes, "FULL_COPY_MIN_KEYS", 0)
     commit_batch(wh, batch_of(*({"id": f"r{i}"} for i in range(4))))
     wh.publish_if_behind()
     copies = []
@@ -269,6 +269,8 @@ def test_a_publish_after_a_large_change_writes_a_full_copy_then_copies_it_over_t
 
 
 def test_a_commit_logs_its_keys_with_the_instant_it_stamped_on_their_rows(wh: Warehouse):
+    commit_batch(wh, batch_of({"id": "z"}))
+    wh.publish_if_behind()  # before the first publish no key is logged: it copies everything
     commit_batch(wh, batch_of({"id": "a"}, {"id": "b"}))
     commit_batch(wh, batch_of({"id": "b", "body": "changed"}, {"id": "c"}))
     logged = work_rows(wh, "SELECT feedback_id, ingested_at FROM pipeline_changes WHERE feedback_id IS NOT NULL ORDER BY generation, feedback_id")
@@ -361,3 +363,47 @@ def test_a_delete_that_does_not_say_where_its_row_was_makes_the_publish_look_eve
     assert _located(wh) is None
     assert wh.publish_if_behind().mode == "incremental"
     assert [r[0] for r in snapshot_rows(wh)] == ["b"]
+
+
+def logged_keys(wh: Warehouse) -> int:
+    return work_rows(wh, "SELECT count(*) FROM pipeline_changes WHERE feedback_id IS NOT NULL")[0][0]
+
+
+def test_no_key_is_logged_while_every_snapshot_file_is_due_for_a_full_copy(wh: Warehouse):
+    commit_batch(wh, batch_of(*({"id": f"k{i}"} for i in range(5))))  # a fresh warehouse: its first publish copies everything
+    assert logged_keys(wh) == 0
+    assert wh.publish_if_behind().mode == "full" and snapshot_rows(wh) == work_rows(wh)
+    commit_batch(wh, batch_of({"id": "k1", "body": "changed"}))
+    assert logged_keys(wh) == 1 and wh.publish_if_behind().mode == "incremental"
+    assert snapshot_rows(wh) == work_rows(wh)
+
+
+def test_a_change_past_the_full_copy_share_logs_everything_once_and_no_keys_after(wh: Warehouse, monkeypatch):
+    monkeypatch.setattr(changes, "FULL_COPY_MIN_KEYS", 0)
+    commit_batch(wh, batch_of(*({"id": f"r{i}"} for i in range(20))))
+    wh.publish_if_behind()
+    commit_batch(wh, batch_of(*({"id": f"r{i}", "body": "one"} for i in range(2))))  # 2 of 20: patched in place
+    assert logged_keys(wh) == 2
+    commit_batch(wh, batch_of(*({"id": f"s{i}"} for i in range(5))))  # 7 of 25 keys: a full copy is cheaper
+    everything = "SELECT count(*) FROM pipeline_changes WHERE provider IS NULL"
+    assert logged_keys(wh) == 7 and work_rows(wh, everything) == [(1,)]
+    commit_batch(wh, batch_of(*({"id": f"t{i}"} for i in range(5))))
+    assert logged_keys(wh) == 7  # the next publish copies everything: no reader wants these keys
+    assert wh.publish_if_behind().mode == "full"
+    assert snapshot_rows(wh) == work_rows(wh) and len(work_rows(wh)) == 30
+    assert logged_keys(wh) == 0 and work_rows(wh, everything) == [(0,)]  # pruned with the publish
+    commit_batch(wh, batch_of({"id": "t0", "body": "two"}))
+    assert logged_keys(wh) == 1 and wh.publish_if_behind().mode == "incremental"
+    assert snapshot_rows(wh) == work_rows(wh)
+
+
+def test_keys_stay_logged_for_the_iceberg_copy_past_the_full_copy_share(wh: Warehouse, monkeypatch):
+    monkeypatch.setattr(changes, "FULL_COPY_MIN_KEYS", 0)
+    commit_batch(wh, batch_of({"id": "a"}))
+    wh.publish_if_behind()
+    with wh.session() as session, session.cursor() as cursor, transaction(cursor.con):
+        changes.record_reader(cursor.con, changes.LAKE, cursor.query("SELECT generation FROM pipeline_publish")[0][0])
+    commit_batch(wh, batch_of(*({"id": f"s{i}"} for i in range(10))))
+    commit_batch(wh, batch_of(*({"id": f"t{i}"} for i in range(10))))
+    assert logged_keys(wh) == 20
+    assert work_rows(wh, "SELECT count(*) FROM pipeline_changes WHERE provider IS NULL") == [(0,)]

@@ -19,6 +19,11 @@ The log holds every change after ``pipeline_publish.changes_since``; a snapshot 
 ``g >= changes_since`` is brought up to date by applying the keys logged after ``g``. Pruning
 keeps the log from growing: entries at or below both snapshot files' generations (and the Iceberg
 copy's, when there is one) are no longer needed by any of them.
+
+Keys are logged only while a reader will read them. Once both snapshot files are due for a full
+copy (an everything entry after the newer file's generation: a migration, a reset, or a change
+past ``FULL_COPY_SHARE`` of the table, see ``collapse_if_large``) and no Iceberg copy reads the
+log, commits log no keys until the next publish: a backfill's log stays a few batches long.
 """
 
 from __future__ import annotations
@@ -27,6 +32,20 @@ from datetime import datetime
 from typing import Any
 
 import duckdb
+
+# Past this share of the table changed (and this many keys), a compacted full copy costs less
+# than deleting and re-inserting the keys (measured: 40,000 keys applied to a 200,000-row file
+# took as long as a full copy of it), and leaves no deleted rows behind.
+FULL_COPY_SHARE = 0.10
+FULL_COPY_MIN_KEYS = 10_000
+
+
+def full_copy_cheaper(con: duckdb.DuckDBPyConnection, changed: int) -> bool:
+    """True when ``changed`` keys are more than a snapshot file is worth patching with (the table
+    is counted only past ``FULL_COPY_MIN_KEYS``: an hourly run's commits never count it)."""
+    if changed <= FULL_COPY_MIN_KEYS:
+        return False
+    return changed > FULL_COPY_SHARE * con.execute("SELECT count(*) FROM feedback").fetchone()[0]
 
 
 def bump(con: duckdb.DuckDBPyConnection) -> int:
@@ -58,6 +77,30 @@ def log_keys(
         f"SELECT $gen, $p_log, $a_log, feedback_id, collected_date, $at_log, previous_date FROM ({keys_sql})",
         {**(params or {}), "gen": generation, "p_log": provider, "a_log": account_id, "at_log": ingested_at},
     )
+
+
+def keys_wanted(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether a commit's changed keys are worth logging. Not once both snapshot files are due for
+    a full copy (an everything entry after the newer file's generation) and no Iceberg copy reads
+    the log: then no publish would read them (a backfill logs ~2 batches of keys, not all of them)."""
+    return not con.execute(
+        f"""SELECT EXISTS (SELECT 1 FROM pipeline_changes WHERE provider IS NULL AND generation > ({_NEWER_FILE}))
+            AND NOT EXISTS (SELECT 1 FROM pipeline_snapshot_files WHERE file = ?)""",
+        [LAKE],
+    ).fetchone()[0]
+
+
+def collapse_if_large(con: duckdb.DuckDBPyConnection, generation: int) -> None:
+    """After logging keys at ``generation``: when the keys logged since the newer snapshot file's
+    generation make a full copy of it cheaper (``full_copy_cheaper``, the publish's own rule), log
+    everything instead, so the next commits log no keys (``keys_wanted``). Only as the publish
+    would decide: rows written later are changes too, so the share can only grow until it runs."""
+    if con.execute("SELECT count(*) FROM pipeline_snapshot_files WHERE file = ?", [LAKE]).fetchone()[0]:
+        return
+    since = f"FROM pipeline_changes WHERE feedback_id IS NOT NULL AND generation > ({_NEWER_FILE})"
+    logged = con.execute(f"SELECT count(*) {since}").fetchone()[0]
+    if full_copy_cheaper(con, logged) and full_copy_cheaper(con, con.execute(f"SELECT count(DISTINCT (provider, account_id, feedback_id)) {since}").fetchone()[0]):
+        log_everything(con, generation)
 
 
 def log_rejects(con: duckdb.DuckDBPyConnection, generation: int, provider: str, account_id: str) -> None:
@@ -112,6 +155,8 @@ def needs_everything(con: duckdb.DuckDBPyConnection, since: int) -> bool:
 
 
 LAKE = "lake"  # the Iceberg copy's row in pipeline_snapshot_files
+# The newer snapshot file's generation (0 before any is recorded).
+_NEWER_FILE = "SELECT coalesce(max(generation), 0) FROM pipeline_snapshot_files WHERE file IN ('a', 'b')"
 
 
 def record_reader(con: duckdb.DuckDBPyConnection, reader: str, generation: int) -> None:

@@ -10,7 +10,7 @@ reached:
    ``pipeline_*`` state tables;
 2. **copied**: when the idle file cannot be updated in place (missing, an older schema, too old
    for the change log, held by a reader: DuckDB's file lock refuses the read-write ATTACH, and
-   the reader keeps its inode; or behind by more than ``FULL_COPY_SHARE`` of the table), copy the
+   the reader keeps its inode; or behind by more than ``changes.FULL_COPY_SHARE`` of the table), copy the
    live file's bytes into a new file, apply the changes since the live file's generation to it the
    same way, and rename it over the idle name. The live file is complete and checkpointed, and
    only writers (under the lock) ever write it, so its bytes are a consistent database; a byte
@@ -54,11 +54,6 @@ ALIAS = "snapshot"
 # erasure audit holds salted digests only; the salt and the suppression list stay in the
 # working database.
 STATE_TABLES = ("pipeline_sync_days", "pipeline_cursors", "pipeline_schema_version", "pipeline_erasures")
-# Past this share of the table changed (and this many keys), a compacted full copy costs less
-# than deleting and re-inserting the keys (measured: 40,000 keys applied to a 200,000-row file
-# took as long as a full copy of it), and leaves no deleted rows behind.
-FULL_COPY_SHARE = 0.10
-FULL_COPY_MIN_KEYS = 10_000
 
 
 def behind(con: duckdb.DuckDBPyConnection, files: WarehouseFiles) -> bool:
@@ -179,11 +174,11 @@ def _patched_copy(
 def _worth_applying(con: duckdb.DuckDBPyConnection, held: int, since: int) -> bool:
     """Can a file at generation ``held`` be brought up to date by applying the logged changes, and
     is that cheaper than a full copy? No when the log no longer reaches back to it, a change asks
-    for everything, or more than ``FULL_COPY_SHARE`` of the table changed since."""
+    for everything, or more than ``changes.FULL_COPY_SHARE`` of the table changed since."""
     if held < since or changes.needs_everything(con, held):
         return False
     changed = con.execute("SELECT count(DISTINCT (provider, account_id, feedback_id)) FROM pipeline_changes WHERE generation > ?", [held]).fetchone()[0]
-    return changed <= max(FULL_COPY_MIN_KEYS, FULL_COPY_SHARE * con.execute("SELECT count(*) FROM feedback").fetchone()[0])
+    return not changes.full_copy_cheaper(con, changed)
 
 
 def _byte_copy(files: WarehouseFiles, source: Path) -> Path:
