@@ -48,7 +48,7 @@ def test_threads_commit_through_their_own_cursors_one_transaction_at_a_time(wh: 
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
-    wh.publish_if_behind()  # a snapshot to keep current: keys are logged for it (changes.keys_wanted)
+    wh.publish_if_behind()  # a snapshot to keep current: keys are logged for it (changes.key_log_state)
     with wh.session() as session:
         threads = [threading.Thread(target=work, args=(session, p)) for p in providers]
         for t in threads:

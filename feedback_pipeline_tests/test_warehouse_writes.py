@@ -37,7 +37,7 @@ def test_rows_and_cursor_commit_together(wh: Warehouse):
 
 
 def test_failure_before_commit_keeps_previous_rows_and_cursor(wh: Warehouse, monkeypatch):
-    wh.publish_if_behind()  # a snapshot to keep current: keys are logged for it (changes.keys_wanted)
+    wh.publish_if_behind()  # a snapshot to keep current: keys are logged for it (changes.key_log_state)
     commit(wh, batch_of({"id": "a", "body": "old"}), resume={"after": "c1"})
     original = state.write_cursor
 
@@ -161,7 +161,7 @@ def test_sweep_deletes_only_unseen_rows_of_the_query_days(wh: Warehouse):
 def test_each_change_is_logged_at_the_generation_of_its_commit(wh: Warehouse):
     """The change log names exactly the keys a commit inserted, updated or deleted, and the
     accounts whose rejects changed; unchanged rows are not logged."""
-    wh.publish_if_behind()  # a snapshot to keep current: keys are logged for it (changes.keys_wanted)
+    wh.publish_if_behind()  # a snapshot to keep current: keys are logged for it (changes.key_log_state)
     commit(wh, batch_of({"id": "a", "body": "1"}, {"id": "b", "body": "1"}))
     commit(wh, batch_of({"id": "a", "body": "1"}, {"id": "b", "body": "2"}))  # b updated, a same
     sweep = batch_of({"id": "b", "body": "2"})
@@ -249,7 +249,7 @@ def test_a_record_whose_collected_day_moved_replaces_its_stored_row(wh: Warehous
 
 
 def test_a_batch_of_new_keys_around_stored_ones_inserts_only_the_new(wh: Warehouse):
-    wh.publish_if_behind()  # a snapshot to keep current: keys are logged for it (changes.keys_wanted)
+    wh.publish_if_behind()  # a snapshot to keep current: keys are logged for it (changes.key_log_state)
     commit(wh, batch_of({"id": "m", "body": "m", "updated_at": "2026-03-01T11:00:00Z"}))
     counts = commit(
         wh,

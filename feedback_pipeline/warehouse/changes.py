@@ -79,27 +79,36 @@ def log_keys(
     )
 
 
-def keys_wanted(con: duckdb.DuckDBPyConnection) -> bool:
-    """Whether a commit's changed keys are worth logging. Not once both snapshot files are due for
-    a full copy (an everything entry after the newer file's generation) and no Iceberg copy reads
-    the log: then no publish would read them (a backfill logs ~2 batches of keys, not all of them)."""
-    return not con.execute(
-        f"""SELECT EXISTS (SELECT 1 FROM pipeline_changes WHERE provider IS NULL AND generation > ({_NEWER_FILE}))
-            AND NOT EXISTS (SELECT 1 FROM pipeline_snapshot_files WHERE file = ?)""",
-        [LAKE],
-    ).fetchone()[0]
+def key_log_state(con: duckdb.DuckDBPyConnection) -> tuple[bool, int | None]:
+    """Whether a commit's changed keys are worth logging, and how many keys were logged since the
+    newer snapshot file's generation (None when an Iceberg copy reads the log: then every key is
+    logged, whatever a publish does), in one statement: every statement of a commit waits for the
+    interpreter lock again in a busy run. Keys are not worth logging once both snapshot files are
+    due for a full copy (an everything entry after the newer file's generation) and no Iceberg
+    copy reads the log: no publish would read them."""
+    lake, everything, logged = con.execute(
+        f"""SELECT EXISTS (SELECT 1 FROM pipeline_snapshot_files WHERE file = $lake),
+            EXISTS (SELECT 1 FROM pipeline_changes WHERE provider IS NULL AND generation > ({_NEWER_FILE})),
+            (SELECT count(*) FROM pipeline_changes WHERE feedback_id IS NOT NULL AND generation > ({_NEWER_FILE}))""",
+        {"lake": LAKE},
+    ).fetchone()
+    if lake:
+        return True, None
+    return not everything, logged
 
 
-def collapse_if_large(con: duckdb.DuckDBPyConnection, generation: int) -> None:
-    """After logging keys at ``generation``: when the keys logged since the newer snapshot file's
-    generation make a full copy of it cheaper (``full_copy_cheaper``, the publish's own rule), log
-    everything instead, so the next commits log no keys (``keys_wanted``). Only as the publish
-    would decide: rows written later are changes too, so the share can only grow until it runs."""
-    if con.execute("SELECT count(*) FROM pipeline_snapshot_files WHERE file = ?", [LAKE]).fetchone()[0]:
+def collapse_if_large(con: duckdb.DuckDBPyConnection, generation: int, logged: int) -> None:
+    """After logging keys at ``generation`` (``logged``: the log's keys since the newer snapshot
+    file, this commit's included, a key logged twice counted twice): when they make a full copy
+    of that file cheaper (``full_copy_cheaper``, the publish's own rule, on the distinct keys),
+    log everything, so the next commits log no keys (``key_log_state``). Only as the publish would
+    decide: rows written later are changes too, so the share can only grow until it runs."""
+    if not full_copy_cheaper(con, logged):
         return
-    since = f"FROM pipeline_changes WHERE feedback_id IS NOT NULL AND generation > ({_NEWER_FILE})"
-    logged = con.execute(f"SELECT count(*) {since}").fetchone()[0]
-    if full_copy_cheaper(con, logged) and full_copy_cheaper(con, con.execute(f"SELECT count(DISTINCT (provider, account_id, feedback_id)) {since}").fetchone()[0]):
+    distinct = con.execute(
+        f"SELECT count(DISTINCT (provider, account_id, feedback_id)) FROM pipeline_changes WHERE feedback_id IS NOT NULL AND generation > ({_NEWER_FILE})"
+    ).fetchone()[0]
+    if full_copy_cheaper(con, distinct):
         log_everything(con, generation)
 
 

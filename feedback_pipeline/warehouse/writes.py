@@ -222,11 +222,12 @@ def sweep(con: duckdb.DuckDBPyConnection, scope: Scope, progress: Progress) -> i
 def log(con: duckdb.DuckDBPyConnection, scope: Scope, counts: WriteCounts, written: str | None, now: datetime) -> None:
     """Bump the generation and log what this commit changed (see changes.py): the keys of the
     rows written (``written``, from ``classify``) with their ``ingested_at`` (``now``), the swept
-    keys (or nothing more once the next publish copies everything: ``changes.keys_wanted``), the
+    keys (or nothing more once the next publish copies everything: ``changes.key_log_state``), the
     account's rejects."""
     generation = changes.bump(con)
     written_keys = bool(written and (counts.inserted or counts.updated))
-    if (written_keys or counts.deleted) and changes.keys_wanted(con):
+    wanted, logged = changes.key_log_state(con) if written_keys or counts.deleted else (False, None)
+    if wanted:
         if written_keys:
             changes.log_keys(
                 con, generation, scope.provider, scope.account_id, f"SELECT feedback_id, collected_date, _previous_date AS previous_date FROM {written} s", ingested_at=now
@@ -235,7 +236,8 @@ def log(con: duckdb.DuckDBPyConnection, scope: Scope, counts: WriteCounts, writt
             changes.log_keys(
                 con, generation, scope.provider, scope.account_id, "SELECT feedback_id, NULL::DATE AS collected_date, collected_date AS previous_date FROM _swept"
             )
-        changes.collapse_if_large(con, generation)
+        if logged is not None:
+            changes.collapse_if_large(con, generation, logged + counts.inserted + counts.updated + counts.deleted)
     if counts.rejects_written or counts.rejects_cleared:
         changes.log_rejects(con, generation, scope.provider, scope.account_id)
 
