@@ -6,12 +6,14 @@ import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
 from feedback_pipeline.http import RetryPolicy
+from feedback_pipeline.lake import LakeSettings
 from feedback_pipeline.normalize import FeedbackBatch
 from feedback_pipeline.providers import specs
 from feedback_pipeline.providers.base import Provider, Query, Window
@@ -20,6 +22,9 @@ from feedback_pipeline.sandbox.core import SandboxState
 from feedback_pipeline.sandbox.server import SandboxServer
 from feedback_pipeline.sync import SyncReport, sync
 from feedback_pipeline.warehouse import PublishResult, Warehouse
+
+if TYPE_CHECKING:
+    from feedback_pipeline.lake import LakeMirror
 
 UTC = timezone.utc
 # Retries in tests: real backoff shape, tiny delays (the Retry-After floor is tested on its own).
@@ -209,3 +214,20 @@ def mapbox_snapshot(tmp_path: Path) -> Path:
     store(wh, "mapbox", [{"id": "1", "status": "received"}])
     wh.publish_if_behind()
     return wh.path
+
+
+def lake_warehouse(tmp_path: Path, folder: str = "lake") -> tuple[Warehouse, LakeSettings]:
+    """A warehouse in ``tmp_path`` with its Iceberg copy in ``tmp_path / folder``."""
+    wh = Warehouse(tmp_path / "feedback.duckdb")
+    return wh, LakeSettings.from_env({"FEEDBACK_LAKE_WAREHOUSE": str(tmp_path / folder)}, db_path=wh.path)
+
+
+def feed_lake(wh: Warehouse, settings: LakeSettings, run_id: str) -> LakeMirror:
+    """What a run does after its publish: bring the Iceberg copy up to the working database
+    (needs pyiceberg: call ``pytest.importorskip("pyiceberg")`` first)."""
+    from feedback_pipeline.lake import LakeMirror
+
+    mirror = LakeMirror(settings)
+    with wh.session() as session:
+        session.feed(lambda con, generation: mirror.apply(con, generation, run_id))
+    return mirror

@@ -11,11 +11,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from feedback_pipeline.lake import LakeSettings
 from feedback_pipeline.normalize import FeedbackBatch
 from feedback_pipeline.warehouse import Warehouse
 
-from .conftest import commit_batch
+from .conftest import commit_batch, feed_lake, lake_warehouse
 
 pytest.importorskip("pyiceberg")
 
@@ -30,20 +29,6 @@ def batch(*records: tuple[str, str, str]) -> FeedbackBatch:
     for fid, email, body in records:
         out.add({"id": fid}, feedback_id=fid, collected_at="2026-03-01T10:00:00Z", user_email=email, body=body)
     return out
-
-
-def lake_warehouse(tmp_path: Path, folder: str = "lake") -> tuple[Warehouse, LakeSettings]:
-    """A warehouse in ``tmp_path`` with its Iceberg copy in ``tmp_path / folder``."""
-    wh = Warehouse(tmp_path / "feedback.duckdb")
-    return wh, LakeSettings.from_env({"FEEDBACK_LAKE_WAREHOUSE": str(tmp_path / folder)}, db_path=wh.path)
-
-
-def feed_lake(wh: Warehouse, settings: LakeSettings, run_id: str) -> LakeMirror:
-    """What a run does after its publish: bring the Iceberg copy up to the working database."""
-    mirror = LakeMirror(settings)
-    with wh.session() as session:
-        session.feed(lambda con, generation: mirror.apply(con, generation, run_id))
-    return mirror
 
 
 def parquet_holding(root: Path, text: str) -> list[Path]:

@@ -23,7 +23,10 @@ copy's, when there is one) are no longer needed by any of them.
 Keys are logged only while a reader will read them. Once both snapshot files are due for a full
 copy (an everything entry after the newer file's generation: a migration, a reset, or a change
 past ``FULL_COPY_SHARE`` of the table, see ``collapse_if_large``) and no Iceberg copy reads the
-log, commits log no keys until the next publish: a backfill's log stays a few batches long.
+log, a commit logs one everything entry at its generation instead of its keys, until the next
+publish: a backfill's log stays a few batches long. Every change is still logged at its
+generation, as keys or as everything, so a reader the working database did not record (a
+publish or a lake feed that failed before recording) is rebuilt, never left stale.
 """
 
 from __future__ import annotations
@@ -109,7 +112,7 @@ def collapse_if_large(con: duckdb.DuckDBPyConnection, generation: int, logged: i
         f"SELECT count(DISTINCT (provider, account_id, feedback_id)) FROM pipeline_changes WHERE feedback_id IS NOT NULL AND generation > ({_NEWER_FILE})"
     ).fetchone()[0]
     if full_copy_cheaper(con, distinct):
-        log_everything(con, generation)
+        mark_everything(con, generation)
 
 
 def log_rejects(con: duckdb.DuckDBPyConnection, generation: int, provider: str, account_id: str) -> None:
@@ -117,8 +120,16 @@ def log_rejects(con: duckdb.DuckDBPyConnection, generation: int, provider: str, 
 
 
 def log_everything(con: duckdb.DuckDBPyConnection, generation: int) -> None:
+    """Ask every reader behind ``generation`` for a full copy (migrations: the log may not exist yet)."""
     if con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'pipeline_changes' AND database_name = current_database()").fetchone()[0]:
-        con.execute(f"INSERT INTO pipeline_changes ({LOG_COLUMNS}) VALUES (?, NULL, NULL, NULL, NULL)", [generation])
+        mark_everything(con, generation)
+
+
+def mark_everything(con: duckdb.DuckDBPyConnection, generation: int) -> None:
+    """Log that anything may have changed at ``generation``: every reader behind it copies
+    everything. A commit that logs no keys logs this, so whichever reader a key was left out
+    for (a snapshot file or an Iceberg table the working database never recorded) is rebuilt."""
+    con.execute(f"INSERT INTO pipeline_changes ({LOG_COLUMNS}) VALUES (?, NULL, NULL, NULL, NULL)", [generation])
 
 
 def written_since(con: duckdb.DuckDBPyConnection, held: int) -> datetime | None:

@@ -222,7 +222,7 @@ def sweep(con: duckdb.DuckDBPyConnection, scope: Scope, progress: Progress) -> i
 def log(con: duckdb.DuckDBPyConnection, scope: Scope, counts: WriteCounts, written: str | None, now: datetime) -> None:
     """Bump the generation and log what this commit changed (see changes.py): the keys of the
     rows written (``written``, from ``classify``) with their ``ingested_at`` (``now``), the swept
-    keys (or nothing more once the next publish copies everything: ``changes.key_log_state``), the
+    keys (or "everything" once the next publish copies everything: ``changes.key_log_state``), the
     account's rejects."""
     generation = changes.bump(con)
     written_keys = bool(written and (counts.inserted or counts.updated))
@@ -238,6 +238,8 @@ def log(con: duckdb.DuckDBPyConnection, scope: Scope, counts: WriteCounts, writt
             )
         if logged is not None:
             changes.collapse_if_large(con, generation, logged + counts.inserted + counts.updated + counts.deleted)
+    elif written_keys or counts.deleted:
+        changes.mark_everything(con, generation)
     if counts.rejects_written or counts.rejects_cleared:
         changes.log_rejects(con, generation, scope.provider, scope.account_id)
 
