@@ -186,9 +186,12 @@ def _dumps_attributes(attributes: Mapping[str, Any] | None) -> bytes:
     if not attributes:
         return b"{}"
     try:
-        return orjson.dumps(attributes, option=SORTED)
+        text = orjson.dumps(attributes, option=SORTED)
     except TypeError:
         return dumps_json(attributes).encode()
+    # orjson writes NUL as the escape \u0000, which JSON readers turn back into NUL; the contract
+    # replaces it with U+FFFD, as dumps_json does (a literal "\\u0000" in a text also lands there).
+    return text if b"\\u0000" not in text else dumps_json(attributes).encode()
 
 
 def _plain_instants(values: list[Any], *, nullable: bool) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import date, datetime, timezone
 
 import orjson
@@ -80,6 +81,11 @@ def test_ratings_are_numbers_or_null(raw, expected):
 def test_nul_bytes_and_lone_surrogates_become_replacement_characters():
     row, _ = one(body="a\x00b\ud800c", title="\udfff")
     assert row["body"] == "a\ufffdb\ufffdc" and row["title"] == "\ufffd"
+
+
+def test_nul_in_attributes_becomes_a_replacement_character_not_an_escape():
+    row, _ = one(attributes={"k\x00": "a\x00b", "n": ["\x00"], "literal": "a\\u0000b"})
+    assert json.loads(row["attributes"]) == {"k\ufffd": "a\ufffdb", "n": ["\ufffd"], "literal": "a\\u0000b"}
 
 
 def test_text_is_kept_verbatim():
