@@ -226,20 +226,21 @@ def log(con: duckdb.DuckDBPyConnection, scope: Scope, counts: WriteCounts, writt
     account's rejects."""
     generation = changes.bump(con)
     written_keys = bool(written and (counts.inserted or counts.updated))
-    wanted, logged = changes.key_log_state(con) if written_keys or counts.deleted else (False, None)
-    if wanted:
-        if written_keys:
-            changes.log_keys(
-                con, generation, scope.provider, scope.account_id, f"SELECT feedback_id, collected_date, _previous_date AS previous_date FROM {written} s", ingested_at=now
-            )
-        if counts.deleted:
-            changes.log_keys(
-                con, generation, scope.provider, scope.account_id, "SELECT feedback_id, NULL::DATE AS collected_date, collected_date AS previous_date FROM _swept"
-            )
-        if logged is not None:
-            changes.collapse_if_large(con, generation, logged + counts.inserted + counts.updated + counts.deleted)
-    elif written_keys or counts.deleted:
-        changes.mark_everything(con, generation)
+    if written_keys or counts.deleted:
+        wanted, logged = changes.key_log_state(con)
+        if not wanted:
+            changes.mark_everything(con, generation)
+        else:
+            if written_keys:
+                changes.log_keys(
+                    con, generation, scope.provider, scope.account_id, f"SELECT feedback_id, collected_date, _previous_date AS previous_date FROM {written} s", ingested_at=now
+                )
+            if counts.deleted:
+                changes.log_keys(
+                    con, generation, scope.provider, scope.account_id, "SELECT feedback_id, NULL::DATE AS collected_date, collected_date AS previous_date FROM _swept"
+                )
+            if logged is not None:
+                changes.collapse_if_large(con, generation, logged + counts.inserted + counts.updated + counts.deleted)
     if counts.rejects_written or counts.rejects_cleared:
         changes.log_rejects(con, generation, scope.provider, scope.account_id)
 
