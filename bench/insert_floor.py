@@ -5,8 +5,9 @@ reads the stored rows back in batches of ``sync.COMMIT_ROWS`` (already normalize
 inserts them into a fresh warehouse opened as the pipeline opens it (``Warehouse.session``: the
 same DuckDB settings, schema and compression), one bare ``INSERT`` and ``COMMIT`` per batch,
 then closes the session (its final checkpoint); then the same with more room (a memory limit of
-2GB) and as one transaction, to show whether the pipeline's settings are what makes it cost. No classify, rejects, cursor or change log: only
-what any writer of these rows into this file pays. The reading is timed alone first and taken off.
+2GB) and as one transaction, to show whether the pipeline's settings are what makes it cost. No
+classify, rejects, cursor or change log: only what any writer of these rows into this file pays.
+The reading is timed alone first and taken off.
 """
 
 from __future__ import annotations

@@ -27,16 +27,16 @@ SECTIONS = (
 PROVIDERS = names()
 
 
+def run_bench(module: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m <module> <args>`` from the repository root; it must succeed."""
+    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, f"{module} failed ({proc.returncode}):\n{proc.stderr[-4000:]}"
+    return proc
+
+
 def test_quick_benchmark_writes_every_section(tmp_path: Path) -> None:
     output = tmp_path / "bench.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--quick", "--repeat", "1", "--output", str(output)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert proc.returncode == 0, f"bench failed ({proc.returncode}):\n{proc.stderr[-4000:]}"
+    proc = run_bench("bench.run", "--quick", "--repeat", "1", "--output", str(output))
 
     result = json.loads(output.read_text())
     for section in SECTIONS:
@@ -73,14 +73,7 @@ def test_quick_benchmark_writes_every_section(tmp_path: Path) -> None:
 
 def test_commit_stage_benchmark_times_the_commits_normalizing_and_duckdb_alone(tmp_path: Path) -> None:
     output = tmp_path / "commits.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench.commits", "--records", "2000", "--floor", "--json", str(output)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert proc.returncode == 0, f"bench.commits failed ({proc.returncode}):\n{proc.stderr[-4000:]}"
+    run_bench("bench.commits", "--records", "2000", "--floor", "--json", str(output))
     result = json.loads(output.read_text())
     assert result["records"] >= 2000 and result["commits"] >= len(PROVIDERS)
     assert result["commit_cpu_seconds"] > 0 and result["normalize_cpu_seconds"] > 0
