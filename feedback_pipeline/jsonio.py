@@ -86,18 +86,31 @@ def gc_paused() -> Iterator[None]:
                 gc.enable()
 
 
+def _parse_int(text: str) -> int | float:
+    """A JSON integer for the stdlib parser. Python refuses to build an int from more than
+    ``sys.get_int_max_str_digits()`` digits (4,300 by default, a guard against quadratic
+    conversion), and msgspec refuses those too; such a number is read as a float instead (an
+    infinity: stored as null, like ``NaN``), so one absurd value never fails its page (the
+    contract: a bad record never stops a run)."""
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
 def loads_json(content: bytes | str) -> Any:
     """Parse a response body. Fast path msgspec: as fast as orjson here, and it reads integers
     beyond 64 bits exactly, where orjson returns the nearest float (two ids 18446744073709551617
     and ...618 would both become 1.8446744073709552e+19: distinct records merged). The stdlib
     parser accepts lone surrogates (``"\\ud800"``) and ``NaN`` that msgspec refuses, so one bad
-    character never loses a whole page."""
+    character never loses a whole page; an integer too long for Python is read as infinity
+    (``_parse_int``)."""
     try:
         with gc_paused():
             return _decode(content)
     except (msgspec.DecodeError, RecursionError):
         try:
-            return json.loads(content)
+            return json.loads(content, parse_int=_parse_int)
         except RecursionError:
             # Nested deeper than any parser goes (msgspec and the stdlib stop): a bad page, not
             # a crash of the run.

@@ -58,3 +58,13 @@ def test_a_nul_inside_attributes_becomes_u_fffd_like_in_every_text_column():
     text = dumps_json({"code": "a\x00b", "nested": ["\x00"], "literal": "a\\u0000b"})
     assert "\\u0000" not in text.replace("\\\\u0000", "")
     assert orjson.loads(text) == {"code": "a\ufffdb", "nested": ["\ufffd"], "literal": "a\\u0000b"}
+
+
+def test_an_integer_longer_than_python_builds_reads_as_infinity_instead_of_failing_the_page():
+    huge = "9" * 5_000  # beyond sys.get_int_max_str_digits() (4,300): int() refuses it
+    page = f'{{"items": [{{"id": 1, "n": {huge}, "m": -{huge}, "small": 7}}]}}'
+    for body in (page.encode(), page):
+        item = loads_json(body)["items"][0]
+        assert item == {"id": 1, "n": float("inf"), "m": float("-inf"), "small": 7}
+        assert type(item["small"]) is int
+    assert dumps_json(item) == '{"id":1,"m":null,"n":null,"small":7}'  # stored like NaN
