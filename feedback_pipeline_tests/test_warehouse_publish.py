@@ -112,6 +112,32 @@ def test_a_run_that_changes_nothing_writes_no_file(wh: Warehouse):
     assert wh.publish_if_behind() is not None and [r[0] for r in snapshot_rows(wh)] == ["a", "b"]
 
 
+def test_an_incremental_publish_rewrites_only_the_state_rows_that_changed(wh: Warehouse):
+    """pipeline_sync_days holds a row per provider, account and day of the whole history: a
+    publish writes the rows of the days its run synced, and leaves every other row where it is."""
+    days = [D1 + timedelta(days=n) for n in range(3)]
+    commit_batch(wh, batch_of({"id": "a"}), scope=Scope("mapbox", "acct", days[0], days[2]))  # the query ends: 3 days synced
+    commit_batch(wh, batch_of({"id": "b"}), scope=Scope("usersnap", "acct", days[0], days[0]), key="window:u")
+    assert wh.publish_if_behind().mode == "full"
+    idle = wh.files.idle()
+    sql = "SELECT provider, day, rowid FROM pipeline_sync_days ORDER BY provider, day"
+    con = duckdb.connect(str(idle), read_only=True)
+    try:
+        before = {(p, d): rowid for p, d, rowid in con.execute(sql).fetchall()}
+    finally:
+        con.close()
+    later = batch_of({"id": "c", "created_at": f"{days[2]}T09:00:00Z"})
+    commit_batch(wh, later, scope=Scope("mapbox", "acct", days[2], days[2]), key="window:later")  # a row, and day 3 synced again
+    assert wh.publish_if_behind().mode == "incremental"
+    assert os.path.realpath(wh.path) == str(idle)
+    after = {(p, d): rowid for p, d, rowid in snapshot_rows(wh, sql)}
+    assert after.keys() == before.keys() and len(after) == 4
+    assert [k for k in after if after[k] != before[k]] == [("mapbox", days[2])]
+    for table, key in publish.STATE_TABLES.items():
+        query = f"SELECT * FROM {table} ORDER BY ALL"
+        assert snapshot_rows(wh, query) == work_rows(wh, query), table
+
+
 def test_the_change_log_is_pruned_below_both_files_generations(wh: Warehouse):
     for n in range(4):
         commit_batch(wh, batch_of({"id": f"r{n}", "body": str(n)}))

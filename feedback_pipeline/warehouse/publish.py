@@ -50,10 +50,15 @@ log = logging.getLogger(__name__)
 
 STORAGE_VERSION = "v1.4.0"  # readable by every DuckDB client from 1.4 on (CONTRACT.md section 4)
 ALIAS = "snapshot"
-# Small state tables copied whole on every publish (operators read them in the snapshot). The
-# erasure audit holds salted digests only; the salt and the suppression list stay in the
-# working database.
-STATE_TABLES = ("pipeline_sync_days", "pipeline_cursors", "pipeline_schema_version", "pipeline_erasures")
+# Small state tables every snapshot holds (operators read them there), each with its primary key,
+# or () for a table copied whole. The erasure audit holds salted digests only; the salt and the
+# suppression list stay in the working database.
+STATE_TABLES: dict[str, tuple[str, ...]] = {
+    "pipeline_sync_days": ("provider", "account_id", "day"),
+    "pipeline_cursors": ("provider", "account_id", "query_key"),
+    "pipeline_schema_version": (),
+    "pipeline_erasures": (),
+}
 
 
 def behind(con: duckdb.DuckDBPyConnection, files: WarehouseFiles) -> bool:
@@ -246,11 +251,29 @@ def _apply(con: duckdb.DuckDBPyConnection, held: int, generation: int) -> int:
         rejects = con.execute(
             f"INSERT INTO {ALIAS}.feedback_rejects BY NAME SELECT r.* FROM feedback_rejects r SEMI JOIN _changed_rejects c USING (provider, account_id)"
         ).fetchone()[0]
-    for table in STATE_TABLES:
-        con.execute(f"DELETE FROM {ALIAS}.{table}")
-        con.execute(f"INSERT INTO {ALIAS}.{table} SELECT * FROM {table}")
+    for table, key in STATE_TABLES.items():
+        _apply_state(con, table, key)
     con.execute(f"UPDATE {ALIAS}.pipeline_publish SET generation = $g, published = $g, changes_since = $g", {"g": generation})
     return keys + rejects
+
+
+def _apply_state(con: duckdb.DuckDBPyConnection, table: str, key: tuple[str, ...]) -> None:
+    """Make the snapshot's ``table`` equal the working database's. A keyed table gets only the
+    rows that differ: ``pipeline_sync_days`` holds a row per provider, account and day of the
+    history (9,125 at five years), and rewriting it whole made every incremental publish's
+    transaction and checkpoint grow with the history, not with the run. Rows whose key is gone
+    or whose values changed are deleted, then their new versions inserted."""
+    if not key:
+        con.execute(f"DELETE FROM {ALIAS}.{table}")
+        con.execute(f"INSERT INTO {ALIAS}.{table} SELECT * FROM {table}")
+        return
+    columns = ", ".join(key)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _state_changed AS SELECT * FROM {table} EXCEPT SELECT * FROM {ALIAS}.{table}")
+    con.execute(
+        f"""DELETE FROM {ALIAS}.{table} WHERE ({columns}) NOT IN (SELECT {columns} FROM {table})
+        OR ({columns}) IN (SELECT {columns} FROM _state_changed)"""
+    )
+    con.execute(f"INSERT INTO {ALIAS}.{table} SELECT * FROM _state_changed")
 
 
 def _full_copy(con: duckdb.DuckDBPyConnection, files: WarehouseFiles, target: Path, generation: int) -> int:
