@@ -84,3 +84,18 @@ def test_commit_stage_benchmark_times_the_commits_normalizing_and_duckdb_alone(t
     for floor in floors.values():
         assert floor["rows"] == stored  # DuckDB alone stored every row the backfill stored
         assert floor["total"] > 0
+
+
+def test_growth_benchmark_interleaves_touched_hourly_runs_of_both_sizes(tmp_path: Path) -> None:
+    output = tmp_path / "growth.json"
+    proc = run_bench("bench.growth", "--quick", "--output", str(output))
+    result = json.loads(output.read_text())
+    assert [(s["records"], s["days"]) for s in result["sizes"]] == [(4000, 20), (20000, 100)]
+    for size in result["sizes"]:
+        assert len(size["rounds"]) == result["rounds"] == 2
+        for point in size["rounds"]:
+            assert point["touched"] > 0 and point["rows_updated"] > 0
+            assert point["sync_step_seconds"] >= point["paged_plus_publish_seconds"] - point["publish_seconds"] > 0
+    low, high = (s["median"]["paged_plus_publish_seconds"] for s in result["sizes"])
+    assert result["ratio"] == high / low and isinstance(result["pass"], bool)
+    assert "largest / smallest" in proc.stdout
