@@ -92,12 +92,18 @@ class Site:
         self.sandbox.stop()
 
 
-def measures(summary: dict[str, Any]) -> dict[str, float]:
+def measures(summary: dict[str, Any]) -> dict[str, Any]:
     """The numbers a round reports, from a run's summary."""
     providers = summary["providers"]
-    paged = max((p["duration_seconds"] or 0.0) for name, p in providers.items() if C.PAGE_SIZES.get(name) is not None)
+    slowest = max((name for name in providers if C.PAGE_SIZES.get(name) is not None), key=lambda name: providers[name]["duration_seconds"] or 0.0)
+    paged = providers[slowest]["duration_seconds"] or 0.0
     return {
         "paged_plus_publish_seconds": paged + summary["publish_seconds"],
+        # Where the slowest paged provider's time went: waiting for its pages, or committing
+        # (its commits queue on the one writer behind the other providers').
+        "slowest_paged_provider": slowest,
+        "slowest_waiting_for_pages_seconds": providers[slowest]["seconds_waiting_for_pages"] or 0.0,
+        "slowest_committing_seconds": providers[slowest]["seconds_committing"] or 0.0,
         "publish_seconds": summary["publish_seconds"],
         "feedbackkit_seconds": max((p["duration_seconds"] or 0.0) for name, p in providers.items() if C.PAGE_SIZES.get(name) is None),
         "sync_step_seconds": summary["sync_step_seconds"] or 0.0,
@@ -125,7 +131,8 @@ def measure(sizes: list[tuple[int, int]], rounds: int, workdir: Path) -> dict[st
                 per_site[site.label].append(point)
                 log(
                     f"round {index + 1}/{rounds}, {site.label}: paged + publish {point['paged_plus_publish_seconds']:.3f} s "
-                    f"(publish {point['publish_seconds']:.3f} s), FeedbackKit {point['feedbackkit_seconds']:.3f} s, sync step {point['sync_step_seconds']:.3f} s"
+                    f"(publish {point['publish_seconds']:.3f} s; {point['slowest_paged_provider']}: pages {point['slowest_waiting_for_pages_seconds']:.3f} s, "
+                    f"commits {point['slowest_committing_seconds']:.3f} s), FeedbackKit {point['feedbackkit_seconds']:.3f} s, sync step {point['sync_step_seconds']:.3f} s"
                 )
     finally:
         for site in sites:
