@@ -55,22 +55,35 @@ def log(message: str) -> None:
     print(f"[bench {datetime.now().strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-class SandboxProcess:
-    """``python -m bench.sandbox_proc`` as a child; stops when its stdin closes."""
+# Emulators served from a process of their own. A real FeedbackKit is a different service from the
+# other four APIs, and its one-array body (108 MB at 200,000 records) is serialized holding the
+# interpreter lock (orjson), which in a shared process stalled the other emulators' answers:
+# Mintlify's one-day page (0.9 ms median) waited up to 309 ms while FeedbackKit's 200,000-record
+# body was built in the same process, up to 18 ms with each in its own (a /tmp script). So the
+# paged providers' measured waits grew with FeedbackKit's history, which no real API does.
+OWN_PROCESS = ("feedbackkit",)
 
-    def __init__(self, days: int, per_day: int, workdir: Path):
-        self.stderr_path = workdir / "sandbox.stderr"
+
+class _SandboxChild:
+    """``python -m bench.sandbox_proc`` serving ``providers`` as a child; stops when its stdin closes."""
+
+    def __init__(self, days: int, per_day: int, workdir: Path, providers: tuple[str, ...], name: str):
+        self.providers = providers
+        self.stderr_path = workdir / f"{name}.stderr"
         self._stderr = open(self.stderr_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.sandbox_proc", "--days", str(days), "--per-day", str(per_day), "--seed", str(C.SEED)],
+            [sys.executable, "-m", "bench.sandbox_proc", "--days", str(days), "--per-day", str(per_day), "--seed", str(C.SEED), "--providers", ",".join(providers)],
             cwd=C.ROOT,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
         )
+        self.http: httpx.Client | None = None
+
+    def ready(self) -> None:
+        """Wait for the child's one JSON line (it generated its records and accepts connections)."""
         line = self.proc.stdout.readline()  # type: ignore[union-attr]
         if not line:
-            self.stop()
             raise RuntimeError(f"the sandbox process did not start:\n{self.stderr_path.read_text(errors='replace')[-3000:]}")
         info = json.loads(line)
         self.url: str = info["url"]
@@ -80,18 +93,9 @@ class SandboxProcess:
         self.ps = psutil.Process(self.proc.pid)
         self.http = httpx.Client(base_url=self.url, timeout=600)
 
-    def cpu_seconds(self) -> float:
-        times = self.ps.cpu_times()
-        return times.user + times.system
-
-    def control(self, method: str, path: str, body: Any = None) -> Any:
-        response = self.http.request(method, path, json=body)
-        response.raise_for_status()
-        return response.json()
-
     def stop(self) -> None:
         try:
-            if getattr(self, "http", None) is not None:
+            if self.http is not None:
                 self.http.close()
             if self.proc.stdin:
                 self.proc.stdin.close()
@@ -104,6 +108,53 @@ class SandboxProcess:
                 self.proc.kill()
         finally:
             self._stderr.close()
+
+
+class SandboxProcess:
+    """The sandbox as child processes, each on loopback with its own interpreter: the emulators of
+    ``OWN_PROCESS`` one each, the others together. ``env`` and ``records`` cover all five;
+    ``control`` sends a provider's control call (``/_control/<provider>/...``) to the process
+    serving it, any other to every process."""
+
+    def __init__(self, days: int, per_day: int, workdir: Path):
+        shared = tuple(p for p in C.PROVIDERS if p not in OWN_PROCESS)
+        groups = [shared, *((p,) for p in OWN_PROCESS)]
+        # Started together, so they generate their records at the same time.
+        self.children = [_SandboxChild(days, per_day, workdir, group, f"sandbox-{i}") for i, group in enumerate(groups)]
+        try:
+            for child in self.children:
+                child.ready()
+        except BaseException:
+            self.stop()
+            raise
+        self.url = self.children[0].url
+        self.pids = [child.proc.pid for child in self.children]
+        self.env: dict[str, str] = {k: v for child in self.children for k, v in child.env.items()}
+        self.records: dict[str, int] = {k: v for child in self.children for k, v in child.records.items()}
+        self.generate_seconds = max(child.generate_seconds for child in self.children)
+
+    def cpu_seconds(self) -> float:
+        total = 0.0
+        for child in self.children:
+            times = child.ps.cpu_times()
+            total += times.user + times.system
+        return total
+
+    def control(self, method: str, path: str, body: Any = None) -> Any:
+        parts = path.strip("/").split("/")
+        provider = parts[1] if len(parts) > 2 and parts[0] == "_control" else None
+        targets = [c for c in self.children if provider in c.providers] or self.children
+        answer = None
+        for child in targets:
+            assert child.http is not None
+            response = child.http.request(method, path, json=body)
+            response.raise_for_status()
+            answer = answer if answer is not None else response.json()
+        return answer
+
+    def stop(self) -> None:
+        for child in self.children:
+            child.stop()
 
 
 class OtherLoad:
@@ -789,7 +840,7 @@ def main(argv: list[str] | None = None) -> int:
     sandbox = None
     try:
         sandbox = SandboxProcess(days, per_day, workdir)
-        log(f"sandbox at {sandbox.url} (pid {sandbox.proc.pid}); generated {sum(sandbox.records.values()):,} records in {sandbox.generate_seconds:.1f}s")
+        log(f"sandbox at {sandbox.url} (pids {sandbox.pids}); generated {sum(sandbox.records.values()):,} records in {sandbox.generate_seconds:.1f}s")
         if args.latency_ms:
             # The sandbox's `slow` fault, for every request until cleared: each response waits.
             for name in C.PROVIDERS:
