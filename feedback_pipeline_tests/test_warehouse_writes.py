@@ -150,6 +150,23 @@ def test_rejects_are_upserted_and_cleared_when_the_record_is_stored(wh: Warehous
     assert rows(wh, "SELECT reason FROM feedback_rejects") == [("missing_id",)]
 
 
+def test_a_record_both_rejected_and_stored_in_one_batch_keeps_no_reject(wh: Warehouse):
+    """A page can hold a record twice (a provider re-sends it while paging), once unreadable and
+    once whole: the whole copy is stored and no reject of it stays beside the row, whichever came first."""
+    unreadable_first = ({"id": "a", "created_at": "not a date"}, {"id": "a", "body": "ok"})
+    whole_first = ({"id": "b", "body": "ok"}, {"id": "b", "created_at": "not a date"})
+    written = []
+    for records in (unreadable_first, whole_first):
+        batch = batch_of(*records)
+        batch.reject({"body": "no id"}, "missing_id")
+        counts = commit(wh, batch)
+        assert counts.rejected == 1  # only the record without an id
+        written.append(counts.rejects_written)
+    assert written == [1, 0]  # the second batch's missing_id reject is the same as the first's
+    assert sorted(r[0] for r in rows(wh)) == ["a", "b"]
+    assert rows(wh, "SELECT reason FROM feedback_rejects") == [("missing_id",)]
+
+
 def test_sweep_deletes_only_unseen_rows_of_the_query_days(wh: Warehouse):
     commit(wh, batch_of({"id": "keep"}, {"id": "gone"}, {"id": "other-day", "created_at": "2026-03-05T00:00:00Z"}), scope=Scope("mapbox", "acct", D1, D1 + timedelta(days=9)))
     commit(wh, batch_of({"id": "keep"}), key="refresh:q", resume={"c": 1}, sweep=True)

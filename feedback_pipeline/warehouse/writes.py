@@ -13,7 +13,8 @@ A commit runs as named stages on one DuckDB cursor, inside ``BEGIN ... COMMIT``:
 3. ``delete_updated`` and ``insert_rows``: delete the updated keys, insert new and updated rows
    (bulk, from Arrow);
 4. ``rejects``: clear rejects of records now stored, upsert the batch's rejects (minus those
-   whose payload names an erased person);
+   whose payload names an erased person, and those of records the same batch stores: a page
+   that holds a record twice, once unreadable and once whole, stores it and rejects nothing);
 5. ``cursor``: store the resume point, or finish the query (sweep unseen rows, mark days synced);
 6. ``log``: when anything analysts see changed, bump the generation and log the changed keys.
 
@@ -59,7 +60,7 @@ def commit(con: duckdb.DuckDBPyConnection, scope: Scope, rows: pa.Table, rejects
                 if progress.sweep:
                     con.execute(f"INSERT INTO pipeline_refresh_keys SELECT $p, $a, $k, feedback_id FROM {staged}", {**who, "k": progress.query_key})
             if rejects.num_rows:
-                counts.rejects_written = write_rejects(con, who, rejects, now, counts, salt)
+                counts.rejects_written = write_rejects(con, who, rejects, now, counts, salt, staged)
             state.write_cursor(con, scope, progress, now)
             if progress.resume is None:
                 if progress.sweep:
@@ -167,21 +168,34 @@ def clear_stored_rejects(con: duckdb.DuckDBPyConnection, staged: str, who: dict[
 
 
 def write_rejects(
-    con: duckdb.DuckDBPyConnection, who: dict[str, Any], rejects: pa.Table, now: datetime, counts: WriteCounts, salt: str | None = None
+    con: duckdb.DuckDBPyConnection,
+    who: dict[str, Any],
+    rejects: pa.Table,
+    now: datetime,
+    counts: WriteCounts,
+    salt: str | None = None,
+    staged: str | None = None,
 ) -> int:
     """Upsert rejects by (record_key, reason); an identical reject is left as it is (its
     ``rejected_at`` included), so a rerun over the same bad record changes nothing. With
     ``salt`` (an erasure in force), a reject whose payload names an erased person is dropped and
-    counted as suppressed, not rejected."""
+    counted as suppressed, not rejected. A reject of a record the batch also stores (``staged``)
+    is dropped and not counted: the contract keeps no reject beside a stored record."""
     con.register("_rejects", rejects)
     kept = "_rejects"
+    if staged is not None:
+        stored = con.execute(f"SELECT count(*) FROM _rejects WHERE record_key IN (SELECT feedback_id FROM {staged})").fetchall()[0][0]
+        if stored:
+            counts.rejected -= stored
+            con.execute(f"CREATE OR REPLACE TEMP TABLE _rejects_unstored AS SELECT * FROM _rejects WHERE record_key NOT IN (SELECT feedback_id FROM {staged})")
+            kept = "_rejects_unstored"
     if salt is not None:
-        flagged = suppressed_payload_sql("_rejects")
-        suppressed = con.execute(f"SELECT count(*) FROM _rejects WHERE {flagged}", {"salt": salt, "p": who["p"]}).fetchall()[0][0]
+        flagged = suppressed_payload_sql(kept)
+        suppressed = con.execute(f"SELECT count(*) FROM {kept} WHERE {flagged}", {"salt": salt, "p": who["p"]}).fetchall()[0][0]
         if suppressed:
             counts.suppressed += suppressed
             counts.rejected -= suppressed
-            con.execute(f"CREATE OR REPLACE TEMP TABLE _rejects_kept AS SELECT * FROM _rejects WHERE NOT {flagged}", {"salt": salt, "p": who["p"]})
+            con.execute(f"CREATE OR REPLACE TEMP TABLE _rejects_kept AS SELECT * FROM {kept} WHERE NOT {flagged}", {"salt": salt, "p": who["p"]})
             kept = "_rejects_kept"
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE _rej AS
