@@ -71,6 +71,8 @@ def test_nps_per_day_from_formbricks_and_usersnap(wh: Warehouse):
         {"id": "f2", "category": "nps", "rating": 3},
         {"id": "f3", "category": "rating", "rating": 5},  # not an NPS question
         {"id": "f4", "category": "nps", "rating": 8, "at": "2026-04-02T08:00:00Z"},
+        {"id": "f5", "category": "nps", "rating": 6.5, "at": "2026-04-02T09:00:00Z"},  # fractional: its whole part's bucket
+        {"id": "f6", "category": "nps", "rating": 8.5, "at": "2026-04-02T10:00:00Z"},
     ])
     nps = lambda order, value: {"order": order, "label": "How likely are you to recommend us? (NPS)", "value": value}
     store(wh, "usersnap", [
@@ -80,8 +82,9 @@ def test_nps_per_day_from_formbricks_and_usersnap(wh: Warehouse):
         {"id": "u4", "attributes": {"ordered_inputs": [{"order": 0, "label": "Rating", "value": 2}]}},
         {"id": "u5", "attributes": {"ordered_inputs": [{"label": "NPS", "value": 9}, nps(7, 1)]}},  # no order comes last: 1
     ])
-    # day 1: promoters f1, u1, u2 (3); detractors f2, u5 (2); 5 responses -> NPS 20.0; day 2: one passive
-    assert query(wh, "SELECT * FROM nps_daily ORDER BY collected_date") == [(DAY1, 5, 3, 0, 2, 20.0), (DAY2, 1, 0, 1, 0, 0.0)]
+    # day 1: promoters f1, u1, u2 (3); detractors f2, u5 (2); 5 responses -> NPS 20.0;
+    # day 2: passives f4 and f6 (8.5), detractor f5 (6.5) -> NPS -33.3
+    assert query(wh, "SELECT * FROM nps_daily ORDER BY collected_date") == [(DAY1, 5, 3, 0, 2, 20.0), (DAY2, 3, 0, 2, 1, -33.3)]
     # A date filter on the view reaches the scan (no window over the whole table in between).
     plan = "\n".join(row[1] for row in query(wh, "EXPLAIN SELECT * FROM nps_daily WHERE collected_date = DATE '2026-04-02'"))
     assert "window" not in plan.lower()
