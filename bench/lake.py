@@ -42,6 +42,9 @@ def create_working_db(path: Path) -> duckdb.DuckDBPyConnection:
     con.execute("CREATE TABLE pipeline_publish (generation BIGINT NOT NULL, published BIGINT NOT NULL, changes_since BIGINT)")
     con.execute("INSERT INTO pipeline_publish VALUES (0, 0, 0)")
     con.execute("CREATE TABLE pipeline_changes (generation BIGINT NOT NULL, provider VARCHAR, account_id VARCHAR, feedback_id VARCHAR)")
+    # The database's identity for the lake (lake.changes.source_identity): when it was created.
+    con.execute("CREATE TABLE pipeline_schema_version (version INTEGER NOT NULL, applied_at TIMESTAMPTZ NOT NULL)")
+    con.execute("INSERT INTO pipeline_schema_version VALUES (1, now())")
     return con
 
 

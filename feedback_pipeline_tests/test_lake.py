@@ -176,6 +176,31 @@ def test_a_reset_in_the_log_or_a_pruned_log_rebuilds_the_table(work, settings):
     assert len(snapshots(settings)) == 3
 
 
+def test_a_working_database_created_again_under_the_same_catalog_is_mirrored_from_scratch(tmp_path, work, settings):
+    """Deleting the working database and starting over restarts its generations from zero: the
+    lake must not take its old generation for the new database's, nor keep the old rows."""
+    insert_synthetic(work, 0, 800, days=10)
+    for _ in range(3):
+        change_rows(work, seed=_)  # the old database is several generations ahead
+    LakeMirror(settings).apply(work, generation(work), "run-1")
+    old_generation = generation(work)
+
+    fresh = create_working_db(tmp_path / "recreated.duckdb.work")
+    try:
+        insert_synthetic(fresh, 5_000, 300, days=5)
+        assert generation(fresh) < old_generation
+        commit = LakeMirror(settings).apply(fresh, generation(fresh), "run-2")
+        assert commit is not None and commit.mode == "full"
+        assert lake_rows(settings) == feedback_rows(fresh)
+        assert LakeMirror(settings).apply(fresh, generation(fresh), "run-3") is None
+        change_rows(fresh, seed=9)
+        again = LakeMirror(settings).apply(fresh, generation(fresh), "run-4")
+        assert again is not None and again.mode == "incremental"
+        assert lake_rows(settings) == feedback_rows(fresh)
+    finally:
+        fresh.close()
+
+
 def test_deleting_every_row_of_a_partition_removes_its_files(work, settings):
     insert_synthetic(work, 0, 500, days=10)
     mirror = LakeMirror(settings)

@@ -26,6 +26,14 @@ PARTS = "_lake_parts"
 _SELECT = ", ".join(f"f.{name}::VARCHAR AS {name}" if sqltype == "JSON" else f"f.{name}" for name, sqltype, _ in FEEDBACK_COLUMNS)
 
 
+def source_identity(con: duckdb.DuckDBPyConnection) -> str:
+    """Which working database this is: the instant its schema was first created. It survives
+    compaction (``COPY FROM DATABASE`` copies ``pipeline_schema_version`` as it is) and changes
+    when the database is deleted and created again, whose generations restart from zero."""
+    created = con.execute("SELECT min(applied_at) FROM pipeline_schema_version").fetchone()[0]
+    return created.isoformat() if created is not None else ""
+
+
 def log_reaches(con: duckdb.DuckDBPyConnection, generation: int) -> bool:
     """True when the log holds every change after ``generation`` (so applying it is exact)."""
     floor = con.execute("SELECT coalesce(changes_since, generation) FROM pipeline_publish").fetchone()[0]

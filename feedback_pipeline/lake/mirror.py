@@ -4,7 +4,8 @@ Called once per run by the publish step, under the writer lock, with a connectio
 database. Each call that finds changed rows commits ONE Iceberg snapshot (operation
 ``overwrite``) that removes the data files of the touched partitions and adds their rewritten
 versions; its summary and the table's properties carry the working-database generation it
-reflects (``feedback.generation``) and the run id (``feedback.run-id``). The catalog commit is a
+reflects (``feedback.generation``), which working database that generation counts in
+(``feedback.source-database``) and the run id (``feedback.run-id``). The catalog commit is a
 single atomic swap of the table's metadata pointer, so a kill at any moment leaves readers on the
 previous snapshot, and the next call catches up from the generation the table records.
 """
@@ -25,7 +26,7 @@ from . import changes, expiry
 from .keys import KeyCache
 from .rewrite import Partition, Rewrite, partition_files, rewrite
 from .settings import LakeSettings
-from .table import GENERATION_PROPERTY, PARTITION_SPEC, RUN_ID_PROPERTY, SCHEMA, TABLE, TABLE_PROPERTIES, ensure_namespace, load_table, open_catalog
+from .table import GENERATION_PROPERTY, PARTITION_SPEC, RUN_ID_PROPERTY, SCHEMA, SOURCE_PROPERTY, TABLE, TABLE_PROPERTIES, ensure_namespace, load_table, open_catalog
 
 
 @dataclass(frozen=True)
@@ -77,22 +78,26 @@ class LakeMirror:
         started = time.monotonic()
         table = self.table()
         held = _generation(table) if table is not None else 0
-        if table is not None and upto_generation <= held:
-            return None
         cur = con.cursor()  # its own connection: the temp tables below stay off the caller's
         try:
-            if table is None or not changes.log_reaches(cur, held) or changes.needs_everything(cur, held, upto_generation):
-                return self._rebuild(cur, table, upto_generation, run_id, started)
-            return self._incremental(cur, table, held, upto_generation, run_id, started)
+            marks = {GENERATION_PROPERTY: str(upto_generation), RUN_ID_PROPERTY: run_id, SOURCE_PROPERTY: changes.source_identity(cur)}
+            # A table without the property predates it: its generation is trusted, and the next
+            # commit records the source.
+            same_source = table is None or table.properties.get(SOURCE_PROPERTY, marks[SOURCE_PROPERTY]) == marks[SOURCE_PROPERTY]
+            if table is not None and same_source and upto_generation <= held:
+                return None
+            if not same_source or table is None or not changes.log_reaches(cur, held) or changes.needs_everything(cur, held, upto_generation):
+                return self._rebuild(cur, table, marks, started)
+            return self._incremental(cur, table, held, marks, started)
         finally:
             cur.close()
 
     # -- the two ways of committing ---------------------------------------------------------
 
-    def _incremental(self, cur: duckdb.DuckDBPyConnection, table: Table, held: int, upto: int, run_id: str, started: float) -> LakeCommit | None:
-        keys = changes.stage_keys(cur, held, upto)
+    def _incremental(self, cur: duckdb.DuckDBPyConnection, table: Table, held: int, marks: dict[str, str], started: float) -> LakeCommit | None:
+        keys = changes.stage_keys(cur, held, int(marks[GENERATION_PROPERTY]))
         if not keys.num_rows:
-            _record_generation(table, upto, run_id)  # only rejects changed: nothing for the lake
+            _record_generation(table, marks)  # only rejects changed: nothing for the lake
             return None
         cache = KeyCache(self.settings.keys_path)
         try:
@@ -109,17 +114,18 @@ class LakeMirror:
                 keys,
             )
             if not result.removed and not result.added:
-                _record_generation(table, upto, run_id)  # keys added and removed again since `held`
+                _record_generation(table, marks)  # keys added and removed again since `held`
                 return None
-            committed = _commit(table.transaction(), result, upto, run_id)
+            committed = _commit(table.transaction(), result, marks)
             cache.update(keys, locations, str(committed.metadata.table_uuid), committed.current_snapshot().snapshot_id)
         finally:
             cache.close()
-        return _summary(committed, result, upto, run_id, "incremental", keys.num_rows, started)
+        return _summary(committed, result, marks, "incremental", keys.num_rows, started)
 
-    def _rebuild(self, cur: duckdb.DuckDBPyConnection, table: Table | None, upto: int, run_id: str, started: float) -> LakeCommit | None:
+    def _rebuild(self, cur: duckdb.DuckDBPyConnection, table: Table | None, marks: dict[str, str], started: float) -> LakeCommit | None:
         """Replace every data file with ``feedback`` as it is now, in one snapshot (first run,
-        a change log that no longer reaches back to the table's generation, a reset)."""
+        a change log that no longer reaches back to the table's generation, a reset, a table
+        mirrored from another working database)."""
         plan = changes.all_partitions(cur)
         new_sizes = {(provider, day): rows for provider, day, rows in plan}
         if table is None:
@@ -134,10 +140,10 @@ class LakeMirror:
             None,
         )
         if not result.removed and not result.added:
-            txn.set_properties({GENERATION_PROPERTY: str(upto), RUN_ID_PROPERTY: run_id})
+            txn.set_properties(marks)
             txn.commit_transaction()  # an empty table (or an empty `feedback`): no snapshot
             return None
-        committed = _commit(txn, result, upto, run_id)
+        committed = _commit(txn, result, marks)
         cache = KeyCache(self.settings.keys_path)
         try:
             cache.replace(
@@ -147,13 +153,12 @@ class LakeMirror:
             )
         finally:
             cache.close()
-        return _summary(committed, result, upto, run_id, "full", sum(new_sizes.values()), started)
+        return _summary(committed, result, marks, "full", sum(new_sizes.values()), started)
 
 
-def _commit(txn: Transaction, result: Rewrite, upto: int, run_id: str) -> Table:
+def _commit(txn: Transaction, result: Rewrite, marks: dict[str, str]) -> Table:
     """ONE overwrite snapshot (removed and added files together) plus the table properties, in
     one catalog commit: readers see the previous snapshot or this one, never a part."""
-    marks = {GENERATION_PROPERTY: str(upto), RUN_ID_PROPERTY: run_id}
     with txn.update_snapshot(snapshot_properties=marks).overwrite() as overwrite:
         for data_file in result.removed:
             overwrite.delete_data_file(data_file)
@@ -175,11 +180,11 @@ def _expire_old_snapshots(txn: Transaction) -> None:
         ExpireSnapshots(txn).older_than(cutoff).commit()
 
 
-def _record_generation(table: Table, upto: int, run_id: str) -> None:
+def _record_generation(table: Table, marks: dict[str, str]) -> None:
     """Move the recorded generation without a snapshot (metadata only), so a later call does not
     replay a log that may have been pruned meanwhile."""
     with table.transaction() as txn:
-        txn.set_properties({GENERATION_PROPERTY: str(upto), RUN_ID_PROPERTY: run_id})
+        txn.set_properties(marks)
 
 
 def _generation(table: Table) -> int:
@@ -197,11 +202,11 @@ def _key_columns(table: Table) -> pa.RecordBatchReader:
     return table.scan(selected_fields=("provider", "account_id", "feedback_id", "collected_date")).to_arrow_batch_reader()
 
 
-def _summary(table: Table, result: Rewrite, upto: int, run_id: str, mode: str, keys: int, started: float) -> LakeCommit:
+def _summary(table: Table, result: Rewrite, marks: dict[str, str], mode: str, keys: int, started: float) -> LakeCommit:
     return LakeCommit(
         snapshot_id=table.current_snapshot().snapshot_id,
-        generation=upto,
-        run_id=run_id,
+        generation=int(marks[GENERATION_PROPERTY]),
+        run_id=marks[RUN_ID_PROPERTY],
         mode=mode,
         keys_changed=keys,
         partitions_rewritten=result.partitions,

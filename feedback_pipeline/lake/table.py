@@ -27,6 +27,9 @@ PARTITION_COLUMNS = ("provider", "collected_date")
 # Snapshot summary and table properties written by every commit of the mirror.
 GENERATION_PROPERTY = "feedback.generation"
 RUN_ID_PROPERTY = "feedback.run-id"
+# The working database the generation counts in (changes.source_identity): a table mirrored from
+# another working database is rebuilt, whatever generation it records.
+SOURCE_PROPERTY = "feedback.source-database"
 
 _TYPES: dict[str, PrimitiveType] = {
     "VARCHAR": StringType(),
