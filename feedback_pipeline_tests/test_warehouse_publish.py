@@ -171,6 +171,30 @@ def test_a_file_older_than_the_change_log_with_no_live_base_is_rebuilt_in_full(w
     assert [r[0] for r in snapshot_rows(wh)] == ["r0", "r1", "r2", "r9"]
 
 
+def test_a_working_database_created_again_beside_old_snapshots_is_published_in_full(wh: Warehouse, tmp_path: Path):
+    """An operator who deletes the working database to start over keeps the two snapshot files:
+    their generations count in the old database, so the new one's changes since such a generation
+    are not the difference between the two, whatever the numbers say."""
+    commit_batch(wh, batch_of({"id": "old"}))
+    wh.publish_if_behind()
+    reader = duckdb.connect(str(wh.files.snapshots[0]), read_only=True)
+    old_generation = reader.execute("SELECT generation FROM pipeline_publish").fetchone()[0]
+    reader.close()
+    wh.files.work.unlink()
+
+    fresh = Warehouse(tmp_path / "feedback.duckdb")
+    commit_batch(fresh, batch_of(*({"id": f"bulk{n:03}"} for n in range(100))))
+    small = 0
+    while True:  # a few small commits take the new generations past the old files' one
+        commit_batch(fresh, batch_of({"id": f"new{small}"}))
+        small += 1
+        with fresh.session() as session, session.cursor() as cursor:
+            if cursor.con.execute("SELECT generation FROM pipeline_publish").fetchone()[0] > old_generation + 2:
+                break
+    assert fresh.publish_if_behind().mode == "full"
+    assert [r[0] for r in snapshot_rows(fresh)] == sorted([f"bulk{n:03}" for n in range(100)] + [f"new{n}" for n in range(small)])
+
+
 def _hold_reader(path: str, ready, release, result) -> None:
     con = duckdb.connect(path, read_only=True)
     before = con.execute("SELECT count(*) FROM feedback").fetchone()[0]
