@@ -245,6 +245,24 @@ def test_change_feed_pages_and_resumes_in_updated_order(hub, monkeypatch):
     assert not {r["id"] for r in first.records} & set(row_ids(rest))
 
 
+@pytest.mark.parametrize(
+    ("updated", "trusted"),
+    [
+        (["2026-03-05T10:00:00Z", "2026-03-05T11:00:00Z"], True),
+        (["2026-03-05T11:00:00Z", "2026-03-05T10:00:00Z"], False),  # not in updated order: a window page
+        (["2026-03-05T10:00:00Z", "yesterday"], False),  # an unreadable time proves no order
+        (["2026-03-05T10:00:00Z", None], False),
+        (["2026-03-04T23:00:00Z"], False),  # older than updated_since: the filter was ignored
+    ],
+)
+def test_a_first_page_is_trusted_as_a_change_feed_only_when_every_time_proves_it(updated, trusted):
+    """A Hub that ignores ``sort``/``updated_since`` answers 200 with a window page; only a page whose
+    every ``updated_at`` is readable, ascending and not older than ``updated_since`` counts as the
+    change feed, so a record with an unreadable time sends the read back to the whole window."""
+    records = [{"id": str(i), "updated_at": value} for i, value in enumerate(updated)]
+    assert connector_module._is_change_feed(records, datetime(2026, 3, 5, tzinfo=UTC)) is trusted
+
+
 def test_the_window_is_re_read_when_the_hub_ignores_sort_updated_at(hub, monkeypatch):
     monkeypatch.setattr(connector_module, "PAGE_SIZE", 40)
     hub.sandbox.state.hub_supports_updated_sort = False
