@@ -30,8 +30,9 @@ def source_identity(con: duckdb.DuckDBPyConnection) -> str:
     """Which working database this is: the instant its schema was first created. It survives
     compaction (``COPY FROM DATABASE`` copies ``pipeline_schema_version`` as it is) and changes
     when the database is deleted and created again, whose generations restart from zero."""
-    created = con.execute("SELECT min(applied_at) FROM pipeline_schema_version").fetchone()[0]
-    return created.isoformat() if created is not None else ""
+    # Microseconds since the epoch: the same text whatever time zone the connection reads in.
+    created = con.execute("SELECT epoch_us(min(applied_at)) FROM pipeline_schema_version").fetchone()[0]
+    return str(created) if created is not None else ""
 
 
 def log_reaches(con: duckdb.DuckDBPyConnection, generation: int) -> bool:
