@@ -99,13 +99,11 @@ def stage(con: duckdb.DuckDBPyConnection, scope: Scope, rows: pa.Table, counts: 
 def suppress(con: duckdb.DuckDBPyConnection, staged: str, salt: str, counts: WriteCounts) -> str | None:
     """Drop staged rows of erased people (``erasure.suppressed_rows_sql``) into ``_kept``;
     counted in ``counts.suppressed``. The relation to go on with, None when nothing is left."""
-    flagged = suppressed_rows_sql(staged)
-    suppressed = con.execute(f"SELECT count(*) FROM {staged} WHERE {flagged}", {"salt": salt}).fetchall()[0][0]
+    kept, suppressed = _drop_where(con, staged, suppressed_rows_sql(staged), {"salt": salt}, "_kept")
     if not suppressed:
         return staged
     counts.suppressed += suppressed
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _kept AS SELECT * FROM {staged} WHERE NOT {flagged}", {"salt": salt})
-    return "_kept" if con.execute("SELECT count(*) FROM _kept").fetchall()[0][0] else None
+    return kept if con.execute(f"SELECT count(*) FROM {kept}").fetchall()[0][0] else None
 
 
 def classify(con: duckdb.DuckDBPyConnection, staged: str, who: dict[str, Any], counts: WriteCounts) -> str:
@@ -184,19 +182,12 @@ def write_rejects(
     con.register("_rejects", rejects)
     kept = "_rejects"
     if staged is not None:
-        stored = con.execute(f"SELECT count(*) FROM _rejects WHERE record_key IN (SELECT feedback_id FROM {staged})").fetchall()[0][0]
-        if stored:
-            counts.rejected -= stored
-            con.execute(f"CREATE OR REPLACE TEMP TABLE _rejects_unstored AS SELECT * FROM _rejects WHERE record_key NOT IN (SELECT feedback_id FROM {staged})")
-            kept = "_rejects_unstored"
+        kept, stored = _drop_where(con, kept, f"record_key IN (SELECT feedback_id FROM {staged})", {}, "_rejects_unstored")
+        counts.rejected -= stored
     if salt is not None:
-        flagged = suppressed_payload_sql(kept)
-        suppressed = con.execute(f"SELECT count(*) FROM {kept} WHERE {flagged}", {"salt": salt, "p": who["p"]}).fetchall()[0][0]
-        if suppressed:
-            counts.suppressed += suppressed
-            counts.rejected -= suppressed
-            con.execute(f"CREATE OR REPLACE TEMP TABLE _rejects_kept AS SELECT * FROM {kept} WHERE NOT {flagged}", {"salt": salt, "p": who["p"]})
-            kept = "_rejects_kept"
+        kept, suppressed = _drop_where(con, kept, suppressed_payload_sql(kept), {"salt": salt, "p": who["p"]}, "_rejects_kept")
+        counts.suppressed += suppressed
+        counts.rejected -= suppressed
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE _rej AS
         SELECT r.* FROM (SELECT * FROM {kept} QUALIFY row_number() OVER (PARTITION BY record_key, reason) = 1) r
@@ -270,6 +261,17 @@ def _in_scope(rows: pa.Table, scope: Scope) -> pa.Table:
         return rows  # the usual batch: filtering would copy every column for nothing
     mask = pc.and_(pc.greater_equal(dates, pa.scalar(scope.first_day)), pc.less_equal(dates, pa.scalar(scope.last_day)))
     return rows.filter(mask)
+
+
+def _drop_where(con: duckdb.DuckDBPyConnection, relation: str, condition: str, params: dict[str, Any], into: str) -> tuple[str, int]:
+    """``relation`` without its rows matching ``condition``: copied into temporary table ``into``
+    only when some match (the usual batch matches none and is not copied). Returns the relation
+    to go on with and how many rows were dropped."""
+    dropped = con.execute(f"SELECT count(*) FROM {relation} WHERE {condition}", params).fetchall()[0][0]
+    if not dropped:
+        return relation, 0
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {into} AS SELECT * FROM {relation} WHERE NOT ({condition})", params)
+    return into, dropped
 
 
 def _json_typed(rows: pa.Table) -> pa.Table:
