@@ -14,7 +14,7 @@ from feedback_pipeline.normalize import FeedbackBatch
 from feedback_pipeline.warehouse import Progress, Scope, Warehouse, WriteCounts
 
 from .conftest import WAREHOUSE_DAY as D1
-from .conftest import batch_of, commit_batch, work_rows
+from .conftest import batch_of, commit_batch, snapshot_rows, work_rows
 
 commit = commit_batch
 rows = work_rows
@@ -71,6 +71,39 @@ def test_changed_rows_are_replaced_once(wh: Warehouse):
     counts = commit(wh, batch_of({"id": "a", "body": "v2", "updated_at": "2026-03-02T11:00:00Z"}))
     assert counts.updated == 1
     assert [r[:2] for r in rows(wh)] == [("a", "v2")]
+
+
+def test_a_re_read_window_whose_rows_lie_scattered_is_rewritten_side_by_side_unlogged(wh: Warehouse):
+    # 40 days of 300 records stored in an order that mixes the days, as FeedbackKit's vote order
+    # does: each day's rows lie one in 40 over 12,000 rows (six 2,048-row vectors).
+    days = 40
+    records = [{"id": f"d{d:02d}-{i:03d}", "created_at": f"{D1 + timedelta(days=d)}T10:00:00Z", "body": f"b{d}-{i}"} for i in range(300) for d in range(days)]
+    commit(wh, batch_of(*records), scope=Scope("mapbox", "acct", D1, D1 + timedelta(days=days - 1)))
+    wh.publish_if_behind()
+    day = Scope("mapbox", "acct", D1 + timedelta(days=5), D1 + timedelta(days=5))
+    window = [dict(r) for r in records if r["id"].startswith("d05-")]
+    for r in window[:10]:
+        r["body"] += " edited"
+    of_day = "SELECT rowid, feedback_id, body, ingested_at FROM feedback WHERE feedback_id LIKE 'd05-%' ORDER BY feedback_id"
+    before = rows(wh, of_day)
+    assert len({r[0] >> 11 for r in before}) == 6
+
+    counts = commit(wh, batch_of(*window), scope=day)
+    assert (counts.updated, counts.unchanged, counts.relocated) == (10, 290, 290)
+    after = rows(wh, of_day)
+    assert [r[1:] for r in after[10:]] == [r[1:] for r in before[10:]], "the unchanged rows kept their content and ingested_at"
+    assert [r[2] for r in after[:10]] == [r["body"] for r in window[:10]]
+    assert max(r[0] for r in after) - min(r[0] for r in after) == 299, "the day's 300 rows now lie side by side"
+    assert rows(wh, "SELECT count(*), count(DISTINCT feedback_id) FROM feedback") == [(12_000, 12_000)]
+    # Only the 10 updated keys were logged: the next publish applies them and nothing else, and
+    # the snapshot equals the working database row for row.
+    assert wh.publish_if_behind().rows_applied == 10
+    everything = "SELECT feedback_id, body, ingested_at FROM feedback ORDER BY feedback_id"
+    assert snapshot_rows(wh, everything) == rows(wh, everything)
+
+    again = commit(wh, batch_of(*window), scope=day)
+    assert (again.unchanged, again.relocated) == (300, 0), "rows side by side stay where they are"
+    assert wh.publish_if_behind() is None
 
 
 def test_same_id_twice_keeps_latest_updated_at_else_last_received(wh: Warehouse):

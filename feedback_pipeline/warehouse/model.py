@@ -70,6 +70,9 @@ class WriteCounts:
     rejects_cleared: int = 0
     # Records of an erased person dropped before storage (rows and would-be rejects alike).
     suppressed: int = 0
+    # Unchanged rows rewritten side by side because the batch's stored rows lay scattered
+    # (writes.relocate); counted in ``unchanged`` too.
+    relocated: int = 0
 
     def add(self, other: "WriteCounts") -> None:
         for f in fields(self):

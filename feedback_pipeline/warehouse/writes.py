@@ -11,7 +11,9 @@ A commit runs as named stages on one DuckDB cursor, inside ``BEGIN ... COMMIT``:
    every staged row is new and no other column of stored rows is read. Otherwise only stored
    rows whose key is staged are read whole;
 3. ``delete_updated`` and ``insert_rows``: delete the updated keys, insert new and updated rows
-   (bulk, from Arrow);
+   (bulk, from Arrow); ``relocate``: when the batch's stored rows lie scattered over the table,
+   rewrite its unchanged ones side by side, so that the next re-read of the window reads a few
+   vectors instead of the whole table (not logged: nothing analysts see changes);
 4. ``rejects``: clear rejects of records now stored, upsert the batch's rejects (minus those
    whose payload names an erased person, and those of records the same batch stores: a page
    that holds a record twice, once unreadable and once whole, stores it and rejects nothing);
@@ -36,6 +38,11 @@ from . import changes, state
 from .model import UTC, Progress, Scope, WriteCounts
 from .transaction import transaction
 
+# A batch's stored rows are rewritten side by side (relocate) when at least this many of them lie
+# in more than RELOCATE_SPREAD times the vectors they need (see _scattered).
+RELOCATE_MIN_ROWS = 256
+RELOCATE_SPREAD = 4
+
 
 def commit(con: duckdb.DuckDBPyConnection, scope: Scope, rows: pa.Table, rejects: pa.Table, progress: Progress) -> WriteCounts:
     """Write one batch and the cursor that covers it in ONE transaction (see the module docstring);
@@ -56,6 +63,7 @@ def commit(con: duckdb.DuckDBPyConnection, scope: Scope, rows: pa.Table, rejects
                 written = classify(con, staged, who, counts)
                 delete_updated(con, counts)
                 insert_rows(con, written, counts, now)
+                relocate(con, counts)
                 counts.rejects_cleared = clear_stored_rejects(con, staged, who)
                 if progress.sweep:
                     con.execute(f"INSERT INTO pipeline_refresh_keys SELECT $p, $a, $k, feedback_id FROM {staged}", {**who, "k": progress.query_key})
@@ -115,7 +123,8 @@ def classify(con: duckdb.DuckDBPyConnection, staged: str, who: dict[str, Any], c
     staged rows are new and the relation is ``staged`` itself. Else ``_actions`` holds each staged
     key's action, from the stored rows fetched by row id (DuckDB reads only the row groups holding
     them: at 1M rows ~10 ms, against ~45 ms for a second scan of every column in the key range),
-    and the row id of each stored copy for ``delete_updated``. Either way the relation carries the
+    and the row id of each stored copy for ``delete_updated`` and ``relocate`` (when those rows lie
+    scattered, they are fetched into ``_existing`` first, for relocate to copy). Either way the relation carries the
     stored copy's date as ``_previous_date`` (NULL for a new key) for the change log."""
     size, low, high = con.execute(f"SELECT count(*), min(feedback_id), max(feedback_id) FROM {staged}").fetchone()
     keys = {**who, "low": low, "high": high}
@@ -124,23 +133,56 @@ def classify(con: duckdb.DuckDBPyConnection, staged: str, who: dict[str, Any], c
     if not stored:
         counts.inserted = size
         return f"(SELECT *, NULL::DATE AS _previous_date FROM {staged})"
+    fetch = "SELECT rowid AS stored_row, * FROM feedback WHERE rowid = ANY($stored)"
+    scattered = _scattered(stored)
+    if scattered:  # kept whole for relocate, which copies these rows without reading them again
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _existing AS {fetch}", {"stored": stored})
     distinct = " OR ".join(f"f.{c} IS DISTINCT FROM s.{c}" for c in CONTENT_COLUMNS)
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE _actions AS
-        WITH existing AS (SELECT rowid AS stored_row, * FROM feedback WHERE rowid = ANY($stored))
         SELECT s.feedback_id, f.stored_row, f.collected_date AS stored_date,
             CASE WHEN f.feedback_id IS NULL THEN 'insert'
                  WHEN f.updated_at IS NOT NULL AND s.updated_at IS NOT NULL AND s.updated_at < f.updated_at THEN 'stale'
                  WHEN {distinct} THEN 'update'
                  ELSE 'same' END AS action
-        FROM {staged} s LEFT JOIN existing f USING (feedback_id)""",
-        {"stored": stored},
+        FROM {staged} s LEFT JOIN {"_existing" if scattered else f"({fetch})"} f USING (feedback_id)""",
+        {} if scattered else {"stored": stored},
     )
     tally = dict(con.execute("SELECT action, count(*) FROM _actions GROUP BY action").fetchall())
     counts.inserted = tally.get("insert", 0)
     counts.updated = tally.get("update", 0)
     counts.unchanged = tally.get("same", 0) + tally.get("stale", 0)
+    counts.relocated = counts.unchanged if scattered else 0
+    if scattered and not counts.relocated:
+        con.execute("DROP TABLE _existing")
     return f"(SELECT s.*, a.stored_date AS _previous_date FROM {staged} s JOIN _actions a USING (feedback_id) WHERE a.action IN ('insert', 'update'))"
+
+
+def _scattered(rowids: list[int]) -> bool:
+    """Whether these stored rows of one batch lie scattered over the table: at least
+    ``RELOCATE_MIN_ROWS`` of them, in more than ``RELOCATE_SPREAD`` times the 2,048-row vectors
+    they would fill side by side. Fetching them reads every vector that holds one, so a re-read
+    of a window whose rows the API returned in another order (FeedbackKit's array is in vote
+    order, so its backfill stores every window's rows across the whole table) costs what the
+    table holds, not what the window holds."""
+    if len(rowids) < RELOCATE_MIN_ROWS:
+        return False
+    vectors = len({row >> 11 for row in rowids})
+    return vectors > RELOCATE_SPREAD * (len(rowids) // 2048 + 1)
+
+
+def relocate(con: duckdb.DuckDBPyConnection, counts: WriteCounts) -> None:
+    """Rewrite the unchanged stored rows of a scattered batch (``counts.relocated``, from
+    ``classify``) side by side at the end of the table: copied whole from ``_existing`` (their
+    ``ingested_at`` included), then their old copies deleted by row id. The next re-read of the
+    same window finds them in a few vectors. Nothing analysts see changes, so nothing is logged:
+    the snapshot files keep their identical copies."""
+    if counts.relocated:
+        unchanged = "SELECT stored_row FROM _actions WHERE action IN ('same', 'stale')"
+        rows = [row for (row,) in con.execute(unchanged).fetchall()]
+        con.execute(f"INSERT INTO feedback BY NAME SELECT * EXCLUDE (stored_row) FROM _existing WHERE stored_row IN ({unchanged})")
+        con.execute("DELETE FROM feedback WHERE rowid = ANY($rows)", {"rows": rows})
+        con.execute("DROP TABLE _existing")
 
 
 def delete_updated(con: duckdb.DuckDBPyConnection, counts: WriteCounts) -> None:
