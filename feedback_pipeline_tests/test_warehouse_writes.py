@@ -74,9 +74,9 @@ def test_changed_rows_are_replaced_once(wh: Warehouse):
 
 
 def test_a_re_read_window_whose_rows_lie_scattered_is_rewritten_side_by_side_unlogged(wh: Warehouse):
-    # 40 days of 300 records stored in an order that mixes the days, as FeedbackKit's vote order
-    # does: each day's rows lie one in 40 over 12,000 rows (six 2,048-row vectors).
-    days = 40
+    # 60 days of 300 records stored in an order that mixes the days, as FeedbackKit's vote order
+    # does: each day's rows lie one in 60 over 18,000 rows (nine 2,048-row vectors).
+    days = 60
     records = [{"id": f"d{d:02d}-{i:03d}", "created_at": f"{D1 + timedelta(days=d)}T10:00:00Z", "body": f"b{d}-{i}"} for i in range(300) for d in range(days)]
     commit(wh, batch_of(*records), scope=Scope("mapbox", "acct", D1, D1 + timedelta(days=days - 1)))
     wh.publish_if_behind()
@@ -86,7 +86,7 @@ def test_a_re_read_window_whose_rows_lie_scattered_is_rewritten_side_by_side_unl
         r["body"] += " edited"
     of_day = "SELECT rowid, feedback_id, body, ingested_at FROM feedback WHERE feedback_id LIKE 'd05-%' ORDER BY feedback_id"
     before = rows(wh, of_day)
-    assert len({r[0] >> 11 for r in before}) == 6
+    assert len({r[0] >> 11 for r in before}) == 9
 
     counts = commit(wh, batch_of(*window), scope=day)
     assert (counts.updated, counts.unchanged, counts.relocated) == (10, 290, 290)
@@ -94,7 +94,7 @@ def test_a_re_read_window_whose_rows_lie_scattered_is_rewritten_side_by_side_unl
     assert [r[1:] for r in after[10:]] == [r[1:] for r in before[10:]], "the unchanged rows kept their content and ingested_at"
     assert [r[2] for r in after[:10]] == [r["body"] for r in window[:10]]
     assert max(r[0] for r in after) - min(r[0] for r in after) == 299, "the day's 300 rows now lie side by side"
-    assert rows(wh, "SELECT count(*), count(DISTINCT feedback_id) FROM feedback") == [(12_000, 12_000)]
+    assert rows(wh, "SELECT count(*), count(DISTINCT feedback_id) FROM feedback") == [(18_000, 18_000)]
     # Only the 10 updated keys were logged: the next publish applies them and nothing else, and
     # the snapshot equals the working database row for row.
     assert wh.publish_if_behind().rows_applied == 10
@@ -104,6 +104,19 @@ def test_a_re_read_window_whose_rows_lie_scattered_is_rewritten_side_by_side_unl
     again = commit(wh, batch_of(*window), scope=day)
     assert (again.unchanged, again.relocated) == (300, 0), "rows side by side stay where they are"
     assert wh.publish_if_behind() is None
+
+
+def test_rows_interleaved_as_several_accounts_hourly_appends_are_left_where_they_are(wh: Warehouse):
+    # One account's 2,100 rows of a day, one in eight over 16,800 rows (as eight accounts' hourly
+    # appends interleave): 9 vectors where side by side they would fill 2, too little to rewrite.
+    records = [{"id": f"{p}-{i:04d}", "created_at": f"{D1}T10:00:00Z", "body": "b"} for i in range(2_100) for p in "abcdefgh"]
+    commit(wh, batch_of(*records))
+    of_a = "SELECT rowid FROM feedback WHERE feedback_id LIKE 'a-%' ORDER BY rowid"
+    before = rows(wh, of_a)
+    assert len({r[0] >> 11 for r in before}) == 9
+    counts = commit(wh, batch_of(*[r for r in records if r["id"].startswith("a-")]))
+    assert (counts.unchanged, counts.relocated) == (2_100, 0)
+    assert rows(wh, of_a) == before
 
 
 def test_same_id_twice_keeps_latest_updated_at_else_last_received(wh: Warehouse):
