@@ -182,18 +182,26 @@ def relocate(con: duckdb.DuckDBPyConnection, counts: WriteCounts) -> None:
     same window finds them in a few vectors. Nothing analysts see changes, so nothing is logged:
     the snapshot files keep their identical copies."""
     if counts.relocated:
-        unchanged = "SELECT stored_row FROM _actions WHERE action IN ('same', 'stale')"
-        rows = [row for (row,) in con.execute(unchanged).fetchall()]
-        con.execute(f"INSERT INTO feedback BY NAME SELECT * EXCLUDE (stored_row) FROM _existing WHERE stored_row IN ({unchanged})")
-        con.execute("DELETE FROM feedback WHERE rowid = ANY($rows)", {"rows": rows})
+        rows = _stored_rows(con, "same", "stale")
+        con.execute("INSERT INTO feedback BY NAME SELECT * EXCLUDE (stored_row) FROM _existing WHERE stored_row = ANY($rows)", {"rows": rows})
+        _delete_rows(con, rows)
         con.execute("DROP TABLE _existing")
 
 
 def delete_updated(con: duckdb.DuckDBPyConnection, counts: WriteCounts) -> None:
     """Delete the stored copies of updated keys (``_actions``), by row id."""
     if counts.updated:
-        rows = [row for (row,) in con.execute("SELECT stored_row FROM _actions WHERE action = 'update'").fetchall()]
-        con.execute("DELETE FROM feedback WHERE rowid = ANY($rows)", {"rows": rows})
+        _delete_rows(con, _stored_rows(con, "update"))
+
+
+def _stored_rows(con: duckdb.DuckDBPyConnection, *actions: str) -> list[int]:
+    """The row ids of the stored copies of the staged keys with these ``_actions`` actions."""
+    return [row for (row,) in con.execute("SELECT stored_row FROM _actions WHERE action = ANY($actions)", {"actions": list(actions)}).fetchall()]
+
+
+def _delete_rows(con: duckdb.DuckDBPyConnection, rows: list[int]) -> None:
+    """Delete stored rows by row id (a constant list: DuckDB reads only the row groups holding them)."""
+    con.execute("DELETE FROM feedback WHERE rowid = ANY($rows)", {"rows": rows})
 
 
 def insert_rows(con: duckdb.DuckDBPyConnection, written: str, counts: WriteCounts, now: datetime) -> None:
