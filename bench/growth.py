@@ -3,6 +3,7 @@
     python -m bench.growth                                   200,000 over a year vs 1,000,000 over five years
     python -m bench.growth --sizes 200000:365 1000000:365 --rounds 8
     python -m bench.growth --quick                           tiny sizes: the smoke test
+    python -m bench.growth --without-feedbackkit             the paged providers alone
 
 ``bench.run`` measures one stored size per invocation, so its growth curve pairs runs made minutes
 or hours apart, and on a shared machine wall times drift by a third within minutes (README,
@@ -20,6 +21,11 @@ Per size and round: the slowest paged provider plus the publish (the issue's mea
 aside, its API has no filter and its one array grows with the history whatever changed), the
 publish alone, FeedbackKit's step and the sync step. Graded: the slowest paged provider plus the
 publish at the largest size within 1.2x of the smallest. Writes ``bench/results/growth.json``.
+
+``--without-feedbackkit`` leaves the one-array providers' accounts out of the runs, to tell the
+paged providers' own growth from what FeedbackKit's array costs beside them: its emulator shares
+the bench's two cores, and at five years it spends one of them building a five times larger
+body while the paged providers commit (README, "Performance").
 """
 
 from __future__ import annotations
@@ -56,7 +62,7 @@ def parse_size(text: str) -> tuple[int, int]:
 class Site:
     """One stored size: its sandbox, its warehouse and the environment its runs get."""
 
-    def __init__(self, records: int, days: int, workdir: Path):
+    def __init__(self, records: int, days: int, workdir: Path, *, feedbackkit: bool = True):
         self.records, self.days = records, days
         self.label = f"{records:,} over {days} days"
         self.workdir = workdir
@@ -72,6 +78,10 @@ class Site:
             "FEEDBACK_DB": str(workdir / "feedback.duckdb"),
             "FEEDBACK_DASHBOARD": str(workdir / "dashboard.html"),
         }
+        if not feedbackkit:
+            for key in one_array_settings():
+                self.env.pop(key, None)
+        self.providers = [name for name in C.PROVIDERS if feedbackkit or C.PAGE_SIZES.get(name) is not None]
         self.runs = 0
 
     def run(self, label: str, *, hourly: bool) -> dict[str, Any]:
@@ -84,13 +94,21 @@ class Site:
     def touch(self, seed: int) -> int:
         """Mark 1% of every provider's records as updated now; how many."""
         touched = 0
-        for name in C.PROVIDERS:
+        for name in self.providers:
             answer = self.sandbox.control("POST", f"/_control/{name}/touch", {"fraction": C.TOUCH_FRACTION, "seed": seed, "changes": C.TOUCH_CHANGES.get(name, {})})
             touched += answer["touched"]
         return touched
 
     def stop(self) -> None:
         self.sandbox.stop()
+
+
+def one_array_settings() -> list[str]:
+    """The environment variables of the providers answering with one array (FeedbackKit): without
+    them no account of those providers is configured, so a run leaves them out."""
+    from feedback_pipeline.providers import get_spec
+
+    return [setting.var for name in C.PROVIDERS if C.PAGE_SIZES.get(name) is None for setting in get_spec(name).settings]
 
 
 def measures(summary: dict[str, Any]) -> dict[str, Any]:
@@ -112,13 +130,13 @@ def measures(summary: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def measure(sizes: list[tuple[int, int]], rounds: int, workdir: Path) -> dict[str, Any]:
+def measure(sizes: list[tuple[int, int]], rounds: int, workdir: Path, *, feedbackkit: bool = True) -> dict[str, Any]:
     sites: list[Site] = []
     try:
         for records, days in sizes:
             site_dir = workdir / f"records-{records}-days-{days}"
             site_dir.mkdir()
-            sites.append(Site(records, days, site_dir))
+            sites.append(Site(records, days, site_dir, feedbackkit=feedbackkit))
             log(f"{sites[-1].label}: sandbox serving {sum(sites[-1].sandbox.records.values()):,} records")
         for site in sites:
             backfill = site.run("backfill", hourly=False)
@@ -156,21 +174,22 @@ def measure(sizes: list[tuple[int, int]], rounds: int, workdir: Path) -> dict[st
     ]
     low, high = points[0]["median"]["paged_plus_publish_seconds"], points[-1]["median"]["paged_plus_publish_seconds"]
     ratio = high / low if low else None
-    return {"sizes": points, "rounds": rounds, "ratio": ratio, "target_ratio": TARGET_RATIO, "pass": ratio is not None and ratio <= TARGET_RATIO}
+    return {"sizes": points, "rounds": rounds, "feedbackkit": feedbackkit, "ratio": ratio, "target_ratio": TARGET_RATIO, "pass": ratio is not None and ratio <= TARGET_RATIO}
 
 
 def render(result: dict[str, Any]) -> str:
     lines = [
-        f"## Growth, interleaved: 1%-changed hourly runs, medians of {result['rounds']} rounds per size",
+        f"## Growth, interleaved: 1%-changed hourly runs{'' if result['feedbackkit'] else ' without FeedbackKit'}, medians of {result['rounds']} rounds per size",
         "",
         "| stored records | days | per day | slowest paged provider + publish | publish | FeedbackKit | sync step | rows updated |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for p in result["sizes"]:
         m = p["median"]
+        feedbackkit = f"{m['feedbackkit_seconds']:.3f} s" if result["feedbackkit"] else "not run"
         lines.append(
             f"| {p['records']:,} | {p['days']} | {p['per_day']} | {m['paged_plus_publish_seconds']:.3f} s | {m['publish_seconds']:.3f} s | "
-            f"{m['feedbackkit_seconds']:.3f} s | {m['sync_step_seconds']:.3f} s | {m['rows_updated']:.0f} |"
+            f"{feedbackkit} | {m['sync_step_seconds']:.3f} s | {m['rows_updated']:.0f} |"
         )
     verdict = "met" if result["pass"] else "MISSED"
     lines += ["", f"largest / smallest (slowest paged provider + publish): {result['ratio']:.2f}x; target <= {TARGET_RATIO}x: {verdict}"]
@@ -182,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", nargs="+", default=None, help=f"records:days per stored size, smallest first (default {' '.join(DEFAULT_SIZES)})")
     parser.add_argument("--rounds", type=int, default=6, help="touched hourly runs per size (default 6)")
     parser.add_argument("--quick", action="store_true", help=f"tiny sizes ({' '.join(QUICK_SIZES)}), 2 rounds: a smoke test")
+    parser.add_argument("--without-feedbackkit", action="store_true", help="leave the one-array providers (FeedbackKit) out of every run")
     parser.add_argument("--output", type=Path, default=C.RESULTS / "growth.json", help="where the JSON goes (default bench/results/growth.json)")
     args = parser.parse_args(argv)
     sizes = [parse_size(s) for s in (args.sizes or (QUICK_SIZES if args.quick else DEFAULT_SIZES))]
@@ -189,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give at least two sizes")
     rounds = 2 if args.quick else args.rounds
     with tempfile.TemporaryDirectory(prefix="bench-growth-") as tmp:
-        result = measure(sizes, rounds, Path(tmp))
+        result = measure(sizes, rounds, Path(tmp), feedbackkit=not args.without_feedbackkit)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2))
     print(render(result))

@@ -99,3 +99,17 @@ def test_growth_benchmark_interleaves_touched_hourly_runs_of_both_sizes(tmp_path
     low, high = (s["median"]["paged_plus_publish_seconds"] for s in result["sizes"])
     assert result["ratio"] == high / low and isinstance(result["pass"], bool)
     assert "largest / smallest" in proc.stdout
+
+
+def test_growth_without_feedbackkit_configures_no_account_of_the_one_array_providers() -> None:
+    from bench.growth import one_array_settings
+    from feedback_pipeline.definitions import provider_accounts
+    from feedback_pipeline.sandbox.app import Sandbox
+    from feedback_pipeline.sandbox.core import SandboxState
+
+    env = Sandbox(SandboxState(days=1, per_day=1)).env("http://127.0.0.1:9")
+    left_out = one_array_settings()
+    assert "FEEDBACKKIT_API_KEY" in left_out
+    kept = {k: v for k, v in env.items() if k not in left_out}
+    assert {a.provider for a in provider_accounts(env)} == set(PROVIDERS)
+    assert {a.provider for a in provider_accounts(kept)} == set(PROVIDERS) - {"feedbackkit"}
