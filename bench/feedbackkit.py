@@ -11,7 +11,10 @@ and, with medians over the repeats, this measures
 
 * the raw download: the array with bare httpx, streamed and dropped (the floor);
 * a backfill of the whole year (every record built and stored) in a child process;
-* an hourly run (today and the 7 days before, nothing changed) in another child process;
+* two hourly runs (today and the 7 days before, nothing changed), each in a child process of
+  its own: the first after the backfill rewrites the window's rows side by side once (the
+  backfill stored them in the API's vote order: ``writes.relocate``), the second is what every
+  later hour costs, and is the one graded;
 
 each child reporting the sync's wall time and its peak RSS (``ru_maxrss``), with Dagster and the
 definitions imported first, as in a run process. Writes ``bench/results/feedbackkit.json``.
@@ -166,17 +169,19 @@ def measure(records: int, repeat: int, workdir: Path) -> dict[str, Any]:
             raw = download(sandbox.env)
             backfill = run_child(sandbox.env, db, first, today)
             raw_again = download(sandbox.env)
+            first_hourly = run_child(sandbox.env, db, hourly_first, today)
             hourly = run_child(sandbox.env, db, hourly_first, today)
             run = {
                 "download_seconds": min(raw["seconds"], raw_again["seconds"]),
                 "body_bytes": raw["bytes"],
                 "backfill": backfill,
+                "first_hourly": first_hourly,
                 "hourly": hourly,
                 "hourly_ratio_to_download": hourly["seconds"] / min(raw["seconds"], raw_again["seconds"]),
             }
             log(
                 f"{records:,}: download {run['download_seconds']:.2f}s; backfill {backfill['seconds']:.2f}s, peak RSS "
-                f"{backfill['peak_rss_bytes'] / 2**20:.0f} MB; hourly {hourly['seconds']:.2f}s "
+                f"{backfill['peak_rss_bytes'] / 2**20:.0f} MB; first hourly {first_hourly['seconds']:.2f}s, hourly {hourly['seconds']:.2f}s "
                 f"({run['hourly_ratio_to_download']:.2f}x the download), peak RSS {hourly['peak_rss_bytes'] / 2**20:.0f} MB"
             )
             runs.append(run)
@@ -190,8 +195,9 @@ def measure(records: int, repeat: int, workdir: Path) -> dict[str, Any]:
         "download_seconds": C.median(r["download_seconds"] for r in runs),
         "backfill_seconds": C.median(r["backfill"]["seconds"] for r in runs),
         "backfill_peak_rss_mb": C.mb(max(r["backfill"]["peak_rss_bytes"] for r in runs)),
+        "first_hourly_seconds": C.median(r["first_hourly"]["seconds"] for r in runs),
         "hourly_seconds": C.median(r["hourly"]["seconds"] for r in runs),
-        "hourly_peak_rss_mb": C.mb(max(r["hourly"]["peak_rss_bytes"] for r in runs)),
+        "hourly_peak_rss_mb": C.mb(max(max(r["hourly"]["peak_rss_bytes"], r["first_hourly"]["peak_rss_bytes"]) for r in runs)),
         "hourly_ratio_to_download": C.median(r["hourly_ratio_to_download"] for r in runs),
         # The part of the hourly run that is FeedbackKit's own: waiting for its pages (request,
         # stream, window filter); the rest is the engine's opens, commit and checks.
@@ -204,12 +210,12 @@ def measure(records: int, repeat: int, workdir: Path) -> dict[str, Any]:
 
 def render(sizes: list[dict[str, Any]]) -> str:
     lines = [
-        "| FeedbackKit records | body | download | hourly run (8 days) | hourly / download | of it: pages (fetch) / download | of it: commit | backfill | peak RSS backfill | peak RSS hourly | RSS before the sync |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| FeedbackKit records | body | download | first hourly run after the backfill | hourly run (8 days) | hourly / download | of it: pages (fetch) / download | of it: commit | backfill | peak RSS backfill | peak RSS hourly | RSS before the sync |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in sizes:
         lines.append(
-            f"| {s['records']:,} | {s['body_mb']:.0f} MB | {s['download_seconds']:.2f} s | {s['hourly_seconds']:.2f} s | "
+            f"| {s['records']:,} | {s['body_mb']:.0f} MB | {s['download_seconds']:.2f} s | {s['first_hourly_seconds']:.2f} s | {s['hourly_seconds']:.2f} s | "
             f"{s['hourly_ratio_to_download']:.2f}x | {s['hourly_fetch_seconds'] / s['download_seconds']:.2f}x | {s['hourly_commit_seconds']:.2f} s | {s['backfill_seconds']:.2f} s | {s['backfill_peak_rss_mb']:.0f} MB | "
             f"{s['hourly_peak_rss_mb']:.0f} MB | {s['rss_before_sync_mb']:.0f} MB |"
         )
