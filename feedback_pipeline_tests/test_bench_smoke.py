@@ -113,3 +113,20 @@ def test_growth_without_feedbackkit_configures_no_account_of_the_one_array_provi
     kept = {k: v for k, v in env.items() if k not in left_out}
     assert {a.provider for a in provider_accounts(env)} == set(PROVIDERS)
     assert {a.provider for a in provider_accounts(kept)} == set(PROVIDERS) - {"feedbackkit"}
+
+
+def test_feedbackkit_benchmark_backfills_then_grades_the_later_of_two_unchanged_hourly_runs(tmp_path: Path) -> None:
+    output = tmp_path / "feedbackkit.json"
+    proc = run_bench("bench.feedbackkit", "--records", "2000", "--repeat", "1", "--output", str(output))
+    [size] = json.loads(output.read_text())["sizes"]
+    [run] = size["runs"]
+    backfill = run["backfill"]
+    assert backfill["requests"] == 1 and backfill["records"] == size["records"]
+    assert backfill["inserted"] + backfill["rejected"] == backfill["records"]
+    for hourly in (run["first_hourly"], run["hourly"]):
+        # One request for the whole array; only the window's records built; nothing changed.
+        assert hourly["requests"] == 1 and 0 < hourly["records"] < backfill["records"]
+        assert hourly["inserted"] == hourly["updated"] == hourly["deleted"] == 0
+    assert run["hourly_ratio_to_download"] == run["hourly"]["seconds"] / run["download_seconds"]
+    assert size["hourly_seconds"] == run["hourly"]["seconds"] and size["first_hourly_seconds"] == run["first_hourly"]["seconds"]
+    assert "hourly run <= 1.5x the download" in proc.stdout
