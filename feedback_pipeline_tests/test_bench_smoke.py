@@ -130,3 +130,17 @@ def test_feedbackkit_benchmark_backfills_then_grades_the_later_of_two_unchanged_
     assert run["hourly_ratio_to_download"] == run["hourly"]["seconds"] / run["download_seconds"]
     assert size["hourly_seconds"] == run["hourly"]["seconds"] and size["first_hourly_seconds"] == run["first_hourly"]["seconds"]
     assert "hourly run <= 1.5x the download" in proc.stdout
+
+
+def test_memory_benchmark_samples_each_run_process_and_its_children(tmp_path: Path) -> None:
+    output = tmp_path / "memory.json"
+    proc = run_bench("bench.memory", "--records", "2000", "--output", str(output))
+    result = json.loads(output.read_text())
+    for run in ("backfill", "no_change", "changed"):
+        numbers = result[run]
+        assert numbers["run_process_vmhwm_mb"] >= numbers["rss_before_run_mb"] > 0, run
+        assert numbers["sync_step_seconds"] > 0 and numbers["sync_step_peak_mb"] > 0, run
+        assert numbers["tree_peak_mb"] >= numbers["sync_step_peak_mb"] > 0, run
+    # The backfill draws the dashboard in a child process, which the sampler sees beside the run.
+    assert result["backfill"]["largest_child_peak_mb"] > 0
+    assert "| backfill |" in proc.stdout
