@@ -18,23 +18,31 @@ This subclass keeps Dagster's files, schema and semantics and changes only how t
 * a batch of asset events of one run (a range's materializations or planned events) in ONE
   transaction per file, and the asset's latest-event row written once per asset and event type
   (the last event of the batch: each write of that row replaces the previous one);
-* the schema answers remembered once positive (tables and columns are only ever added).
+* the schema answers remembered once positive (tables and columns are only ever added);
+* a new run's database copied from a template (an empty run database Dagster's own code created
+  and stamped, kept beside the run files once per Dagster version) instead of created and stamped
+  again: Dagster reads its migration scripts twice to create one (alembic's revision check, then
+  the stamp), 44-54 ms of CPU in every run, against 0.1 ms for the copy.
 
 Every other event (run, step, check events) is stored as Dagster stores it, through the kept engines.
 """
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import os
+import shutil
 import threading
+import uuid
 import weakref
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as db
 from dagster import Field, StringSource
+from dagster import __version__ as DAGSTER_VERSION
 from dagster._core.events import ASSET_EVENTS
 from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
@@ -42,7 +50,7 @@ from dagster._core.storage.event_log.sqlite.sqlite_event_log import INDEX_SHARD_
 from dagster._core.storage.sql import create_engine
 from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
 from dagster._serdes import ConfigurableClassData
-from sqlalchemy.pool import QueuePool
+from sqlalchemy.pool import NullPool, QueuePool
 
 # Run databases whose engines are kept besides the index's: a run worker writes one, the
 # webserver reads a few at a time; older ones are disposed (an engine holds no connection here).
@@ -113,16 +121,65 @@ class FastSqliteEventLogStorage(SqliteEventLogStorage):
                 self._engines.pop(old).dispose()
             return engine
 
-    @contextmanager
+    @contextlib.contextmanager
     def _connect(self, shard: str) -> Iterator[Any]:
         with self._db_lock:
             engine = self._engine(shard)
             if shard not in self._initialized_dbs:
-                self._initdb(engine)
+                if shard == INDEX_SHARD_NAME or not self._create_from_template(shard):
+                    self._initdb(engine)
                 self._initialized_dbs.add(shard)
             with engine.connect() as conn:
                 with conn.begin():
                     yield conn
+
+    def template_path(self) -> str:
+        """Where the empty run database of this Dagster version lives: beside the run files, under
+        a name Dagster never takes for a run's (it lists ``*.db``)."""
+        return os.path.join(self._base_dir, f".run-template-{DAGSTER_VERSION}.sqlite")
+
+    def _create_from_template(self, shard: str) -> bool:
+        """Create run database ``shard`` as a copy of the template; False when it was not (it
+        already exists, made by another process, or the copy failed): Dagster's own ``_initdb``
+        then checks or creates it, as for any file."""
+        path = self.path_for_shard(shard)
+        if os.path.exists(path):
+            return False
+        partial = f"{path}.{uuid.uuid4().hex}.partial"
+        try:
+            shutil.copyfile(self._template(), partial)
+            os.link(partial, path)  # never over a file another process created meanwhile
+        except OSError:  # it exists now, or this file system has no hard links: Dagster's way
+            return False
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(partial)
+        return True
+
+    def _template(self) -> str:
+        """The template, made once by Dagster's own ``_initdb`` (tables, WAL mode, alembic stamp)
+        and published by an atomic rename, so a reader never sees half of one."""
+        template = self.template_path()
+        if not os.path.exists(template):
+            os.makedirs(self._base_dir, exist_ok=True)
+            partial = f"{template}.{uuid.uuid4().hex}.partial"
+            engine = create_engine(f"sqlite:///{partial}", poolclass=NullPool)
+            try:
+                self._initdb(engine)
+                with engine.connect() as conn:  # fold the WAL into the file: the copy is the file alone
+                    conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+                engine.dispose()
+                os.replace(partial, template)
+                for stale in glob.glob(os.path.join(self._base_dir, ".run-template-*.sqlite")):  # other Dagster versions'
+                    if stale != template:
+                        with contextlib.suppress(OSError):
+                            os.unlink(stale)
+            finally:
+                engine.dispose()
+                for leftover in (partial, f"{partial}-wal", f"{partial}-shm"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(leftover)
+        return template
 
     def has_table(self, table_name: str) -> bool:
         if table_name in self._known_tables:

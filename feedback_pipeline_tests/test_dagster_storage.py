@@ -114,3 +114,81 @@ def test_a_batch_of_mixed_runs_or_kinds_is_stored_one_by_one(tmp_path: Path, mon
     after = instance.fetch_materializations(KEYS[0], limit=100).records
     assert len(after) == 2 * before
     instance.dispose()
+
+
+def _schema(path: Path) -> dict:
+    """What Dagster's migrations and readers look at in a run database."""
+    import sqlite3
+
+    con = sqlite3.connect(path)
+    try:
+        return {
+            "objects": sorted(con.execute("SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'").fetchall()),
+            "alembic": con.execute("SELECT version_num FROM alembic_version").fetchall(),
+            "journal_mode": con.execute("PRAGMA journal_mode").fetchone()[0],
+        }
+    finally:
+        con.close()
+
+
+def test_a_new_runs_database_is_a_copy_of_the_one_dagster_creates(tmp_path: Path):
+    from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+
+    ours = FastSqliteEventLogStorage(base_dir=str(tmp_path / "ours"))
+    theirs = SqliteEventLogStorage(base_dir=str(tmp_path / "theirs"))
+    with ours.run_connection("run-a"):
+        pass
+    with theirs.run_connection("run-a"):
+        pass
+    assert Path(ours.template_path()).exists()
+    assert _schema(tmp_path / "ours" / "run-a.db") == _schema(tmp_path / "theirs" / "run-a.db")
+    assert _schema(tmp_path / "ours" / "run-a.db")["alembic"]  # stamped, so `dagster instance migrate` knows it
+    # The template is never taken for a run, and no partial copy is left behind.
+    assert ours.get_all_run_ids() == ["run-a"]
+    assert not list((tmp_path / "ours").glob("*.partial*"))
+
+
+def test_a_runs_database_that_already_exists_is_never_replaced(tmp_path: Path):
+    import sqlite3
+
+    (tmp_path / "runs").mkdir()
+    con = sqlite3.connect(tmp_path / "runs" / "run-b.db")  # made by another process first
+    con.execute("CREATE TABLE marker (x INTEGER)")
+    con.execute("INSERT INTO marker VALUES (7)")
+    con.commit()
+    con.close()
+    storage = FastSqliteEventLogStorage(base_dir=str(tmp_path / "runs"))
+    with storage.run_connection("run-b"):
+        pass
+    con = sqlite3.connect(tmp_path / "runs" / "run-b.db")
+    assert con.execute("SELECT x FROM marker").fetchall() == [(7,)]
+    assert "event_logs" in {name for (name,) in con.execute("SELECT name FROM sqlite_master")}  # Dagster's own check created its tables
+    con.close()
+
+
+def test_without_hard_links_a_runs_database_is_created_the_way_dagster_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import os
+
+    def no_links(*_args, **_kwargs):
+        raise PermissionError("this file system has no hard links")
+
+    monkeypatch.setattr(os, "link", no_links)
+    storage = FastSqliteEventLogStorage(base_dir=str(tmp_path / "runs"))
+    with storage.run_connection("run-c"):
+        pass
+    monkeypatch.undo()
+    reference = FastSqliteEventLogStorage(base_dir=str(tmp_path / "reference"))
+    with reference.run_connection("run-c"):
+        pass
+    assert _schema(tmp_path / "runs" / "run-c.db") == _schema(tmp_path / "reference" / "run-c.db")
+    assert not list((tmp_path / "runs").glob("*.partial*"))
+
+
+def test_the_template_of_another_dagster_version_is_replaced(tmp_path: Path):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / ".run-template-0.0.1.sqlite").write_bytes(b"not a database of this version")
+    storage = FastSqliteEventLogStorage(base_dir=str(runs))
+    with storage.run_connection("run-d"):
+        pass
+    assert sorted(p.name for p in runs.glob(".run-template-*")) == [Path(storage.template_path()).name]
