@@ -20,9 +20,11 @@ install: $(STAMP)
 demo: install
 	$(BIN)/feedback-pipeline demo
 
-## make test: the whole test suite (CI runs exactly this)
+## make test: the whole test suite (CI runs exactly this), in TEST_WORKERS processes (pytest-xdist;
+## each test file stays in one process, so its module-scoped sandbox is generated once)
+TEST_WORKERS ?= 2
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 ## make ui: sandbox + Dagster code server, webserver (http://127.0.0.1:3000) and daemon
 ui: install
