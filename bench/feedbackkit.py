@@ -2,6 +2,7 @@
 
     python -m bench.feedbackkit                          40,000 and 200,000 records, 3 repeats
     python -m bench.feedbackkit --records 40000 200000 400000 --repeat 1
+    python -m bench.feedbackkit --records 200000 --link-mbit 1000     through a 1 Gbit/s link
 
 FeedbackKit answers every run with the project's whole history in one JSON array, so what its
 runs cost must not follow the size of that array: memory flat in the record count, and an
@@ -18,6 +19,11 @@ and, with medians over the repeats, this measures
 
 each child reporting the sync's wall time and its peak RSS (``ru_maxrss``), with Dagster and the
 definitions imported first, as in a run process. Writes ``bench/results/feedbackkit.json``.
+
+Over loopback the sandbox's body lands in one burst once built, so the run's scan of it cannot
+overlap its arrival, as it does when a real API's body comes over a network. ``--link-mbit``
+sends every body (the bare download's too) through the sandbox's ``link`` fault at that many
+Mbit/s, which shows what a run costs beyond the download when the bytes arrive over time.
 """
 
 from __future__ import annotations
@@ -102,7 +108,7 @@ def _rss_bytes() -> int:
 class Sandbox:
     """``bench.sandbox_proc`` serving FeedbackKit only; stops when its stdin closes."""
 
-    def __init__(self, per_day: int, workdir: Path):
+    def __init__(self, per_day: int, workdir: Path, link_mbit: float | None = None):
         self._stderr = open(workdir / "sandbox.stderr", "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bench.sandbox_proc", "--days", str(C.DAYS), "--per-day", str(per_day), "--seed", str(C.SEED), "--providers", "feedbackkit"],
@@ -115,6 +121,11 @@ class Sandbox:
         info = json.loads(line)
         self.env: dict[str, str] = info["env"]
         self.records: int = info["records"]["feedbackkit"]
+        if link_mbit:
+            import httpx
+
+            fault = {"kind": "link", "count": None, "rate": link_mbit * 1e6 / 8}
+            httpx.post(f"{info['url']}/_control/feedbackkit/faults", json=fault, timeout=30).raise_for_status()
 
     def stop(self) -> None:
         try:
@@ -154,13 +165,13 @@ def run_child(env: dict[str, str], db: Path, first: date, last: date) -> dict[st
     return json.loads(proc.stdout.decode().strip().splitlines()[-1])
 
 
-def measure(records: int, repeat: int, workdir: Path) -> dict[str, Any]:
+def measure(records: int, repeat: int, workdir: Path, link_mbit: float | None = None) -> dict[str, Any]:
     per_day = max(1, math.ceil(records / C.DAYS))
     today = datetime.now(UTC).date()
     first = today - timedelta(days=C.DAYS - 1)
     hourly_first = today - timedelta(days=C.LOOKBACK_DAYS)
-    sandbox = Sandbox(per_day, workdir)
-    log(f"{sandbox.records:,} FeedbackKit records served")
+    sandbox = Sandbox(per_day, workdir, link_mbit)
+    log(f"{sandbox.records:,} FeedbackKit records served" + (f" through a {link_mbit:g} Mbit/s link" if link_mbit else " over loopback"))
     runs: list[dict[str, Any]] = []
     try:
         download(sandbox.env)  # warm-up: the sandbox builds its vote index on the first request
@@ -191,6 +202,7 @@ def measure(records: int, repeat: int, workdir: Path) -> dict[str, Any]:
         sandbox.stop()
     return {
         "records": sandbox.records,
+        "link_mbit": link_mbit,
         "body_mb": C.mb(runs[0]["body_bytes"]),
         "download_seconds": C.median(r["download_seconds"] for r in runs),
         "backfill_seconds": C.median(r["backfill"]["seconds"] for r in runs),
@@ -209,7 +221,10 @@ def measure(records: int, repeat: int, workdir: Path) -> dict[str, Any]:
 
 
 def render(sizes: list[dict[str, Any]]) -> str:
+    links = {s.get("link_mbit") for s in sizes}
     lines = [
+        "bodies " + ", ".join(f"through a {link:g} Mbit/s link" if link else "over loopback (in one burst once built)" for link in links),
+        "",
         "| FeedbackKit records | body | download | first hourly run after the backfill | hourly run (8 days) | hourly / download | of it: pages (fetch) / download | of it: commit | backfill | peak RSS backfill | peak RSS hourly | RSS before the sync |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -235,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.feedbackkit", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, nargs="+", default=[40_000, 200_000], help="FeedbackKit records over 365 days, one size per value (default 40000 200000)")
     parser.add_argument("--repeat", type=int, default=3, help="repeats per size; medians (default 3)")
+    parser.add_argument("--link-mbit", type=float, default=None, help="send the bodies at this many Mbit/s (the sandbox's link fault) instead of in one burst over loopback")
     parser.add_argument("--output", type=Path, default=C.RESULTS / "feedbackkit.json")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -244,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"WARNING: load average {os.getloadavg()[0]:.1f}: something else is running; timings will be noisy")
     workdir = Path(tempfile.mkdtemp(prefix="feedbackkit-bench-"))
     try:
-        sizes = [measure(n, args.repeat, workdir) for n in args.records]
+        sizes = [measure(n, args.repeat, workdir, args.link_mbit) for n in args.records]
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     table = render(sizes)

@@ -116,10 +116,13 @@ def test_growth_without_feedbackkit_configures_no_account_of_the_one_array_provi
 
 
 def test_feedbackkit_benchmark_backfills_then_grades_the_later_of_two_unchanged_hourly_runs(tmp_path: Path) -> None:
+    # Through a link (the loopback measure differs only in not asking the sandbox for one).
     output = tmp_path / "feedbackkit.json"
-    proc = run_bench("bench.feedbackkit", "--records", "2000", "--repeat", "1", "--output", str(output))
+    proc = run_bench("bench.feedbackkit", "--records", "2000", "--repeat", "1", "--link-mbit", "160", "--output", str(output))
     [size] = json.loads(output.read_text())["sizes"]
     [run] = size["runs"]
+    assert size["link_mbit"] == 160 and "through a 160 Mbit/s link" in proc.stdout
+    assert run["download_seconds"] >= run["body_bytes"] / (160e6 / 8), "the download came through the link"
     backfill = run["backfill"]
     assert backfill["requests"] == 1 and backfill["records"] == size["records"]
     assert backfill["inserted"] + backfill["rejected"] == backfill["records"]

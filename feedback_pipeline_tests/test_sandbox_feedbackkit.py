@@ -4,6 +4,7 @@ the documented FeedbackResponse model is written down below as a JSON Schema).""
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from datetime import date, datetime, timezone
 
@@ -11,6 +12,7 @@ import httpx
 import jsonschema
 import pytest
 
+from feedback_pipeline.sandbox import core
 from feedback_pipeline.sandbox.app import Sandbox
 from feedback_pipeline.sandbox.core import SandboxState
 from feedback_pipeline.sandbox.feedbackkit import API_KEY, CATEGORIES, STATUSES, snake
@@ -348,6 +350,29 @@ def test_drop_fault_breaks_the_connection(kit):
     with pytest.raises(httpx.TransportError):
         get(kit)
     assert get(kit).status_code == 200
+
+
+def test_link_fault_sends_the_same_body_in_pieces_no_faster_than_its_rate(kit, monkeypatch):
+    monkeypatch.setattr(core.PacedResponse, "PIECE_BYTES", 4096)  # the sandbox runs in this process
+    unpaced = get(kit, includeMerged="true")
+    rate = 4 * len(unpaced.content)  # a quarter of a second for the whole body
+    add_fault(kit, kind="link", count=None, rate=rate)
+    arrivals: list[tuple[float, int]] = []
+    t0 = time.monotonic()
+    with _CLIENT.stream("GET", kit.url + PATH, params={"includeMerged": "true"}, headers={"X-API-Key": API_KEY}) as response:
+        body = b""
+        for chunk in response.iter_raw():
+            body += chunk
+            arrivals.append((time.monotonic() - t0, len(body)))
+    assert response.status_code == 200 and response.headers["content-type"] == unpaced.headers["content-type"]
+    assert body == unpaced.content
+    assert len(unpaced.content) > 4 * core.PacedResponse.PIECE_BYTES, "enough pieces to see the pacing"
+    # No byte arrives before the link could have carried it, and the body arrives in pieces.
+    for seconds, received in arrivals:
+        assert seconds >= received / rate
+    assert len(unpaced.content) > 8 * 4096 and len(arrivals) > 4
+    httpx.delete(f"{kit.url}/_control/faults").raise_for_status()
+    assert get(kit, includeMerged="true").content == unpaced.content
 
 
 def test_request_log_records_requests_without_the_key(kit):

@@ -132,12 +132,13 @@ class Fault:
     """One injected misbehaviour. ``count`` None means until cleared; ``after`` delays the start
     by that many requests to the provider (an outage after N requests)."""
 
-    kind: str  # rate_limit | server_error | drop | slow | html_200 | not_json | bad_envelope
+    kind: str  # rate_limit | server_error | drop | slow | link | html_200 | not_json | bad_envelope
     count: int | None = 1
     after: int = 0
     status: int = 503
     retry_after: str | None = None
     delay: float = 0.0
+    rate: float = 0.0  # link: the body's bytes per second
     account: int | None = None  # only requests of this account (None: every account's)
 
 
@@ -151,6 +152,40 @@ class DropConnection(Response):
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json"), (b"content-length", b"100000")]})
         await send({"type": "http.response.body", "body": b'{"partial": ', "more_body": True})
         raise ConnectionResetError("sandbox: dropped connection (injected fault)")
+
+
+class PacedResponse(Response):
+    """``inner``'s status, headers and body, the body sent at ``rate`` bytes a second in pieces:
+    what a client receives through a network link of that speed, where over loopback a large body
+    lands in one burst (the ``link`` fault)."""
+
+    PIECE_BYTES = 1 << 16
+
+    def __init__(self, inner: Response, rate: float):
+        if rate <= 0:
+            raise ValueError("a link's rate must be positive (bytes per second)")
+        self.status_code = inner.status_code
+        self.raw_headers = inner.raw_headers
+        self.background = inner.background
+        self.body = inner.body
+        self.rate = rate
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        body, size, step = memoryview(self.body), len(self.body), self.PIECE_BYTES
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for offset in range(0, size, step):
+            end = min(offset + step, size)
+            # A piece leaves once the link would have carried every byte up to its end.
+            wait = start + end / self.rate - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            await send({"type": "http.response.body", "body": bytes(body[offset:end]), "more_body": end < size})
+        if not size:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        if self.background is not None:
+            await self.background()
 
 
 HTML_ERROR = b"<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head><body><h1>Bad Gateway</h1><p>upstream error</p></body></html>"
@@ -284,9 +319,12 @@ def masked_query(request: Request) -> list[tuple[str, str]]:
 
 
 async def apply_fault(fault: Fault, envelope_break: Callable[[], Any] | None = None) -> Response | None:
-    """The response a fault produces, or None to serve normally (``slow`` sleeps first)."""
+    """The response a fault produces, or None to serve normally (``slow`` sleeps first; ``link``
+    is applied to the normal response by :meth:`Emulator.endpoint`)."""
     if fault.kind == "slow":
         await asyncio.sleep(fault.delay)
+        return None
+    if fault.kind == "link":
         return None
     if fault.kind == "rate_limit":
         headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
@@ -400,6 +438,9 @@ class Emulator:
                 response = await self.guard(request)
                 if response is None:
                     response = await handler(request)
+                    rate = getattr(request.state, "link_rate", None)
+                    if rate:
+                        response = PacedResponse(response, rate)
             finally:
                 _ACCOUNT.reset(token)
             self.log(request, response.status_code, getattr(request.state, "log_body", None), account)
@@ -412,6 +453,8 @@ class Emulator:
         fault = self.state.next_fault(self.name, self.account)
         if fault is None:
             return None
+        if fault.kind == "link":
+            request.state.link_rate = fault.rate
         return await apply_fault(fault, self.bad_envelope)
 
     def log(self, request: Request, status: int, body: Any = None, account: int | None = 1) -> None:
