@@ -439,7 +439,7 @@ class Emulator:
                 if response is None:
                     response = await handler(request)
                     rate = getattr(request.state, "link_rate", None)
-                    if rate and isinstance(getattr(response, "body", None), bytes):  # not a stream
+                    if rate is not None and isinstance(getattr(response, "body", None), bytes):  # not a stream
                         response = PacedResponse(response, rate)
             finally:
                 _ACCOUNT.reset(token)
