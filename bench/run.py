@@ -397,30 +397,40 @@ def aggregate(repeats: list[dict[str, Any]], section: str) -> dict[str, Any]:
     return summary
 
 
-def history_name(records: int, executor: str, days: int = C.DAYS) -> str:
-    """The results file of one size (``records-<N>.json``), the executor and a history other than
-    a year (``--days``) named in it."""
-    parts = [f"records-{records}", *([f"days-{days}"] if days != C.DAYS else []), *([executor] if executor != "in_process" else [])]
+def history_name(records: int, executor: str, days: int = C.DAYS, latency_ms: int | None = None) -> str:
+    """The results file of one size (``records-<N>.json``), the executor, a history other than a
+    year (``--days``) and latency mode (``--latency-ms``) named in it: a run is compared only with
+    runs made the same way (every response 150 ms late, a latency-mode run's incremental steps
+    are mostly waiting, and its memory is that of another configuration)."""
+    parts = [
+        f"records-{records}",
+        *([f"days-{days}"] if days != C.DAYS else []),
+        *([executor] if executor != "in_process" else []),
+        *([f"latency-{latency_ms}ms"] if latency_ms else []),
+    ]
     return "-".join(parts) + ".json"
 
 
-def _history_file(path: Path, executor: str) -> dict[str, Any] | None:
-    """A results file's contents when it is one size's file of ``executor`` (see history_name)."""
+def _history_file(path: Path, executor: str, latency_ms: int | None = None) -> dict[str, Any] | None:
+    """A results file's contents when it is one size's file of ``executor`` and ``latency_ms``
+    (see history_name)."""
     try:
         data = json.loads(path.read_text())
         cfg = data["config"]
-        if (cfg.get("executor") or "in_process") != executor or path.name != history_name(int(cfg["records"]), executor, int(cfg.get("days") or C.DAYS)):
+        same = (cfg.get("executor") or "in_process") == executor and (cfg.get("latency_ms") or None) == (latency_ms or None)
+        if not same or path.name != history_name(int(cfg["records"]), executor, int(cfg.get("days") or C.DAYS), cfg.get("latency_ms")):
             return None
         return data
     except (ValueError, KeyError, TypeError):
         return None
 
 
-def memory_history(results_dir: Path, records: int, peak_mb: float | None, executor: str) -> list[dict[str, Any]]:
-    """Peak RSS of backfills of other sizes (``records-<N>.json``, same executor) plus this one."""
+def memory_history(results_dir: Path, records: int, peak_mb: float | None, executor: str, latency_ms: int | None = None) -> list[dict[str, Any]]:
+    """Peak RSS of backfills of other sizes (``records-<N>.json``, same executor and latency) plus
+    this one."""
     points = {records: peak_mb} if peak_mb is not None else {}
     for path in results_dir.glob("records-*.json"):
-        data = _history_file(path, executor)
+        data = _history_file(path, executor, latency_ms)
         if data is None or (data["config"].get("days") or C.DAYS) != C.DAYS:
             continue
         n = int(data["config"]["records"])
@@ -441,8 +451,8 @@ def _growth_point(res: dict[str, Any]) -> dict[str, Any]:
             "publish_seconds": r.get("publish_seconds"),
             # FeedbackKit's API has no filter: a run downloads its one array whatever changed, so
             # the issue grades the others (the paged providers) apart from it.
-            "feedbackkit_seconds": max((p.get("duration_seconds") or 0.0 for n, p in r.get("providers", {}).items() if C.PAGE_SIZES.get(n) is None), default=None),
-            "paged_providers_seconds": max((p.get("duration_seconds") or 0.0 for n, p in r.get("providers", {}).items() if C.PAGE_SIZES.get(n) is not None), default=None),
+            "feedbackkit_seconds": max((p.get("duration_seconds") or 0.0 for n, p in r.get("providers", {}).items() if n in C.ONE_ARRAY), default=None),
+            "paged_providers_seconds": max((p.get("duration_seconds") or 0.0 for n, p in r.get("providers", {}).items() if n not in C.ONE_ARRAY), default=None),
             "peak_rss_mb": r.get("peak_rss_mb"),
         }
 
@@ -465,7 +475,7 @@ def _stored(point: dict[str, Any]) -> str:
 
 
 def growth_curve(results_dir: Path, res: dict[str, Any], executor: str) -> list[dict[str, Any]]:
-    """Incremental costs at every stored size with a results file (same executor), this run's size
+    """Incremental costs at every stored size with a results file (same executor and latency), this run's size
     from this run: a regression in how a run's cost grows with what is stored shows side by side.
 
     Over the default year (365 days) the sizes differ in records per day, so a larger size also
@@ -482,7 +492,7 @@ def growth_curve(results_dir: Path, res: dict[str, Any], executor: str) -> list[
 
     points = {cfg["records"]: _growth_point(res)}
     for path in results_dir.glob("records-*.json"):
-        data = _history_file(path, executor)
+        data = _history_file(path, executor, cfg.get("latency_ms"))
         if data is None or not comparable(data["config"]):
             continue
         n = int(data["config"]["records"])
@@ -943,14 +953,14 @@ def main(argv: list[str] | None = None) -> int:
     }
     if profile:
         res["profile"] = profile
-    res["memory_history"] = memory_history(results_dir, total, res["backfill"]["peak_rss_mb"], args.executor) if not args.quick else []
+    res["memory_history"] = memory_history(results_dir, total, res["backfill"]["peak_rss_mb"], args.executor, args.latency_ms) if not args.quick else []
     res["growth_curve"] = growth_curve(results_dir, res, args.executor) if not args.quick else []
     res["targets"] = evaluate_targets(res)
     res["elapsed_seconds"] = time.perf_counter() - started
 
     output.write_text(json.dumps(res, indent=1, default=str))
     if not args.quick:
-        (results_dir / history_name(total, args.executor, days)).write_text(json.dumps(res, indent=1, default=str))
+        (results_dir / history_name(total, args.executor, days, args.latency_ms)).write_text(json.dumps(res, indent=1, default=str))
     table = render(res)
     (output.with_suffix(".md")).write_text(table + "\n")
     print(table, flush=True)

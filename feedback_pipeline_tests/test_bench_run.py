@@ -21,12 +21,27 @@ def _results(records: int, days: int, per_day: int, changed_seconds: float) -> d
 
 def _write(directory: Path, data: dict) -> None:
     cfg = data["config"]
-    (directory / run.history_name(cfg["records"], "in_process", cfg["days"])).write_text(json.dumps(data))
+    (directory / run.history_name(cfg["records"], "in_process", cfg["days"], cfg.get("latency_ms"))).write_text(json.dumps(data))
 
 
 def test_history_names_keep_a_year_as_it_was_and_name_other_histories():
     assert run.history_name(200_000, "in_process") == "records-200000.json"
     assert run.history_name(1_000_000, "job", 1825) == "records-1000000-days-1825-job.json"
+    assert run.history_name(20_075, "in_process", latency_ms=150) == "records-20075-latency-150ms.json"
+
+
+def test_a_latency_mode_run_is_compared_only_with_latency_mode_runs(tmp_path: Path):
+    plain_small, plain_large = _results(200_750, 365, 110, 0.2), _results(1_000_100, 365, 548, 0.4)
+    late = _results(20_075, 365, 11, 1.3)
+    late["config"]["latency_ms"] = 150
+    late["backfill"]["peak_rss_mb"] = 286.0
+    for data in (plain_small, plain_large, late):
+        _write(tmp_path, data)
+
+    assert [p["records"] for p in run.growth_curve(tmp_path, plain_large, "in_process")] == [200_750, 1_000_100]
+    assert [p["records"] for p in run.memory_history(tmp_path, 1_000_100, 370.0, "in_process")] == [200_750, 1_000_100]
+    assert [p["records"] for p in run.growth_curve(tmp_path, late, "in_process")] == [20_075]
+    assert run.memory_history(tmp_path, 20_075, 286.0, "in_process", 150) == [{"records": 20_075, "peak_rss_mb": 286.0}]
 
 
 def test_a_year_is_compared_with_years_and_a_longer_history_with_the_same_daily_volume(tmp_path: Path):
