@@ -16,6 +16,9 @@ RESULTS = ROOT / "bench" / "results"
 PROVIDERS: tuple[str, ...] = names()
 # The maximum page size each API allows (what the connectors ask for); None = one request.
 PAGE_SIZES: dict[str, int | None] = {name: spec.page_size for name, spec in specs().items()}
+# The providers answering with one array (FeedbackKit): their API has no filter, so a run's cost
+# follows their whole history whatever changed, and the targets set them aside.
+ONE_ARRAY: frozenset[str] = frozenset(name for name, size in PAGE_SIZES.items() if size is None)
 DAYS = 365
 SEED = 7
 LOOKBACK_DAYS = 7  # the hourly schedule's default range: today and the 7 days before

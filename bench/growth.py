@@ -81,7 +81,7 @@ class Site:
         if not feedbackkit:
             for key in one_array_settings():
                 self.env.pop(key, None)
-        self.providers = [name for name in C.PROVIDERS if feedbackkit or C.PAGE_SIZES.get(name) is not None]
+        self.providers = [name for name in C.PROVIDERS if feedbackkit or name not in C.ONE_ARRAY]
         self.runs = 0
 
     def run(self, label: str, *, hourly: bool) -> dict[str, Any]:
@@ -108,13 +108,13 @@ def one_array_settings() -> list[str]:
     them no account of those providers is configured, so a run leaves them out."""
     from feedback_pipeline.providers import get_spec
 
-    return [setting.var for name in C.PROVIDERS if C.PAGE_SIZES.get(name) is None for setting in get_spec(name).settings]
+    return [setting.var for name in C.PROVIDERS if name in C.ONE_ARRAY for setting in get_spec(name).settings]
 
 
 def measures(summary: dict[str, Any]) -> dict[str, Any]:
     """The numbers a round reports, from a run's summary."""
     providers = summary["providers"]
-    slowest = max((name for name in providers if C.PAGE_SIZES.get(name) is not None), key=lambda name: providers[name]["duration_seconds"] or 0.0)
+    slowest = max((name for name in providers if name not in C.ONE_ARRAY), key=lambda name: providers[name]["duration_seconds"] or 0.0)
     paged = providers[slowest]["duration_seconds"] or 0.0
     return {
         "paged_plus_publish_seconds": paged + summary["publish_seconds"],
@@ -124,7 +124,7 @@ def measures(summary: dict[str, Any]) -> dict[str, Any]:
         "slowest_waiting_for_pages_seconds": providers[slowest]["seconds_waiting_for_pages"] or 0.0,
         "slowest_committing_seconds": providers[slowest]["seconds_committing"] or 0.0,
         "publish_seconds": summary["publish_seconds"],
-        "feedbackkit_seconds": max((p["duration_seconds"] or 0.0) for name, p in providers.items() if C.PAGE_SIZES.get(name) is None),
+        "feedbackkit_seconds": max((p["duration_seconds"] or 0.0) for name, p in providers.items() if name in C.ONE_ARRAY),
         "sync_step_seconds": summary["sync_step_seconds"] or 0.0,
         "rows_updated": sum((p["rows_updated"] or 0) for p in providers.values()),
     }
