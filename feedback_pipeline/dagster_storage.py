@@ -168,7 +168,6 @@ class FastSqliteEventLogStorage(SqliteEventLogStorage):
                 self._initdb(engine)
                 with engine.connect() as conn:  # fold the WAL into the file: the copy is the file alone
                     conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-                engine.dispose()
                 # Every later run copies this file and skips Dagster's own check of the copy, so it
                 # reaches the disk before it takes its name: a power loss never leaves a torn one.
                 with open(partial, "rb") as written:
