@@ -124,3 +124,31 @@ def test_the_checks_query_runs_on_a_checkpointed_file_when_the_wal_is_large(wh: 
         stats = cursor.check_stats("mapbox", "acct", D1, D1)
         assert _wal_bytes(wh) < 4096
         assert stats.rows_in_window == 2000
+
+
+def test_work_waiting_for_the_first_change_runs_once_after_the_first_commit_that_changes_rows(wh: Warehouse):
+    def commit(session, body: str, sibling: bool = False) -> None:
+        batch = FeedbackBatch("mapbox", "acct")
+        batch.add({}, feedback_id="1", collected_at="2026-03-01T10:00:00Z", body=body)
+        progress = Progress("window:q", D1, D1, None, datetime.now(timezone.utc), 1, None)
+        with session.cursor() as cursor:
+            if sibling:
+                with cursor.sibling() as other:
+                    other.commit(Scope("mapbox", "acct", D1, D1), batch.rows(), batch.rejects(), progress)
+            else:
+                cursor.commit(Scope("mapbox", "acct", D1, D1), batch.rows(), batch.rejects(), progress)
+
+    with wh.session() as session:
+        commit(session, "first")  # stored before anyone waits
+    calls: list[str] = []
+    with wh.session() as session:
+        session.on_first_change(lambda: calls.append("a"))
+        session.on_first_change(lambda: 1 / 0)  # a failing callback is logged, not raised
+        session.on_first_change(lambda: calls.append("b"))
+        commit(session, "first")  # the same row again: nothing changes
+        assert calls == []
+        commit(session, "second", sibling=True)  # an update, through another thread's cursor
+        assert calls == ["a", "b"]
+        commit(session, "third")
+        session.on_first_change(lambda: calls.append("late"))  # the change already happened: at once
+        assert calls == ["a", "b", "late"]

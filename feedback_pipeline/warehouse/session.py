@@ -6,11 +6,14 @@ A session holds the OS file lock ``<FEEDBACK_DB>.lock`` from open to close, so w
 working database open for its whole life (opening it costs a checkpoint on close; a step opens it
 once). Threads of the step each take ``session.cursor()`` (a DuckDB cursor: its own transactions
 and temporary tables on the same database); a threading lock serializes their commit
-transactions, which all bump the one publish generation.
+transactions, which all bump the one publish generation. Work that is worth starting only when
+the session will publish (the dashboard's warm child) waits for its first changing commit
+(``Session.on_first_change``).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -33,6 +36,7 @@ if TYPE_CHECKING:
     from ..erasure import ErasureResult
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 DEFAULT_MEMORY_LIMIT = "64MB"
 # DuckDB checkpoints automatically (inside a COMMIT) once the WAL holds this much. Each
@@ -110,10 +114,16 @@ class Session:
         self._con = con
         self._connect = connect  # reopens the working database after ``compact`` swapped it
         self._commits = threading.Lock()
+        self._first_change = FirstChange()
 
     def cursor(self) -> AbstractContextManager["WarehouseCursor"]:
         """A cursor for one thread; closed on exit."""
-        return _thread_cursor(self._con, self._commits, self.files.work_wal)
+        return _thread_cursor(self._con, self._commits, self.files.work_wal, self._first_change)
+
+    def on_first_change(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once, in the committing thread, right after the session's first commit
+        that changes the warehouse (so the session will publish); at once if one already did."""
+        self._first_change.add(callback)
 
     def check_stats(self, provider: str, account_id: str | None, first_day: date, last_day: date) -> stats.WindowStats:
         """The window-scoped numbers behind the asset checks (stats.check_stats)."""
@@ -209,18 +219,52 @@ class Session:
             self.files.erasing.unlink(missing_ok=True)
 
 
+class FirstChange:
+    """Callbacks run once, by the first commit of a session that changes the warehouse. A failing
+    callback is logged, never raised: the commit is already done."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._callbacks: list[Callable[[], None]] = []
+        self._fired = False
+
+    def add(self, callback: Callable[[], None]) -> None:
+        with self._lock:
+            if not self._fired:
+                self._callbacks.append(callback)
+                return
+        self._run(callback)
+
+    def fire(self) -> None:
+        with self._lock:
+            if self._fired:
+                return
+            self._fired = True
+            callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            self._run(callback)
+
+    @staticmethod
+    def _run(callback: Callable[[], None]) -> None:
+        try:
+            callback()
+        except Exception as exc:  # noqa: BLE001 - work started early is an optimisation
+            log.warning("work started on the session's first change failed (%s: %s)", type(exc).__name__, exc)
+
+
 class WarehouseCursor:
     """What the sync engine needs from the warehouse, on one thread's DuckDB cursor."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, commits: threading.Lock, wal: Path | None = None):
+    def __init__(self, con: duckdb.DuckDBPyConnection, commits: threading.Lock, wal: Path | None = None, first_change: FirstChange | None = None):
         self.con = con
         self._commits = commits
         self._wal = wal  # the working database's WAL file
+        self._first_change = first_change
 
     def sibling(self) -> AbstractContextManager["WarehouseCursor"]:
         """Another cursor of the same session, for another thread (a DuckDB cursor serves one
         thread at a time); closed on exit. Its commits take turns with this one's."""
-        return _thread_cursor(self.con, self._commits, self._wal)
+        return _thread_cursor(self.con, self._commits, self._wal, self._first_change)
 
     def sync_days(self, provider: str, account_id: str, first_day: date, last_day: date) -> dict[date, tuple[datetime, datetime]]:
         return state.sync_days(self.con, provider, account_id, first_day, last_day)
@@ -238,7 +282,10 @@ class WarehouseCursor:
     def commit(self, scope: Scope, rows: pa.Table, rejects: pa.Table, progress: Progress) -> WriteCounts:
         """Write one batch with the cursor that covers it, in one transaction (writes.commit)."""
         with self._commits:
-            return writes.commit(self.con, scope, rows, rejects, progress)
+            counts = writes.commit(self.con, scope, rows, rejects, progress)
+        if counts.changed and self._first_change is not None:
+            self._first_change.fire()  # outside the lock: the other threads' commits go on
+        return counts
 
     def check_stats(self, provider: str, account_id: str | None, first_day: date, last_day: date) -> stats.WindowStats:
         """The checks' numbers (stats.check_stats), on a checkpointed file when the WAL holds more
@@ -253,13 +300,13 @@ class WarehouseCursor:
 
 
 @contextmanager
-def _thread_cursor(con: duckdb.DuckDBPyConnection, commits: threading.Lock, wal: Path | None) -> Iterator[WarehouseCursor]:
+def _thread_cursor(con: duckdb.DuckDBPyConnection, commits: threading.Lock, wal: Path | None, first_change: FirstChange | None) -> Iterator[WarehouseCursor]:
     """A new DuckDB cursor of ``con``'s database in UTC, as a :class:`WarehouseCursor` whose
     commits take ``commits``; closed on exit."""
     cur = con.cursor()
     try:
         cur.execute("SET TimeZone = 'UTC'")
-        yield WarehouseCursor(cur, commits, wal)
+        yield WarehouseCursor(cur, commits, wal, first_change)
     finally:
         cur.close()
 
