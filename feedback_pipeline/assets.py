@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence, Set as AbstractSet
 from dataclasses import dataclass
 from datetime import timedelta, timezone
-from typing import Any
+from typing import Any, Literal
 
 import dagster as dg
 
@@ -72,11 +72,15 @@ def default_budgets() -> dict[str, RateBudget]:
 @dataclass(frozen=True)
 class PublishHook:
     """Work of a later step of the same run that can begin once the provider step has published
-    the analysts' snapshot (the dashboard's drawing: ``dashboard/early.py``)."""
+    the analysts' snapshot (the dashboard's drawing: ``dashboard/early.py``). ``prepare`` runs
+    when the step's first commit changes the warehouse (the run will publish), ``abandon`` when
+    the step fails after that."""
 
     asset_key: dg.AssetKey  # started only in a run that materializes this asset
-    resource_keys: frozenset[str]  # what ``start`` reads from ``context.resources``
+    resource_keys: frozenset[str]  # what the callables read from ``context.resources``
     start: Callable[[dg.AssetExecutionContext], None]
+    prepare: Callable[[dg.AssetExecutionContext], None] | None = None
+    abandon: Callable[[dg.AssetExecutionContext], None] | None = None
 
 
 def build_feedback_assets(
@@ -134,16 +138,20 @@ def build_feedback_assets(
         selected_checks = context.selected_asset_check_keys
         # One session (the writer lock and one connection) for the whole step; one publish at its end.
         with Warehouse(pipeline.db_path, lock_timeout=pipeline.lock_timeout_seconds).session() as session:
-            if refs:
-                outcome = run_providers(
-                    refs, build, session, window, full_refresh=full_refresh, paced=paced, budgets=budgets,
-                    max_wait_seconds=pipeline.http_max_wait_seconds, account_id_of=account_id, logger=context.log,
-                    lake=pipeline.lake_settings(), run_id=context.run_id,
-                )
-            else:  # a launch of checks only (or of an account no selected provider has)
-                outcome = StepOutcome([], None, 0.0)
-            if not outcome.failed:  # the snapshot is final: what reads it can start now
-                start_hooks(context, after_publish)
+            session.on_first_change(lambda: run_hooks(context, after_publish, "prepare"))
+            outcome = StepOutcome([], None, 0.0)  # a launch of checks only (or of an account no selected provider has)
+            try:
+                if refs:
+                    outcome = run_providers(
+                        refs, build, session, window, full_refresh=full_refresh, paced=paced, budgets=budgets,
+                        max_wait_seconds=pipeline.http_max_wait_seconds, account_id_of=account_id, logger=context.log,
+                        lake=pipeline.lake_settings(), run_id=context.run_id,
+                    )
+            except BaseException:
+                run_hooks(context, after_publish, "abandon")
+                raise
+            # The snapshot is final: what reads it can start now; after a failure, nothing does.
+            run_hooks(context, after_publish, "abandon" if outcome.failed else "start")
             unsynced = unsynced_checks(selected_checks, outcome, session, window)
             behind = accounts_behind(others, session, window, account_id)
             # A one-account run's counts are its account's; the asset's rows are every account's.
@@ -205,16 +213,17 @@ def accounts_behind(refs: Sequence[AccountRef], session: Session, window: Window
     return behind
 
 
-def start_hooks(context: dg.AssetExecutionContext, hooks: Sequence[PublishHook]) -> None:
-    """Start each hook whose asset this run materializes. A hook that fails is logged, never
-    fails the step: the later step does its work itself then."""
+def run_hooks(context: dg.AssetExecutionContext, hooks: Sequence[PublishHook], stage: Literal["prepare", "start", "abandon"]) -> None:
+    """Run ``stage`` of each hook whose asset this run materializes. A hook that fails is logged,
+    never fails the step: the later step does its work itself then."""
     in_run = context.job_def.asset_layer.selected_asset_keys
     for hook in hooks:
-        if hook.asset_key in in_run:
+        action = getattr(hook, stage)
+        if action is not None and hook.asset_key in in_run:
             try:
-                hook.start(context)
+                action(context)
             except Exception as exc:  # noqa: BLE001 - an optimisation's failure is not the step's
-                context.log.warning(f"could not start {hook.asset_key.to_user_string()} early ({type(exc).__name__}: {exc}); its step will do it")
+                context.log.warning(f"could not {stage} {hook.asset_key.to_user_string()} early ({type(exc).__name__}: {exc}); its step will do it")
 
 
 def run_window(context: dg.AssetExecutionContext, partitions_def: dg.PartitionsDefinition, *, checks_only: bool) -> Window:

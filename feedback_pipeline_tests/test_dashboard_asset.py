@@ -87,6 +87,22 @@ def test_each_run_that_changed_data_redraws_the_file_in_the_same_run(ingest, san
     assert path.read_bytes() != drawn
 
 
+def test_the_warm_child_starts_only_in_a_run_whose_commits_change_the_warehouse(ingest, sandbox, monkeypatch):
+    prepared: list[str] = []
+    real = early.prepare
+    monkeypatch.setattr(early, "prepare", lambda run_id, *args: (prepared.append(run_id), real(run_id, *args)))
+    first = ingest()
+    assert len(prepared) == 1 and first["redrawn"] and first["drawn_early"]
+    assert early._WARM == {}  # told to go once the step had published, then taken by the dashboard step
+
+    ingest()  # nothing changed: no child at all
+    assert len(prepared) == 1
+
+    sandbox.sandbox.touch("mapbox", 1.0, changes={"status": "out_of_scope"})
+    changed = ingest()
+    assert len(prepared) == 2 and changed["redrawn"] and early._WARM == {}
+
+
 def test_a_run_without_the_dashboard_starts_no_drawing(sandbox, tmp_path: Path, monkeypatch):
     today = datetime.now(UTC).date()
     env = {**sandbox.env(), "FEEDBACK_DB": str(tmp_path / "feedback.duckdb"), "FEEDBACK_DASHBOARD": str(tmp_path / "dashboard.html"),
@@ -95,6 +111,7 @@ def test_a_run_without_the_dashboard_starts_no_drawing(sandbox, tmp_path: Path, 
         monkeypatch.setenv(name, value)
     started = []
     monkeypatch.setattr(early, "start", lambda *args, **kwargs: started.append(args))
+    monkeypatch.setattr(early, "prepare", lambda *args, **kwargs: started.append(args))
     defs = build_definitions(env)
     # what `dagster asset materialize --select mapbox_feedback` runs
     job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection={dg.AssetKey("mapbox_feedback")})
@@ -117,9 +134,13 @@ def test_after_a_run_that_failed_part_way_the_sensor_requests_a_redraw(sandbox, 
     defs = build_definitions(env)
     instance = dg.DagsterInstance.ephemeral()
     tags = {RANGE_START_TAG: today.isoformat(), RANGE_END_TAG: today.isoformat()}
+    abandoned: list[str] = []
+    real = early.abandon
+    monkeypatch.setattr(early, "abandon", lambda run_id: (abandoned.append(run_id), real(run_id)))
     failed = defs.resolve_job_def("feedback_ingest").execute_in_process(instance=instance, tags=tags, run_config=QUIET, raise_on_error=False)
     assert not failed.success and not out.exists()  # the dashboard step never ran
     assert early.take(failed.run_id) is None  # and the provider step, which failed, started no drawing
+    assert abandoned == [failed.run_id] and failed.run_id not in early._WARM  # its warm child was stopped
     # yet the others changed data
     assert any(e.asset_key == dg.AssetKey("formbricks_feedback") for e in failed.get_asset_materialization_events())
 

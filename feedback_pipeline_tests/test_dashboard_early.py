@@ -87,3 +87,76 @@ def test_a_drawing_nobody_takes_is_stopped_when_the_process_exits(mapbox_snapsho
     pid, folder = done.stdout.split()
     assert not Path(folder).exists() and not out.exists()
     assert not Path(f"/proc/{pid}").exists()  # killed and reaped
+
+
+def test_a_warm_child_draws_the_page_once_told_to_go(mapbox_snapshot: Path, tmp_path: Path):
+    out = tmp_path / "dashboard.html"
+    early.prepare("run-w1", mapbox_snapshot, out)
+    warm = early._WARM["run-w1"]
+    early.prepare("run-w1", mapbox_snapshot, out)  # a second call keeps the first child
+    assert early._WARM["run-w1"] is warm and warm.build.key is None
+    assert warm.build.process.poll() is None  # loaded (or loading), waiting to be told
+
+    assert early.start("run-w1", mapbox_snapshot, out)
+    pending = early.take("run-w1")
+    assert pending is warm and "run-w1" not in early._WARM  # the warm child draws: no second process
+    result = pending.finish(mapbox_snapshot)
+    assert result is not None and result.early and result.written and "mapbox" in out.read_text(encoding="utf-8")
+    assert warm.build.process.returncode == 0
+    assert build_dashboard_in_child(mapbox_snapshot, out).written is False  # it records the snapshot it shows
+
+
+def test_a_warm_child_whose_stdin_closes_ends_without_drawing(mapbox_snapshot: Path, tmp_path: Path):
+    out = tmp_path / "dashboard.html"
+    early.prepare("run-w2", mapbox_snapshot, out)
+    warm = early._WARM.pop("run-w2")
+    warm.build.process.stdin.close()  # what abandoning it does first: no line, so no drawing
+    assert warm.build.process.wait(timeout=60) == 0  # it ended by itself, not killed
+    assert not warm.page.exists() and not warm.build.answer.exists() and not out.exists()
+    warm.cancel()
+    assert not Path(warm.folder.name).exists()
+
+
+def test_an_abandoned_warm_child_is_stopped(mapbox_snapshot: Path, tmp_path: Path):
+    early.prepare("run-w3", mapbox_snapshot, tmp_path / "dashboard.html")
+    warm = early._WARM["run-w3"]
+    early.abandon("run-w3")
+    assert "run-w3" not in early._WARM and warm.build.process.returncode is not None
+    assert not Path(warm.folder.name).exists() and not (tmp_path / "dashboard.html").exists()
+    assert early.start("run-w3", mapbox_snapshot, tmp_path / "dashboard.html")  # a later start draws anew
+    assert early.take("run-w3").finish(mapbox_snapshot).written
+
+
+def test_a_warm_child_is_stopped_when_the_file_already_shows_the_snapshot(mapbox_snapshot: Path, tmp_path: Path):
+    out = tmp_path / "dashboard.html"
+    assert build_dashboard_in_child(mapbox_snapshot, out).written
+    early.prepare("run-w4", mapbox_snapshot, out)
+    warm = early._WARM["run-w4"]
+    assert early.start("run-w4", mapbox_snapshot, out) is False
+    assert early.take("run-w4") is None and warm.build.process.returncode is not None
+
+
+def test_a_warm_child_that_died_is_replaced_by_a_new_drawing(mapbox_snapshot: Path, tmp_path: Path):
+    out = tmp_path / "dashboard.html"
+    early.prepare("run-w5", mapbox_snapshot, out)
+    warm = early._WARM["run-w5"]
+    warm.build.process.kill()
+    warm.build.process.wait()
+    assert early.start("run-w5", mapbox_snapshot, out)
+    pending = early.take("run-w5")
+    assert pending is not warm and pending.finish(mapbox_snapshot).written
+
+
+def test_a_warm_child_nobody_told_to_go_is_stopped_when_the_process_exits(mapbox_snapshot: Path, tmp_path: Path):
+    import subprocess
+    import sys
+
+    script = (
+        "from feedback_pipeline.dashboard import early\n"
+        f"early.prepare('run-w6', {str(mapbox_snapshot)!r}, {str(tmp_path / 'dashboard.html')!r})\n"
+        "warm = early._WARM['run-w6']\n"
+        "print(warm.build.process.pid, warm.folder.name)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120)
+    pid, folder = done.stdout.split()
+    assert not Path(folder).exists() and not Path(f"/proc/{pid}").exists()

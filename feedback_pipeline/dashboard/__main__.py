@@ -11,7 +11,7 @@ import os
 import sys
 from datetime import datetime
 
-from .build import build_dashboard, child_main
+from .build import build_dashboard, child_main, warm_child_main
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,7 +23,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", help=argparse.SUPPRESS)
     parser.add_argument("--now", type=datetime.fromisoformat, help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
+    # A warm child (build.start_warm_child): the time to draw for comes on stdin.
+    parser.add_argument("--warm", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.result and args.warm:
+        return warm_child_main(args.snapshot, args.output, args.result)
     if args.result:
         return child_main(args.snapshot, args.output, args.now, args.result)
     from ..settings import DEFAULT_DB  # Dagster: not for the asset's child process

@@ -14,7 +14,8 @@ Altair, vl-convert and the queries' memory stay out of the run's process, which 
 The child gets the two paths and no secret; its failure fails the asset with its exception.
 The provider step starts that child as soon as it has published (``publish_hook``, ``early.py``),
 so the drawing overlaps Dagster's writing of the provider step's events; this step then only
-waits for it and moves its page into place.
+waits for it and moves its page into place. The child is started warm at the step's first
+changing commit: it loads Altair and vl-convert while the providers still sync.
 
 When a provider step fails, Dagster does not run the steps downstream of it, so that run does
 not draw the dashboard; the sensor in ``sensor.py`` requests a redraw then (and
@@ -88,13 +89,20 @@ def build_dashboard_asset(upstream: Sequence[dg.AssetKey | str]) -> dg.AssetsDef
 
 
 def publish_hook() -> PublishHook:
-    """What the provider step runs once it has published: start drawing the dashboard of a run
-    that holds the ``feedback_dashboard`` asset (see ``early.py``)."""
+    """What the provider step runs for a run that holds the ``feedback_dashboard`` asset (see
+    ``early.py``): a warm child once its first commit changed the warehouse, the drawing once it
+    has published, the warm child stopped when it failed."""
+
+    def prepare(context: dg.AssetExecutionContext) -> None:
+        early.prepare(context.run_id, context.resources.pipeline.db_path, context.resources.dashboard.path)
 
     def start(context: dg.AssetExecutionContext) -> None:
         early.start(context.run_id, context.resources.pipeline.db_path, context.resources.dashboard.path)
 
-    return PublishHook(dg.AssetKey(ASSET_NAME), frozenset({"pipeline", "dashboard"}), start)
+    def abandon(context: dg.AssetExecutionContext) -> None:
+        early.abandon(context.run_id)
+
+    return PublishHook(dg.AssetKey(ASSET_NAME), frozenset({"pipeline", "dashboard"}), start, prepare, abandon)
 
 
 def dashboard_metadata(result: DashboardResult) -> dict[str, dg.MetadataValue]:

@@ -12,10 +12,17 @@ Altair, vl-convert and the queries' DuckDB memory (together 150-230 MB) never la
 process, whose resident size the sync has already raised and the C heap rarely gives back. The
 child gets the snapshot's and the file's paths and no secret (its environment is
 :func:`child_environment`); it does not import Dagster.
+
+A child can also be started *warm* (:func:`start_warm_child`): it imports Altair and starts
+vl-convert's JavaScript engine (together about a second), then waits on its stdin until
+:meth:`ChildBuild.go` hands it the time to draw for; closing its stdin instead ends it without
+drawing. The provider step starts one when its first commit changes the warehouse
+(``early.py``), so that second passes while the providers sync.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import re
@@ -161,11 +168,31 @@ def start_build_in_child(
         sys.executable, "-m", "feedback_pipeline.dashboard",
         "--snapshot", os.fspath(db_path), "--output", os.fspath(write_to or out_path), "--now", now.isoformat(), "--result", str(answer),
     ]
+    return _spawn(command, folder, answer, said, key, started)
+
+
+def start_warm_child(db_path: str | os.PathLike[str], write_to: str | os.PathLike[str]) -> "ChildBuild":
+    """Start a child that loads the drawing's libraries and then waits for :meth:`ChildBuild.go`
+    before it draws the snapshot at ``db_path`` into ``write_to`` (module docstring)."""
+    folder = tempfile.TemporaryDirectory(prefix="feedback-dashboard-")
+    answer, said = Path(folder.name) / "result.pickle", Path(folder.name) / "stderr"
+    command = [
+        sys.executable, "-m", "feedback_pipeline.dashboard",
+        "--snapshot", os.fspath(db_path), "--output", os.fspath(write_to), "--result", str(answer), "--warm",
+    ]
+    return _spawn(command, folder, answer, said, None, time.perf_counter(), warm=True)
+
+
+def _spawn(
+    command: list[str], folder: tempfile.TemporaryDirectory[str], answer: Path, said: Path, key: str | None, started: float, *, warm: bool = False
+) -> "ChildBuild":
     try:
         # stderr goes to a file, not a pipe: a child started early may write more than a pipe
         # holds long before anyone reads it.
         with open(said, "wb") as stderr:
-            process = subprocess.Popen(command, env=child_environment(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
+            process = subprocess.Popen(
+                command, env=child_environment(), stdin=subprocess.PIPE if warm else subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr
+            )
     except BaseException:
         folder.cleanup()
         raise
@@ -182,6 +209,14 @@ class ChildBuild:
     stderr: Path
     key: str | None  # what the page will record: the snapshot's identity and the UTC day
     started: float
+
+    def go(self, now: datetime, key: str | None) -> None:
+        """Let a warm child (:func:`start_warm_child`) draw the snapshot as of ``now``, which shows
+        ``key``; its ``seconds`` count from here. Raises ``OSError`` when the child is gone."""
+        assert self.process.stdin is not None, "not a warm child"
+        self.key, self.started = key, time.perf_counter()
+        self.process.stdin.write(json.dumps({"now": now.isoformat()}).encode() + b"\n")
+        self.process.stdin.close()
 
     def wait(self) -> DashboardResult:
         """The child's result (its ``seconds`` counted from the start); raises the build's
@@ -204,6 +239,11 @@ class ChildBuild:
 
     def cancel(self) -> None:
         """Stop the child (if it still runs) and remove what it wrote to its temporary folder."""
+        if self.process.stdin is not None and not self.process.stdin.closed:
+            try:
+                self.process.stdin.close()  # a warm child that has not been told to go ends by itself
+            except OSError:
+                pass
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait()
@@ -226,6 +266,19 @@ def child_main(db_path: str, out_path: str, now: datetime, result_path: str) -> 
         payload = pickle.dumps(RuntimeError(f"{type(outcome).__name__}: {outcome}"))
     Path(result_path).write_bytes(payload)
     return 1 if isinstance(outcome, BaseException) else 0
+
+
+def warm_child_main(db_path: str, out_path: str, result_path: str) -> int:
+    """A warm child's side (:func:`start_warm_child`): load Altair and start vl-convert, then wait
+    for the time to draw for on stdin and run :func:`child_main`. Its stdin closed without a line:
+    the drawing is not wanted, and it ends at once (0, no result)."""
+    from . import charts
+
+    charts.warm()
+    line = sys.stdin.readline()
+    if not line.strip():
+        return 0
+    return child_main(db_path, out_path, datetime.fromisoformat(json.loads(line)["now"]), result_path)
 
 
 def build_key(con: duckdb.DuckDBPyConnection, now: datetime) -> str | None:
