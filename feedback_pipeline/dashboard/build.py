@@ -186,6 +186,8 @@ def start_warm_child(db_path: str | os.PathLike[str], write_to: str | os.PathLik
 def _spawn(
     command: list[str], folder: tempfile.TemporaryDirectory[str], answer: Path, said: Path, key: str | None, started: float, *, warm: bool = False
 ) -> "ChildBuild":
+    """Run ``command`` as the drawing child (a warm one gets a pipe for its stdin); the folder is
+    removed if it cannot start."""
     try:
         # stderr goes to a file, not a pipe: a child started early may write more than a pipe
         # holds long before anyone reads it.
