@@ -71,20 +71,23 @@ def test_a_failed_drawing_raises_its_exception_in_the_dashboard_step(mapbox_snap
     assert not (tmp_path / "dashboard.html").exists()
 
 
-def test_a_drawing_nobody_takes_is_stopped_when_the_process_exits(mapbox_snapshot: Path, tmp_path: Path):
+def _child_and_folder_of_a_process_that_exits(setup: str) -> tuple[str, str]:
+    """Run ``setup`` (which leaves ``early`` holding a child in ``drawing``) in a Python process
+    that then exits; the child's pid and the drawing's folder."""
     import subprocess
     import sys
 
-    out = tmp_path / "dashboard.html"
-    script = (
-        "import sys\n"
-        "from feedback_pipeline.dashboard import early\n"
-        f"early.start('run-6', {str(mapbox_snapshot)!r}, {str(out)!r})\n"
-        "pending = early._PENDING['run-6']\n"
-        "print(pending.build.process.pid, pending.folder.name)\n"
-    )
+    script = f"from feedback_pipeline.dashboard import early\n{setup}\nprint(drawing.build.process.pid, drawing.folder.name)\n"
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120)
     pid, folder = done.stdout.split()
+    return pid, folder
+
+
+def test_a_drawing_nobody_takes_is_stopped_when_the_process_exits(mapbox_snapshot: Path, tmp_path: Path):
+    out = tmp_path / "dashboard.html"
+    pid, folder = _child_and_folder_of_a_process_that_exits(
+        f"early.start('run-6', {str(mapbox_snapshot)!r}, {str(out)!r})\ndrawing = early._PENDING['run-6']"
+    )
     assert not Path(folder).exists() and not out.exists()
     assert not Path(f"/proc/{pid}").exists()  # killed and reaped
 
@@ -148,15 +151,7 @@ def test_a_warm_child_that_died_is_replaced_by_a_new_drawing(mapbox_snapshot: Pa
 
 
 def test_a_warm_child_nobody_told_to_go_is_stopped_when_the_process_exits(mapbox_snapshot: Path, tmp_path: Path):
-    import subprocess
-    import sys
-
-    script = (
-        "from feedback_pipeline.dashboard import early\n"
-        f"early.prepare('run-w6', {str(mapbox_snapshot)!r}, {str(tmp_path / 'dashboard.html')!r})\n"
-        "warm = early._WARM['run-w6']\n"
-        "print(warm.build.process.pid, warm.folder.name)\n"
+    pid, folder = _child_and_folder_of_a_process_that_exits(
+        f"early.prepare('run-w6', {str(mapbox_snapshot)!r}, {str(tmp_path / 'dashboard.html')!r})\ndrawing = early._WARM['run-w6']"
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120)
-    pid, folder = done.stdout.split()
     assert not Path(folder).exists() and not Path(f"/proc/{pid}").exists()

@@ -23,6 +23,7 @@ drawing. The provider step starts one when its first commit changes the warehous
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pickle
 import re
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
     import duckdb
 
 UTC = timezone.utc
+log = logging.getLogger(__name__)
 KEY_PATTERN = re.compile(rf'<meta name="{KEY_META}" content="([^"]*)">')
 
 
@@ -151,49 +153,57 @@ def build_dashboard_in_child(db_path: str | os.PathLike[str], out_path: str | os
 
 
 def start_build_in_child(
-    db_path: str | os.PathLike[str], out_path: str | os.PathLike[str], *, now: datetime | None = None, write_to: str | os.PathLike[str] | None = None,
+    db_path: str | os.PathLike[str],
+    out_path: str | os.PathLike[str],
+    *,
+    now: datetime | None = None,
+    write_to: str | os.PathLike[str] | None = None,
+    warm: "ChildBuild | None" = None,
 ) -> DashboardResult | ChildBuild:
     """Start :func:`build_dashboard_in_child`'s child and return at once: the skipped build's
     result when ``out_path`` already shows this snapshot today, else the running
-    :class:`ChildBuild`. The child writes the page to ``write_to`` (default ``out_path``)."""
+    :class:`ChildBuild`. The child writes the page to ``write_to`` (default ``out_path``). A
+    ``warm`` child (:func:`start_warm_child`, started with the same ``write_to``) is told to go
+    instead of starting one, unless it has died meanwhile; when nothing is drawn it is left to
+    the caller to stop."""
     started = time.perf_counter()
     now = now or datetime.now(UTC)
     out = Path(out_path)
     key = current_key(db_path, now)
     if skipped := unchanged(out, now, key, started):
         return skipped
-    folder = tempfile.TemporaryDirectory(prefix="feedback-dashboard-")
-    answer, said = Path(folder.name) / "result.pickle", Path(folder.name) / "stderr"
-    command = [
-        sys.executable, "-m", "feedback_pipeline.dashboard",
-        "--snapshot", os.fspath(db_path), "--output", os.fspath(write_to or out_path), "--now", now.isoformat(), "--result", str(answer),
-    ]
-    return _spawn(command, folder, answer, said, key, started)
+    if warm is not None:
+        try:
+            warm.go(now, key)
+            return warm
+        except OSError as exc:  # it died while loading: a new child does the drawing
+            log.info("the dashboard's warm child is gone (%s); starting another", exc)
+            warm.cancel()
+    return _spawn(db_path, write_to or out_path, now, key, started)
 
 
 def start_warm_child(db_path: str | os.PathLike[str], write_to: str | os.PathLike[str]) -> "ChildBuild":
     """Start a child that loads the drawing's libraries and then waits for :meth:`ChildBuild.go`
     before it draws the snapshot at ``db_path`` into ``write_to`` (module docstring)."""
+    return _spawn(db_path, write_to, None, None, time.perf_counter())
+
+
+def _spawn(db_path: str | os.PathLike[str], write_to: str | os.PathLike[str], now: datetime | None, key: str | None, started: float) -> "ChildBuild":
+    """The drawing child of the snapshot at ``db_path``, writing to ``write_to``: told ``now`` on
+    its command line, or, when ``now`` is None, a warm child that reads it from its stdin."""
     folder = tempfile.TemporaryDirectory(prefix="feedback-dashboard-")
     answer, said = Path(folder.name) / "result.pickle", Path(folder.name) / "stderr"
     command = [
         sys.executable, "-m", "feedback_pipeline.dashboard",
-        "--snapshot", os.fspath(db_path), "--output", os.fspath(write_to), "--result", str(answer), "--warm",
+        "--snapshot", os.fspath(db_path), "--output", os.fspath(write_to), "--result", str(answer),
+        *(["--now", now.isoformat()] if now is not None else ["--warm"]),
     ]
-    return _spawn(command, folder, answer, said, None, time.perf_counter(), warm=True)
-
-
-def _spawn(
-    command: list[str], folder: tempfile.TemporaryDirectory[str], answer: Path, said: Path, key: str | None, started: float, *, warm: bool = False
-) -> "ChildBuild":
-    """Run ``command`` as the drawing child (a warm one gets a pipe for its stdin); the folder is
-    removed if it cannot start."""
     try:
         # stderr goes to a file, not a pipe: a child started early may write more than a pipe
         # holds long before anyone reads it.
         with open(said, "wb") as stderr:
             process = subprocess.Popen(
-                command, env=child_environment(), stdin=subprocess.PIPE if warm else subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr
+                command, env=child_environment(), stdin=subprocess.PIPE if now is None else subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr
             )
     except BaseException:
         folder.cleanup()

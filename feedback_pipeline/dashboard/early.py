@@ -22,19 +22,16 @@ child at all, and a provider step that fails :func:`abandon`s its warm child.
 from __future__ import annotations
 
 import atexit
-import logging
 import os
-import time
 import tempfile
 import threading
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .build import ChildBuild, DashboardResult, current_key, start_build_in_child, start_warm_child, unchanged, write_atomically
+from .build import ChildBuild, DashboardResult, current_key, start_build_in_child, start_warm_child, write_atomically
 
 UTC = timezone.utc
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -77,18 +74,16 @@ def prepare(run_id: str, db_path: str | os.PathLike[str], out_path: str | os.Pat
     with _LOCK:
         if run_id in _WARM:
             return
-    folder = tempfile.TemporaryDirectory(prefix="feedback-dashboard-early-")
-    page = Path(folder.name) / Path(out_path).name
+    folder, page = _drawing_folder(out_path)
     try:
-        build = start_warm_child(db_path, page)
+        warm = EarlyBuild(start_warm_child(db_path, page), folder, page, Path(out_path))
     except BaseException:
         folder.cleanup()
         raise
     with _LOCK:
-        kept = _WARM.setdefault(run_id, EarlyBuild(build, folder, page, Path(out_path)))
-    if kept.build is not build:  # another thread prepared one meanwhile
-        build.cancel()
-        folder.cleanup()
+        kept = _WARM.setdefault(run_id, warm)
+    if kept is not warm:  # another thread prepared one meanwhile
+        warm.cancel()
 
 
 def abandon(run_id: str) -> None:
@@ -105,52 +100,28 @@ def start(run_id: str, db_path: str | os.PathLike[str], out_path: str | os.PathL
     shows it today (nothing to draw)."""
     with _LOCK:
         warm = _WARM.pop(run_id, None)
-    early: EarlyBuild | None = None
-    if warm is not None:
-        try:
-            told = _go(warm, db_path, now)
-        except BaseException:
-            warm.cancel()  # it is no longer in _WARM, where the exit handler would find it
-            raise
-        if told is False:
-            return False
-        early = told if isinstance(told, EarlyBuild) else None  # None: the child was gone
-    if early is None:
-        folder = tempfile.TemporaryDirectory(prefix="feedback-dashboard-early-")
-        page = Path(folder.name) / Path(out_path).name
-        try:
-            started = start_build_in_child(db_path, out_path, now=now, write_to=page)
-        except BaseException:
-            folder.cleanup()
-            raise
-        if isinstance(started, DashboardResult):
-            folder.cleanup()
-            return False
-        early = EarlyBuild(started, folder, page, Path(out_path))
+    folder, page = (warm.folder, warm.page) if warm is not None else _drawing_folder(out_path)
+    drop = warm.cancel if warm is not None else folder.cleanup  # when nothing is drawn after all
+    try:
+        started = start_build_in_child(db_path, out_path, now=now, write_to=page, warm=warm.build if warm is not None else None)
+    except BaseException:
+        drop()
+        raise
+    if isinstance(started, DashboardResult):
+        drop()
+        return False
     with _LOCK:
         previous = _PENDING.pop(run_id, None)
-        _PENDING[run_id] = early
+        _PENDING[run_id] = warm if warm is not None and started is warm.build else EarlyBuild(started, folder, page, Path(out_path))
     if previous is not None:
         previous.cancel()
     return True
 
 
-def _go(warm: EarlyBuild, db_path: str | os.PathLike[str], now: datetime | None) -> EarlyBuild | bool | None:
-    """Tell a warm child to draw: the build, False when the file already shows the snapshot (the
-    child is stopped), None when the child is gone (stopped too: the caller starts a new one)."""
-    started = time.perf_counter()
-    now = now or datetime.now(UTC)
-    key = current_key(db_path, now)
-    if unchanged(warm.out, now, key, started) is not None:
-        warm.cancel()
-        return False
-    try:
-        warm.build.go(now, key)
-    except OSError as exc:  # it died while loading: a new child does the drawing
-        log.info("the dashboard's warm child is gone (%s); starting another", exc)
-        warm.cancel()
-        return None
-    return warm
+def _drawing_folder(out_path: str | os.PathLike[str]) -> tuple[tempfile.TemporaryDirectory[str], Path]:
+    """A temporary folder for an early drawing, and the page's path in it."""
+    folder = tempfile.TemporaryDirectory(prefix="feedback-dashboard-early-")
+    return folder, Path(folder.name) / Path(out_path).name
 
 
 def take(run_id: str) -> EarlyBuild | None:
